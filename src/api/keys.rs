@@ -1,0 +1,76 @@
+//! `GET /.well-known/homing/keys`: this server's signing keys, current and
+//! retired, so peers can verify what it signed.
+
+use actix_web::{web, HttpResponse};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::startup::AppState;
+use crate::storage::schema::server_keys;
+use crate::storage::StorageError;
+use crate::with_backend;
+
+/// How long peers may cache this document.
+const CACHE_SECS: u64 = 3_600;
+
+/// The published key document.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KeysDocument {
+    pub server_name: String,
+    pub current_key_id: String,
+    pub keys: Vec<PublishedKey>,
+}
+
+/// One key. `expires_at` (Unix ms) is set on retired keys: signatures made
+/// with them are accepted until then.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PublishedKey {
+    pub key_id: String,
+    pub algorithm: String,
+    pub public_key: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+}
+
+pub async fn keys(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let now = crate::time::now_ms();
+    let rows: Vec<(String, Vec<u8>, i64, Option<i64>)> = state
+        .db
+        .run(move |conn| {
+            with_backend!(conn, c => server_keys::table
+                .filter(server_keys::expires_at.is_null().or(server_keys::expires_at.gt(now)))
+                .order(server_keys::created_at.desc())
+                .select((
+                    server_keys::key_id,
+                    server_keys::public_key,
+                    server_keys::created_at,
+                    server_keys::expires_at,
+                ))
+                .load(c))
+            .map_err(StorageError::from)
+        })
+        .await?;
+    let document = KeysDocument {
+        server_name: state.settings.server_name.to_string(),
+        current_key_id: state.server_key.key_id().to_string(),
+        keys: rows
+            .into_iter()
+            .map(
+                |(key_id, public_key, created_at, expires_at)| PublishedKey {
+                    key_id,
+                    algorithm: "ed25519".into(),
+                    public_key: URL_SAFE_NO_PAD.encode(public_key),
+                    created_at,
+                    expires_at,
+                },
+            )
+            .collect(),
+    };
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", format!("public, max-age={CACHE_SECS}")))
+        .insert_header(("Access-Control-Allow-Origin", "*"))
+        .json(document))
+}

@@ -1,0 +1,55 @@
+//! `GET /.well-known/homing/server-info`: what a person picking a home server
+//! wants to compare.
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+
+use crate::config::{Limits, RegistrationPolicy};
+use crate::startup::AppState;
+
+/// The public description of this server.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct ServerInfo {
+    pub server_name: String,
+    pub software: String,
+    pub version: String,
+    pub registration: String,
+    pub limits: serde_json::Value,
+    pub retention: RetentionInfo,
+}
+
+/// Retention caps, in seconds.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub struct RetentionInfo {
+    pub default_policy: String,
+    pub max_pending_age_secs: u64,
+    pub max_keep_secs: u64,
+    pub device_inactivity_secs: u64,
+}
+
+pub async fn server_info(state: web::Data<AppState>) -> HttpResponse {
+    let settings = &state.settings;
+    let registration = match settings.registration_policy {
+        RegistrationPolicy::Open => "open",
+        RegistrationPolicy::Invite => "invite",
+        RegistrationPolicy::Closed => "closed",
+    };
+    let limits: &Limits = &settings.limits;
+    let info = ServerInfo {
+        server_name: settings.server_name.to_string(),
+        software: "homing".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        registration: registration.into(),
+        limits: serde_json::to_value(limits).unwrap_or_default(),
+        retention: RetentionInfo {
+            default_policy: "purge-on-ack".into(),
+            max_pending_age_secs: settings.retention.max_pending_age.as_secs(),
+            max_keep_secs: settings.retention.max_keep.as_secs(),
+            device_inactivity_secs: settings.retention.device_inactivity.as_secs(),
+        },
+    };
+    HttpResponse::Ok()
+        .insert_header(("Access-Control-Allow-Origin", "*"))
+        .insert_header(("Cache-Control", "public, max-age=300"))
+        .json(info)
+}

@@ -1,0 +1,68 @@
+//! `homingd`: the Homing home-server daemon.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use homing::config::Settings;
+use homing::startup::Application;
+
+/// The Homing home server.
+#[derive(Debug, Parser)]
+#[command(name = "homingd", version, about)]
+struct Cli {
+    /// TOML configuration file (settings there override the defaults;
+    /// HOMING__SECTION__KEY environment variables override both).
+    #[arg(long, short, global = true, env = "HOMING_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve (the default).
+    Run,
+    /// Check the configuration and print the effective settings.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("homingd: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command.unwrap_or(Command::Run) {
+        Command::CheckConfig => {
+            println!(
+                "configuration ok: server {} on {}, database {}, registration {:?}",
+                settings.server_name,
+                settings.bind,
+                settings.database.url.describe(),
+                settings.registration_policy,
+            );
+            Ok(())
+        }
+        Command::Run => {
+            homing::telemetry::init(settings.log_format, &settings.log_filter);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let app = Application::build(settings).await?;
+                app.run_until_stopped().await?;
+                tracing::info!("homingd stopped");
+                Ok(())
+            })
+        }
+    }
+}

@@ -1,0 +1,557 @@
+//! Typed settings: built-in defaults, then a TOML file, then `HOMING__…`
+//! environment variables. `validate()` turns them into checked values so a
+//! bad setting stops the daemon at start with a message naming the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::address::ServerName;
+use crate::time::parse_duration;
+
+/// A configuration problem, phrased for the admin who has to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration: `{key}` = {value:?} is invalid: {reason}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+fn invalid(key: &'static str, value: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The settings as written by the admin (strings where the admin writes text).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawSettings {
+    pub server: RawServer,
+    pub database: RawDatabase,
+    pub federation: RawFederation,
+    pub registration: RawRegistration,
+    pub limits: RawLimits,
+    pub retention: RawRetention,
+    pub auth: RawAuth,
+    pub log: RawLog,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawServer {
+    pub name: String,
+    pub bind: String,
+    pub data_dir: PathBuf,
+    pub shutdown_timeout: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawDatabase {
+    pub url: String,
+    pub pool_size: u32,
+    pub connect_timeout: String,
+    pub sqlite_synchronous: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawFederation {
+    pub allow_insecure_http: bool,
+    pub nameservers: Vec<String>,
+    pub extra_ca_file: String,
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawRegistration {
+    pub policy: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawLimits {
+    pub max_message_bytes: usize,
+    pub max_pending_messages_per_device: u32,
+    pub max_pending_bytes_per_device: u64,
+    pub max_request_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawRetention {
+    pub max_pending_age: String,
+    pub max_keep: String,
+    pub device_inactivity: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawAuth {
+    pub token_ttl: String,
+    pub challenge_ttl: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawLog {
+    pub format: String,
+    pub filter: String,
+}
+
+/// Who may register an alias on this server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationPolicy {
+    Open,
+    Invite,
+    Closed,
+}
+
+/// Which database holds the server's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+/// How hard SQLite flushes a commit; see `federation-spec/storage.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqliteSynchronous {
+    Normal,
+    Full,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Validated settings, the only form the rest of the server sees.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server_name: ServerName,
+    pub bind: SocketAddr,
+    pub data_dir: PathBuf,
+    pub shutdown_timeout: Duration,
+    pub database: DatabaseSettings,
+    pub federation: FederationSettings,
+    pub registration_policy: RegistrationPolicy,
+    pub limits: Limits,
+    pub retention: Retention,
+    pub auth: AuthSettings,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub url: DatabaseUrl,
+    pub pool_size: u32,
+    pub connect_timeout: Duration,
+    pub sqlite_synchronous: SqliteSynchronous,
+}
+
+#[derive(Debug, Clone)]
+pub struct FederationSettings {
+    pub allow_insecure_http: bool,
+    pub nameservers: Vec<SocketAddr>,
+    pub extra_ca_file: Option<PathBuf>,
+    pub allow: Vec<ServerName>,
+    pub deny: Vec<ServerName>,
+}
+
+/// Limits on what a client or a peer can make the server hold.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub max_pending_messages_per_device: u32,
+    pub max_pending_bytes_per_device: u64,
+    pub max_request_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Retention {
+    pub max_pending_age: Duration,
+    pub max_keep: Duration,
+    pub device_inactivity: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    pub token_ttl: Duration,
+    pub challenge_ttl: Duration,
+}
+
+/// The defaults, as TOML so that `examples/homingd.toml` can be checked
+/// against them by a test.
+pub const DEFAULTS_TOML: &str = r#"
+[server]
+name = "localhost:8008"
+bind = "127.0.0.1:8008"
+data_dir = "./data"
+shutdown_timeout = "30s"
+
+[database]
+url = ""
+pool_size = 8
+connect_timeout = "5s"
+sqlite_synchronous = "full"
+
+[federation]
+allow_insecure_http = false
+nameservers = []
+extra_ca_file = ""
+allow = []
+deny = []
+
+[registration]
+policy = "open"
+
+[limits]
+max_message_bytes = 262144
+max_pending_messages_per_device = 10000
+max_pending_bytes_per_device = 268435456
+max_request_bytes = 1048576
+
+[retention]
+max_pending_age = "30d"
+max_keep = "30d"
+device_inactivity = "60d"
+
+[auth]
+token_ttl = "24h"
+challenge_ttl = "2m"
+
+[log]
+format = "text"
+filter = "info"
+"#;
+
+/// Keys whose environment value is a comma-separated list.
+const LIST_KEYS: [&str; 3] = [
+    "federation.nameservers",
+    "federation.allow",
+    "federation.deny",
+];
+
+impl Settings {
+    /// Loads defaults, then `file` when given, then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Like `load`, with the environment passed in (tests use this).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULTS_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        let env_map = env
+            .into_iter()
+            .filter(|(key, _)| key.starts_with("HOMING__"))
+            .collect();
+        let mut environment = config::Environment::with_prefix("HOMING")
+            .prefix_separator("__")
+            .separator("__")
+            .list_separator(",")
+            .try_parsing(true)
+            .source(Some(env_map));
+        for key in LIST_KEYS {
+            environment = environment.with_list_parse_key(key);
+        }
+        let raw: RawSettings = builder.add_source(environment).build()?.try_deserialize()?;
+        raw.validate()
+    }
+}
+
+fn duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    parse_duration(text).map_err(|reason| invalid(key, text, reason))
+}
+
+fn server_names(key: &'static str, names: &[String]) -> Result<Vec<ServerName>, ConfigError> {
+    names
+        .iter()
+        .map(|name| ServerName::parse(name).map_err(|e| invalid(key, name, e.to_string())))
+        .collect()
+}
+
+impl RawSettings {
+    /// Checks every value and resolves defaults that depend on others.
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let server_name = ServerName::parse(&self.server.name)
+            .map_err(|e| invalid("server.name", &self.server.name, e.to_string()))?;
+        let bind = self.server.bind.parse().map_err(|_| {
+            invalid(
+                "server.bind",
+                &self.server.bind,
+                "expected an address like 127.0.0.1:8008",
+            )
+        })?;
+        let data_dir = self.server.data_dir.clone();
+        let database_url = parse_database_url(&self.database.url, &data_dir)?;
+        if self.database.pool_size == 0 || self.database.pool_size > 256 {
+            return Err(invalid(
+                "database.pool_size",
+                self.database.pool_size.to_string(),
+                "must be between 1 and 256",
+            ));
+        }
+        let sqlite_synchronous = match self.database.sqlite_synchronous.as_str() {
+            "normal" => SqliteSynchronous::Normal,
+            "full" => SqliteSynchronous::Full,
+            other => {
+                return Err(invalid(
+                    "database.sqlite_synchronous",
+                    other,
+                    "expected `normal` or `full`",
+                ))
+            }
+        };
+        let registration_policy = match self.registration.policy.as_str() {
+            "open" => RegistrationPolicy::Open,
+            "invite" => RegistrationPolicy::Invite,
+            "closed" => RegistrationPolicy::Closed,
+            other => {
+                return Err(invalid(
+                    "registration.policy",
+                    other,
+                    "expected `open`, `invite` or `closed`",
+                ))
+            }
+        };
+        let nameservers = self
+            .federation
+            .nameservers
+            .iter()
+            .map(|ns| parse_nameserver(ns))
+            .collect::<Result<Vec<_>, _>>()?;
+        let extra_ca_file = match self.federation.extra_ca_file.trim() {
+            "" => None,
+            path => Some(PathBuf::from(path)),
+        };
+        let limits = Limits {
+            max_message_bytes: self.limits.max_message_bytes,
+            max_pending_messages_per_device: self.limits.max_pending_messages_per_device,
+            max_pending_bytes_per_device: self.limits.max_pending_bytes_per_device,
+            max_request_bytes: self.limits.max_request_bytes,
+        };
+        if limits.max_message_bytes == 0 {
+            return Err(invalid("limits.max_message_bytes", "0", "must be positive"));
+        }
+        if limits.max_request_bytes < limits.max_message_bytes {
+            return Err(invalid(
+                "limits.max_request_bytes",
+                limits.max_request_bytes.to_string(),
+                "must be at least limits.max_message_bytes",
+            ));
+        }
+        let log_format = match self.log.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => return Err(invalid("log.format", other, "expected `text` or `json`")),
+        };
+        Ok(Settings {
+            server_name,
+            bind,
+            data_dir,
+            shutdown_timeout: duration("server.shutdown_timeout", &self.server.shutdown_timeout)?,
+            database: DatabaseSettings {
+                url: database_url,
+                pool_size: self.database.pool_size,
+                connect_timeout: duration(
+                    "database.connect_timeout",
+                    &self.database.connect_timeout,
+                )?,
+                sqlite_synchronous,
+            },
+            federation: FederationSettings {
+                allow_insecure_http: self.federation.allow_insecure_http,
+                nameservers,
+                extra_ca_file,
+                allow: server_names("federation.allow", &self.federation.allow)?,
+                deny: server_names("federation.deny", &self.federation.deny)?,
+            },
+            registration_policy,
+            limits,
+            retention: Retention {
+                max_pending_age: duration(
+                    "retention.max_pending_age",
+                    &self.retention.max_pending_age,
+                )?,
+                max_keep: duration("retention.max_keep", &self.retention.max_keep)?,
+                device_inactivity: duration(
+                    "retention.device_inactivity",
+                    &self.retention.device_inactivity,
+                )?,
+            },
+            auth: AuthSettings {
+                token_ttl: duration("auth.token_ttl", &self.auth.token_ttl)?,
+                challenge_ttl: duration("auth.challenge_ttl", &self.auth.challenge_ttl)?,
+            },
+            log_format,
+            log_filter: self.log.filter,
+        })
+    }
+}
+
+fn parse_database_url(url: &str, data_dir: &Path) -> Result<DatabaseUrl, ConfigError> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Ok(DatabaseUrl::Sqlite(data_dir.join("homing.db")));
+    }
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(invalid(
+                "database.url",
+                url,
+                "the sqlite:// URL names no file",
+            ));
+        }
+        return Ok(DatabaseUrl::Sqlite(PathBuf::from(path)));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(DatabaseUrl::Postgres(url.to_string()));
+    }
+    Err(invalid(
+        "database.url",
+        redact_url(url),
+        "expected sqlite://PATH or postgres://…",
+    ))
+}
+
+/// Hides a password in a database URL before it reaches a log or an error.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn parse_nameserver(text: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    text.parse::<std::net::IpAddr>()
+        .map(|ip| SocketAddr::new(ip, 53))
+        .map_err(|_| invalid("federation.nameservers", text, "expected IP or IP:port"))
+}
+
+impl DatabaseUrl {
+    /// A description safe to log (no password).
+    pub fn describe(&self) -> String {
+        match self {
+            DatabaseUrl::Sqlite(path) => format!("sqlite://{}", path.display()),
+            DatabaseUrl::Postgres(url) => redact_url(url),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::load_from(
+            None,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_are_valid_and_use_sqlite_under_data_dir() {
+        let settings = load(&[]).unwrap();
+        assert_eq!(
+            settings.database.url,
+            DatabaseUrl::Sqlite(PathBuf::from("./data/homing.db"))
+        );
+        assert_eq!(settings.registration_policy, RegistrationPolicy::Open);
+        assert!(!settings.federation.allow_insecure_http);
+    }
+
+    #[test]
+    fn environment_overrides_and_lists_parse() {
+        let settings = load(&[
+            ("HOMING__SERVER__NAME", "Example.org:8448"),
+            ("HOMING__FEDERATION__ALLOW_INSECURE_HTTP", "true"),
+            ("HOMING__FEDERATION__NAMESERVERS", "127.0.0.1:5353,10.0.0.1"),
+            ("HOMING__FEDERATION__DENY", "evil.example,worse.example"),
+            ("HOMING__DATABASE__URL", "postgres://u:p@127.0.0.1/homing"),
+        ])
+        .unwrap();
+        assert_eq!(settings.server_name.as_str(), "example.org:8448");
+        assert!(settings.federation.allow_insecure_http);
+        assert_eq!(settings.federation.nameservers.len(), 2);
+        assert_eq!(settings.federation.nameservers[1].port(), 53);
+        assert_eq!(settings.federation.deny.len(), 2);
+        assert!(matches!(settings.database.url, DatabaseUrl::Postgres(_)));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_value() {
+        let cases = [
+            ("HOMING__SERVER__BIND", "nowhere", "server.bind"),
+            (
+                "HOMING__RETENTION__MAX_KEEP",
+                "forever",
+                "retention.max_keep",
+            ),
+            (
+                "HOMING__DATABASE__SQLITE_SYNCHRONOUS",
+                "off",
+                "database.sqlite_synchronous",
+            ),
+            (
+                "HOMING__FEDERATION__NAMESERVERS",
+                "dns.example",
+                "federation.nameservers",
+            ),
+            (
+                "HOMING__LIMITS__MAX_REQUEST_BYTES",
+                "10",
+                "limits.max_request_bytes",
+            ),
+        ];
+        for (key, value, named) in cases {
+            let error = load(&[(key, value)]).unwrap_err().to_string();
+            assert!(error.contains(named), "{error}");
+            assert!(error.contains(value), "{error}");
+        }
+    }
+
+    #[test]
+    fn database_passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://homing:s3cret@db:5432/homing"),
+            "postgres://homing:***@db:5432/homing"
+        );
+        assert_eq!(redact_url("postgres://db/homing"), "postgres://db/homing");
+    }
+
+    #[test]
+    fn example_config_documents_every_default() {
+        let example: toml::Table = include_str!("../examples/homingd.toml").parse().unwrap();
+        let defaults: toml::Table = DEFAULTS_TOML.parse().unwrap();
+        assert_eq!(
+            example, defaults,
+            "examples/homingd.toml must list every option at its default"
+        );
+    }
+}

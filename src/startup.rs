@@ -1,0 +1,128 @@
+//! Building and running the daemon: config → database → migrations →
+//! server key → HTTP server. Tests use the same path through `Application`.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::dev::{Server, Service};
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+
+use crate::api;
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::server_key::{self, ServerKey};
+use crate::storage::{Backend, Database};
+
+/// Everything a request handler may need, shared by all workers.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub db: Database,
+    pub metrics: Arc<Metrics>,
+    pub server_key: Arc<ServerKey>,
+}
+
+/// A daemon bound to its port and ready to run.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: AppState,
+}
+
+impl Application {
+    /// Opens the database, applies migrations, loads the server key and binds
+    /// `server.bind`. Errors name their cause for a one-line report.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(settings.bind)
+            .with_context(|| format!("cannot listen on {}", settings.bind))?;
+        Self::build_on(settings, listener).await
+    }
+
+    /// Like `build`, on a listener the caller already bound (tests bind port
+    /// 0 first so the server name can carry the port).
+    pub async fn build_on(settings: Settings, listener: TcpListener) -> anyhow::Result<Self> {
+        let db_settings = settings.database.clone();
+        let db = tokio::task::spawn_blocking(move || {
+            let db = Database::connect(&db_settings)?;
+            db.run_migrations()?;
+            Ok::<_, crate::storage::StorageError>(db)
+        })
+        .await
+        .context("database start-up task failed")?
+        .with_context(|| format!("database {}", settings.database.url.describe()))?;
+        let server_key = server_key::load_or_create(&db)
+            .await
+            .context("loading the server key")?;
+        let backend = match db.backend() {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        };
+        let state = AppState {
+            settings: Arc::new(settings),
+            db,
+            metrics: Arc::new(Metrics::new(backend)),
+            server_key: Arc::new(server_key),
+        };
+        let port = listener.local_addr()?.port();
+        let server = http_server(listener, state.clone())?;
+        tracing::info!(
+            server_name = %state.settings.server_name,
+            port,
+            backend,
+            key_id = state.server_key.key_id(),
+            "homingd ready"
+        );
+        Ok(Self {
+            port,
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until SIGINT/SIGTERM, then stops accepting and lets in-flight
+    /// requests finish within `server.shutdown_timeout`.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn http_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
+    let shutdown_secs = state.settings.shutdown_timeout.as_secs();
+    let server = HttpServer::new(move || {
+        let metrics = state.metrics.clone();
+        App::new()
+            .wrap_fn(move |request, service| {
+                let started = Instant::now();
+                let route = request
+                    .match_pattern()
+                    .unwrap_or_else(|| "unmatched".to_string());
+                let metrics = metrics.clone();
+                let response = service.call(request);
+                async move {
+                    let response = response.await?;
+                    metrics.observe_request(
+                        &route,
+                        response.status().as_u16(),
+                        started.elapsed().as_secs_f64(),
+                    );
+                    Ok(response)
+                }
+            })
+            .app_data(web::Data::new(state.clone()))
+            .configure(|cfg| api::configure(cfg, &state.settings))
+    })
+    .listen(listener)?
+    .shutdown_timeout(shutdown_secs)
+    .run();
+    Ok(server)
+}

@@ -1,0 +1,235 @@
+//! The database: one pool over SQLite or PostgreSQL, embedded migrations per
+//! backend, and helpers that keep blocking database calls off the async
+//! runtime. Backend-specific SQL lives in this module and nowhere else.
+
+mod connection;
+pub mod schema;
+
+use std::path::Path;
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::r2d2::{Pool, PooledConnection};
+use diesel::{Connection, PgConnection, SqliteConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::config::{DatabaseSettings, DatabaseUrl, SqliteSynchronous};
+
+pub use connection::DbConnection;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// Serialises migrations when several replicas start against one PostgreSQL.
+const MIGRATION_LOCK_ID: i64 = 0x486f_6d69_6e67; // "Homing"
+
+/// Which backend a [`Database`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A storage failure. `Unavailable` means the database could not be reached
+/// (the client may retry); everything else is a bug or a broken database.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database query failed")]
+    Query(#[from] diesel::result::Error),
+    #[error("database migration failed: {0}")]
+    Migration(String),
+    #[error("database task failed")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Runs `$body` with `$c` bound to the concrete connection of either
+/// backend, so diesel's full DSL (upserts, `RETURNING`, locking clauses) is
+/// available while the code is written once.
+#[macro_export]
+macro_rules! with_backend {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::storage::DbConnection::Sqlite($c) => $body,
+            $crate::storage::DbConnection::Postgres($c) => $body,
+        }
+    };
+}
+
+/// Runs `$body` in a write transaction. On SQLite it starts with `BEGIN
+/// IMMEDIATE`, so two writers queue on the busy timeout instead of failing
+/// when a read lock would have to be upgraded.
+#[macro_export]
+macro_rules! write_transaction {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::storage::DbConnection::Sqlite(conn) => conn.immediate_transaction(|$c| $body),
+            $crate::storage::DbConnection::Postgres(conn) => conn.transaction(|$c| $body),
+        }
+    };
+}
+
+/// A pooled handle on the database, cheap to clone.
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool<connection::Manager>,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+impl Database {
+    /// Opens the pool (creating the SQLite file and its folder if needed) and
+    /// checks that the database answers. Blocks; call before serving.
+    pub fn connect(settings: &DatabaseSettings) -> Result<Self, StorageError> {
+        let backend = match &settings.url {
+            DatabaseUrl::Sqlite(path) => {
+                create_parent_dir(path)?;
+                Backend::Sqlite
+            }
+            DatabaseUrl::Postgres(_) => Backend::Postgres,
+        };
+        let manager = connection::Manager::new(settings.url.clone(), settings.sqlite_synchronous);
+        // Fail fast with the real cause when the database cannot be reached,
+        // rather than r2d2's generic time-out after retrying in a loop.
+        {
+            use diesel::r2d2::ManageConnection;
+            manager
+                .connect()
+                .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+        }
+        let pool = Pool::builder()
+            .max_size(settings.pool_size)
+            .min_idle(Some(1))
+            .connection_timeout(settings.connect_timeout)
+            .build(manager)
+            .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+        Ok(Self { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A connection for blocking code (the admin CLI, migrations).
+    pub fn get(&self) -> Result<PooledConnection<connection::Manager>, StorageError> {
+        self.pool
+            .get()
+            .map_err(|e| StorageError::Unavailable(e.to_string()))
+    }
+
+    /// Runs `work` on a pooled connection on the blocking thread pool, so the
+    /// async runtime never waits on the database.
+    pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<StorageError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool
+                .get()
+                .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+            work(&mut conn)
+        })
+        .await
+        .map_err(StorageError::from)?
+    }
+
+    /// Applies every pending migration of this backend.
+    pub fn run_migrations(&self) -> Result<(), StorageError> {
+        let mut conn = self.get()?;
+        match &mut *conn {
+            DbConnection::Sqlite(c) => apply(c, SQLITE_MIGRATIONS),
+            DbConnection::Postgres(c) => {
+                c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID})"))?;
+                let applied = apply(c, POSTGRES_MIGRATIONS);
+                c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})"))?;
+                applied
+            }
+        }
+    }
+
+    /// True when the database answers and no migration is pending.
+    pub async fn is_ready(&self) -> Result<bool, StorageError> {
+        self.run(|conn| {
+            let pending = match conn {
+                DbConnection::Sqlite(c) => c.has_pending_migration(SQLITE_MIGRATIONS),
+                DbConnection::Postgres(c) => c.has_pending_migration(POSTGRES_MIGRATIONS),
+            };
+            pending
+                .map(|pending| !pending)
+                .map_err(|e| StorageError::Migration(e.to_string()))
+        })
+        .await
+    }
+}
+
+fn apply<C>(conn: &mut C, migrations: EmbeddedMigrations) -> Result<(), StorageError>
+where
+    C: MigrationHarness<C::Backend> + Connection,
+{
+    conn.run_pending_migrations(migrations)
+        .map(|_| ())
+        .map_err(|e| StorageError::Migration(e.to_string()))
+}
+
+fn create_parent_dir(path: &Path) -> Result<(), StorageError> {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                StorageError::Unavailable(format!("cannot create {}: {e}", parent.display()))
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// SQLite settings applied to every new connection.
+fn sqlite_pragmas(synchronous: SqliteSynchronous) -> String {
+    let synchronous = match synchronous {
+        SqliteSynchronous::Normal => "NORMAL",
+        SqliteSynchronous::Full => "FULL",
+    };
+    format!(
+        "PRAGMA busy_timeout = {};
+         PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = {synchronous};
+         PRAGMA foreign_keys = ON;",
+        Duration::from_secs(10).as_millis()
+    )
+}
+
+pub(crate) fn open_sqlite(
+    path: &Path,
+    synchronous: SqliteSynchronous,
+) -> Result<SqliteConnection, String> {
+    let mut conn = SqliteConnection::establish(&path.to_string_lossy())
+        .map_err(|e| format!("cannot open SQLite database {}: {e}", path.display()))?;
+    conn.batch_execute(&sqlite_pragmas(synchronous))
+        .map_err(|e| format!("cannot configure SQLite database {}: {e}", path.display()))?;
+    Ok(conn)
+}
+
+pub(crate) fn open_postgres(url: &str) -> Result<PgConnection, String> {
+    PgConnection::establish(url).map_err(|e| {
+        format!(
+            "cannot connect to PostgreSQL at {}: {}",
+            crate::config::redact_url(url),
+            one_line(&e.to_string())
+        )
+    })
+}
+
+/// libpq reports errors over several lines; logs and CLI errors want one.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,155 @@
+//! `spawn_app()`: the real application on port 0 with a fresh database.
+
+use std::net::TcpListener;
+
+use homing::config::Settings;
+use homing::startup::{AppState, Application};
+
+/// The variable naming a PostgreSQL server for the suite; each test gets a
+/// fresh database on it.
+pub const TEST_DATABASE_ENV: &str = "HOMING_TEST_DATABASE_URL";
+
+/// A running test server.
+pub struct TestApp {
+    pub address: String,
+    pub server_name: String,
+    pub http: reqwest::Client,
+    pub state: AppState,
+    pub database: TestDatabase,
+    _data_dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request to the test server failed")
+    }
+}
+
+/// Starts the application with the default test settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Vec::new()).await
+}
+
+/// Starts the application with extra `HOMING__…` settings.
+pub async fn spawn_app_with(extra_env: Vec<(&str, &str)>) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    let port = listener.local_addr().expect("local address").port();
+    let server_name = format!("127.0.0.1:{port}");
+    let database = TestDatabase::create(data_dir.path()).await;
+    let mut env: Vec<(String, String)> = vec![
+        ("HOMING__SERVER__NAME".into(), server_name.clone()),
+        ("HOMING__SERVER__BIND".into(), server_name.clone()),
+        (
+            "HOMING__SERVER__DATA_DIR".into(),
+            data_dir.path().display().to_string(),
+        ),
+        ("HOMING__DATABASE__URL".into(), database.url.clone()),
+        ("HOMING__DATABASE__POOL_SIZE".into(), "4".into()),
+        (
+            "HOMING__FEDERATION__ALLOW_INSECURE_HTTP".into(),
+            "true".into(),
+        ),
+        ("HOMING__SERVER__SHUTDOWN_TIMEOUT".into(), "1s".into()),
+    ];
+    env.extend(
+        extra_env
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let settings = Settings::load_from(None, env).expect("test settings are valid");
+    if std::env::var_os("TEST_LOG").is_some() {
+        homing::telemetry::init(settings.log_format, "debug");
+    }
+    let app = Application::build_on(settings, listener)
+        .await
+        .expect("the application starts");
+    let state = app.state().clone();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        address: format!("http://{server_name}"),
+        server_name,
+        http: reqwest::Client::new(),
+        state,
+        database,
+        _data_dir: data_dir,
+    }
+}
+
+/// A database used by one test: a SQLite file in the test's temporary
+/// directory, or a PostgreSQL database created for the test and dropped
+/// after it.
+pub struct TestDatabase {
+    pub url: String,
+    postgres: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    pub async fn create(dir: &std::path::Path) -> Self {
+        match std::env::var(TEST_DATABASE_ENV) {
+            Ok(base) if !base.is_empty() => {
+                let name = format!("homing_test_{:016x}", rand::random::<u64>());
+                let admin_url = base.clone();
+                let statement = format!("CREATE DATABASE {name}");
+                tokio::task::spawn_blocking(move || postgres_admin(&admin_url, &statement))
+                    .await
+                    .expect("create database task");
+                Self {
+                    url: replace_database(&base, &name),
+                    postgres: Some((base, name)),
+                }
+            }
+            _ => Self {
+                url: format!("sqlite://{}", dir.join("homing.db").display()),
+                postgres: None,
+            },
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some((base, name)) = &self.postgres {
+            postgres_admin(
+                base,
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            );
+        }
+    }
+}
+
+fn postgres_admin(url: &str, statement: &str) {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    let mut conn = diesel::PgConnection::establish(url).unwrap_or_else(|e| {
+        panic!("{TEST_DATABASE_ENV} is set but PostgreSQL is unreachable: {e}")
+    });
+    conn.batch_execute(statement)
+        .unwrap_or_else(|e| panic!("`{statement}` failed: {e}"));
+}
+
+/// Swaps the database name in a PostgreSQL URL, keeping any query string.
+pub fn replace_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let authority_end = base
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|start| base[start..].find('/').map(|slash| start + slash))
+        .unwrap_or(base.len());
+    format!("{}/{}{}", &base[..authority_end], name, query)
+}
