@@ -42,6 +42,7 @@ pub struct RawSettings {
     pub limits: RawLimits,
     pub retention: RawRetention,
     pub auth: RawAuth,
+    pub rate_limits: RawRateLimits,
     pub log: RawLog,
 }
 
@@ -51,6 +52,7 @@ pub struct RawServer {
     pub bind: String,
     pub data_dir: PathBuf,
     pub shutdown_timeout: String,
+    pub trust_forwarded_for: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -94,6 +96,13 @@ pub struct RawRetention {
 pub struct RawAuth {
     pub token_ttl: String,
     pub challenge_ttl: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawRateLimits {
+    pub registration_per_ip: String,
+    pub auth_per_ip: String,
+    pub auth_per_account: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -145,6 +154,8 @@ pub struct Settings {
     pub limits: Limits,
     pub retention: Retention,
     pub auth: AuthSettings,
+    pub rate_limits: RateLimits,
+    pub trust_forwarded_for: bool,
     pub log_format: LogFormat,
     pub log_filter: String,
 }
@@ -182,6 +193,44 @@ pub struct Retention {
     pub device_inactivity: Duration,
 }
 
+/// A rate: at most `burst` events, refilled evenly over `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub burst: u32,
+    pub per: Duration,
+}
+
+impl Rate {
+    /// Parses `N/s`, `N/m`, `N/h` or `N/d`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (count, unit) = text
+            .split_once('/')
+            .ok_or_else(|| format!("`{text}` is not a rate (use e.g. 10/m)"))?;
+        let burst: u32 = count
+            .trim()
+            .parse()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("`{count}` is not a positive count"))?;
+        let per = match unit.trim() {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3_600),
+            "d" => Duration::from_secs(86_400),
+            other => return Err(format!("unknown rate unit `{other}` (use s, m, h or d)")),
+        };
+        Ok(Self { burst, per })
+    }
+}
+
+/// Per-client rate limits on the endpoints strangers can call.
+#[derive(Debug, Clone)]
+pub struct RateLimits {
+    pub registration_per_ip: Rate,
+    pub auth_per_ip: Rate,
+    pub auth_per_account: Rate,
+}
+
 #[derive(Debug, Clone)]
 pub struct AuthSettings {
     pub token_ttl: Duration,
@@ -196,6 +245,7 @@ name = "localhost:8008"
 bind = "127.0.0.1:8008"
 data_dir = "./data"
 shutdown_timeout = "30s"
+trust_forwarded_for = false
 
 [database]
 url = ""
@@ -227,6 +277,11 @@ device_inactivity = "60d"
 [auth]
 token_ttl = "24h"
 challenge_ttl = "2m"
+
+[rate_limits]
+registration_per_ip = "10/h"
+auth_per_ip = "120/m"
+auth_per_account = "60/m"
 
 [log]
 format = "text"
@@ -278,6 +333,10 @@ impl Settings {
 
 fn duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
     parse_duration(text).map_err(|reason| invalid(key, text, reason))
+}
+
+fn rate(key: &'static str, text: &str) -> Result<Rate, ConfigError> {
+    Rate::parse(text).map_err(|reason| invalid(key, text, reason))
 }
 
 fn server_names(key: &'static str, names: &[String]) -> Result<Vec<ServerName>, ConfigError> {
@@ -400,6 +459,18 @@ impl RawSettings {
                 token_ttl: duration("auth.token_ttl", &self.auth.token_ttl)?,
                 challenge_ttl: duration("auth.challenge_ttl", &self.auth.challenge_ttl)?,
             },
+            rate_limits: RateLimits {
+                registration_per_ip: rate(
+                    "rate_limits.registration_per_ip",
+                    &self.rate_limits.registration_per_ip,
+                )?,
+                auth_per_ip: rate("rate_limits.auth_per_ip", &self.rate_limits.auth_per_ip)?,
+                auth_per_account: rate(
+                    "rate_limits.auth_per_account",
+                    &self.rate_limits.auth_per_account,
+                )?,
+            },
+            trust_forwarded_for: self.server.trust_forwarded_for,
             log_format,
             log_filter: self.log.filter,
         })

@@ -11,12 +11,12 @@ use serde_json::{json, Value};
 pub enum ApiError {
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
-    #[error("authentication required")]
-    Unauthorized { code: &'static str },
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0}")]
-    NotFound(String),
+    #[error("{message}")]
+    Unauthorized { code: &'static str, message: String },
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
     #[error("{message}")]
     Conflict {
         code: &'static str,
@@ -32,6 +32,8 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    NotImplemented(String),
     #[error("the remote server failed: {0}")]
     BadGateway(String),
     #[error("internal error")]
@@ -54,6 +56,20 @@ impl ApiError {
         }
     }
 
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Forbidden {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::NotFound {
+            code,
+            message: message.into(),
+        }
+    }
+
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
         Self::Internal(cause.into())
     }
@@ -61,13 +77,15 @@ impl ApiError {
     /// The machine-readable code clients branch on.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::BadRequest { code, .. } | Self::Conflict { code, .. } => code,
-            Self::Unauthorized { code } => code,
-            Self::Forbidden(_) => "forbidden",
-            Self::NotFound(_) => "not_found",
+            Self::BadRequest { code, .. }
+            | Self::Conflict { code, .. }
+            | Self::Forbidden { code, .. }
+            | Self::NotFound { code, .. } => code,
+            Self::Unauthorized { code, .. } => code,
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::TooManyRequests { .. } => "rate_limited",
             Self::Unavailable(_) => "unavailable",
+            Self::NotImplemented(_) => "not_implemented",
             Self::BadGateway(_) => "remote_failed",
             Self::Internal(_) => "internal",
         }
@@ -91,12 +109,13 @@ impl ResponseError for ApiError {
         match self {
             Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -130,5 +149,60 @@ impl ResponseError for ApiError {
             response.insert_header(("WWW-Authenticate", "Bearer"));
         }
         response.json(body)
+    }
+}
+
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(error: crate::auth::AuthError) -> Self {
+        use crate::auth::AuthError as E;
+        let code = match &error {
+            E::InvalidChallenge => "invalid_challenge",
+            E::UnknownDevice => "unknown_device",
+            E::BadSignature => "bad_signature",
+            E::MissingToken => "missing_token",
+            E::InvalidToken => "invalid_token",
+            E::Storage(_) => "",
+        };
+        match error {
+            E::Storage(cause) => cause.into(),
+            other => Self::Unauthorized {
+                code,
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl From<crate::identity::IdentityError> for ApiError {
+    fn from(error: crate::identity::IdentityError) -> Self {
+        use crate::crypto::identity::DocumentError;
+        use crate::crypto::CryptoError;
+        use crate::identity::IdentityError as E;
+        let message = error.to_string();
+        match error {
+            E::RegistrationClosed => Self::forbidden("registration_closed", message),
+            E::InviteRequired => Self::forbidden("invite_required", message),
+            E::InviteInvalid => Self::forbidden("invite_invalid", message),
+            E::AliasReserved(_) => Self::bad_request("alias_reserved", message),
+            E::AliasTaken => Self::conflict("alias_taken", message, Value::Null),
+            E::AccountExists(alias) => {
+                Self::conflict("account_exists", message, json!({ "alias": alias }))
+            }
+            E::DeviceKeyInUse => Self::conflict("device_key_in_use", message, Value::Null),
+            E::DeviceIdUsed(_) => Self::conflict("device_id_used", message, Value::Null),
+            E::Document(DocumentError::Crypto(CryptoError::BadSignature)) | E::BadProof => {
+                Self::bad_request("bad_signature", message)
+            }
+            E::Document(_) => Self::bad_request("invalid_document", message),
+            E::Rollback { current, .. } => Self::conflict(
+                "device_list_rollback",
+                message,
+                json!({ "current_version": current }),
+            ),
+            E::ListMismatch(_) => Self::conflict("device_list_mismatch", message, Value::Null),
+            E::UnknownDevice => Self::not_found("unknown_device", message),
+            E::UnknownAccount => Self::not_found("unknown_account", message),
+            E::Storage(cause) => cause.into(),
+        }
     }
 }

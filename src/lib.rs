@@ -2,10 +2,16 @@
 #![forbid(unsafe_code)]
 
 pub mod address;
+pub mod admin;
 pub mod api;
+pub mod auth;
+pub mod client;
 pub mod config;
+pub mod crypto;
 pub mod error;
+pub mod identity;
 pub mod metrics;
+pub mod ratelimit;
 pub mod server_key;
 pub mod startup;
 pub mod storage;

@@ -1,7 +1,7 @@
 //! Building and running the daemon: config → database → migrations →
 //! server key → HTTP server. Tests use the same path through `Application`.
 
-use std::net::TcpListener;
+use std::net::{IpAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,8 +10,9 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 
 use crate::api;
-use crate::config::Settings;
+use crate::config::{RateLimits, Settings};
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
 use crate::server_key::{self, ServerKey};
 use crate::storage::{Backend, Database};
 
@@ -22,6 +23,24 @@ pub struct AppState {
     pub db: Database,
     pub metrics: Arc<Metrics>,
     pub server_key: Arc<ServerKey>,
+    pub rate_limits: Arc<RateLimiters>,
+}
+
+/// The rate limiters of the endpoints strangers can call.
+pub struct RateLimiters {
+    pub registration_per_ip: RateLimiter<IpAddr>,
+    pub auth_per_ip: RateLimiter<IpAddr>,
+    pub auth_per_account: RateLimiter<String>,
+}
+
+impl RateLimiters {
+    fn new(limits: &RateLimits) -> Self {
+        Self {
+            registration_per_ip: RateLimiter::new(limits.registration_per_ip),
+            auth_per_ip: RateLimiter::new(limits.auth_per_ip),
+            auth_per_account: RateLimiter::new(limits.auth_per_account),
+        }
+    }
 }
 
 /// A daemon bound to its port and ready to run.
@@ -60,6 +79,7 @@ impl Application {
             Backend::Postgres => "postgres",
         };
         let state = AppState {
+            rate_limits: Arc::new(RateLimiters::new(&settings.rate_limits)),
             settings: Arc::new(settings),
             db,
             metrics: Arc::new(Metrics::new(backend)),

@@ -46,9 +46,8 @@ pub fn query_config() -> web::QueryConfig {
 
 /// Unknown routes.
 pub async fn not_found(request: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::NotFound(format!(
-        "no route for {} {}",
-        request.method(),
-        request.path()
-    )))
+    Err(ApiError::not_found(
+        "not_found",
+        format!("no route for {} {}", request.method(), request.path()),
+    ))
 }

@@ -1,5 +1,8 @@
 //! HTTP routes. Handlers parse, make one domain call and map the result.
 
+mod accounts;
+pub mod auth;
+pub mod directory;
 mod extract;
 mod health;
 pub mod keys;
@@ -24,5 +27,32 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
             web::get().to(server_info::server_info),
         )
         .route("/.well-known/homing/keys", web::get().to(keys::keys))
+        .route(
+            "/.well-known/homing/identity/{alias}",
+            web::get().to(directory::identity_by_alias),
+        )
+        .route(
+            "/.well-known/webfinger",
+            web::get().to(directory::webfinger),
+        )
+        .service(
+            web::scope("/api/v1")
+                .route("/accounts", web::post().to(accounts::register))
+                .route("/account", web::get().to(accounts::me))
+                .route("/auth/challenge", web::post().to(auth::challenge))
+                .route("/auth/token", web::post().to(auth::token))
+                .route("/auth/token", web::delete().to(auth::logout))
+                .route("/devices", web::get().to(accounts::list_devices))
+                .route("/devices", web::post().to(accounts::add_device))
+                .route(
+                    "/devices/{device_id}/revoke",
+                    web::post().to(accounts::revoke_device),
+                )
+                .route(
+                    "/users/{account_key}/devices",
+                    web::get().to(directory::devices_by_key),
+                )
+                .route("/directory/{address}", web::get().to(directory::directory)),
+        )
         .default_service(web::to(extract::not_found));
 }

@@ -57,17 +57,34 @@ macro_rules! with_backend {
     };
 }
 
-/// Runs `$body` in a write transaction. On SQLite it starts with `BEGIN
-/// IMMEDIATE`, so two writers queue on the busy timeout instead of failing
-/// when a read lock would have to be upgraded.
-#[macro_export]
-macro_rules! write_transaction {
-    ($conn:expr, $c:ident => $body:expr) => {
-        match $conn {
-            $crate::storage::DbConnection::Sqlite(conn) => conn.immediate_transaction(|$c| $body),
-            $crate::storage::DbConnection::Postgres(conn) => conn.transaction(|$c| $body),
-        }
+/// Runs `work` in a write transaction. On SQLite it begins with `BEGIN
+/// IMMEDIATE`, so concurrent writers queue on the busy timeout instead of
+/// failing when a read lock would have to be upgraded mid-transaction.
+pub fn write_transaction<T, E, F>(conn: &mut DbConnection, work: F) -> Result<T, E>
+where
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+    E: From<diesel::result::Error>,
+{
+    use diesel::connection::{AnsiTransactionManager, TransactionManager};
+    let DbConnection::Sqlite(sqlite) = conn else {
+        return conn.transaction(work);
     };
+    AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")?;
+    let result = work(conn);
+    let DbConnection::Sqlite(sqlite) = conn else {
+        // The backend of a connection cannot change while `work` runs.
+        return Err(diesel::result::Error::BrokenTransactionManager.into());
+    };
+    match result {
+        Ok(value) => {
+            AnsiTransactionManager::commit_transaction(sqlite)?;
+            Ok(value)
+        }
+        Err(error) => {
+            AnsiTransactionManager::rollback_transaction(sqlite)?;
+            Err(error)
+        }
+    }
 }
 
 /// A pooled handle on the database, cheap to clone.
@@ -232,4 +249,13 @@ pub(crate) fn open_postgres(url: &str) -> Result<PgConnection, String> {
 /// libpq reports errors over several lines; logs and CLI errors want one.
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// True when `error` is a unique-constraint violation (a lost race or a
+/// duplicate), which callers turn into a conflict rather than a 500.
+pub fn is_unique_violation(error: &diesel::result::Error) -> bool {
+    matches!(
+        error,
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
+    )
 }

@@ -2,8 +2,11 @@
 
 use std::net::TcpListener;
 
+use homing::client::keys::{AccountKeys, DeviceKeys};
 use homing::config::Settings;
+use homing::crypto::identity::{DeviceCertificate, DeviceId};
 use homing::startup::{AppState, Application};
+use serde_json::{json, Value};
 
 /// The variable naming a PostgreSQL server for the suite; each test gets a
 /// fresh database on it.
@@ -152,4 +155,150 @@ pub fn replace_database(url: &str, name: &str) -> String {
         .and_then(|start| base[start..].find('/').map(|slash| start + slash))
         .unwrap_or(base.len());
     format!("{}/{}{}", &base[..authority_end], name, query)
+}
+
+/// A user with one signed-in device, made through the real API.
+pub struct TestUser {
+    pub alias: String,
+    pub account: AccountKeys,
+    pub devices: Vec<TestDevice>,
+    pub list_version: u64,
+}
+
+/// One device of a test user and its bearer token.
+pub struct TestDevice {
+    pub keys: DeviceKeys,
+    pub certificate: DeviceCertificate,
+    pub token: String,
+}
+
+impl TestUser {
+    pub fn device(&self, index: usize) -> &TestDevice {
+        &self.devices[index]
+    }
+
+    pub fn certificates(&self) -> Vec<DeviceCertificate> {
+        self.devices.iter().map(|d| d.certificate.clone()).collect()
+    }
+}
+
+pub fn device_id(name: &str) -> DeviceId {
+    DeviceId::parse(name).expect("valid device id")
+}
+
+impl TestApp {
+    pub async fn post_json(
+        &self,
+        path: &str,
+        body: &Value,
+        token: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = self.http.post(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request
+            .send()
+            .await
+            .expect("request to the test server failed")
+    }
+
+    pub async fn get_auth(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request to the test server failed")
+    }
+
+    /// A fresh challenge nonce.
+    pub async fn challenge(&self) -> String {
+        let response = self
+            .post_json("/api/v1/auth/challenge", &json!({}), None)
+            .await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.expect("challenge json");
+        body["nonce"].as_str().expect("nonce").to_string()
+    }
+
+    /// Signs `device` in and returns the token.
+    pub async fn sign_in(&self, account: &AccountKeys, device: &DeviceKeys) -> String {
+        let nonce = self.challenge().await;
+        let body = device
+            .token_request(&self.server_name, &nonce, &account.public())
+            .expect("sign challenge");
+        let response = self.post_json("/api/v1/auth/token", &body, None).await;
+        assert_eq!(
+            response.status(),
+            200,
+            "sign-in failed: {}",
+            response.text().await.unwrap_or_default()
+        );
+        let grant: Value = response.json().await.expect("token json");
+        grant["token"].as_str().expect("token").to_string()
+    }
+
+    /// Registers `alias` with one device and signs it in.
+    pub async fn register(&self, alias: &str) -> TestUser {
+        let account = AccountKeys::generate();
+        let keys = DeviceKeys::generate(device_id("first"));
+        let body = account
+            .registration(alias, &self.server_name, &keys, None)
+            .expect("registration body");
+        let response = self.post_json("/api/v1/accounts", &body, None).await;
+        assert_eq!(
+            response.status(),
+            201,
+            "registration failed: {}",
+            response.text().await.unwrap_or_default()
+        );
+        let certificate: DeviceCertificate =
+            serde_json::from_value(body["device_certificate"]["certificate"].clone())
+                .expect("certificate");
+        let token = self.sign_in(&account, &keys).await;
+        TestUser {
+            alias: alias.to_string(),
+            account,
+            devices: vec![TestDevice {
+                keys,
+                certificate,
+                token,
+            }],
+            list_version: 1,
+        }
+    }
+
+    /// Adds a device to `user` through the API and signs it in.
+    pub async fn add_device(&self, user: &mut TestUser, name: &str) {
+        let keys = DeviceKeys::generate(device_id(name));
+        let signed = user
+            .account
+            .certify(&keys, homing::time::now_ms())
+            .expect("certify");
+        let mut certificates = user.certificates();
+        certificates.push(signed.certificate.clone());
+        let version = user.list_version + 1;
+        let list = user
+            .account
+            .device_list(version, certificates)
+            .expect("list");
+        let body = json!({ "device_certificate": signed, "device_list": list });
+        let response = self
+            .post_json("/api/v1/devices", &body, Some(&user.device(0).token))
+            .await;
+        assert_eq!(
+            response.status(),
+            201,
+            "add device failed: {}",
+            response.text().await.unwrap_or_default()
+        );
+        user.list_version = version;
+        let token = self.sign_in(&user.account, &keys).await;
+        user.devices.push(TestDevice {
+            keys,
+            certificate: signed.certificate,
+            token,
+        });
+    }
 }

@@ -4,4 +4,5 @@
 mod daemon;
 mod health;
 mod helpers;
+mod identity;
 mod schema;

@@ -1,0 +1,4 @@
+//! `homingd admin …`: operations on the server's database that need no
+//! running daemon.
+
+pub mod invites;

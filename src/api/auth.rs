@@ -1,0 +1,144 @@
+//! Sign-in endpoints and the bearer-token extractor.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use futures_util::future::LocalBoxFuture;
+use serde::Deserialize;
+
+use crate::auth::{self, AuthError, AuthenticatedDevice, TokenRequest};
+use crate::crypto::identity::DeviceId;
+use crate::crypto::{PublicKey, SignatureBytes};
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+/// The signed-in device, for handlers that require one.
+pub struct Authenticated(pub AuthenticatedDevice);
+
+fn bearer_token(request: &HttpRequest) -> Option<String> {
+    let header = request.headers().get("Authorization")?.to_str().ok()?;
+    let (scheme, token) = header.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+}
+
+impl FromRequest for Authenticated {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = request.app_data::<web::Data<AppState>>().cloned();
+        let token = bearer_token(request);
+        Box::pin(async move {
+            let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no app state")))?;
+            let token = token.ok_or(AuthError::MissingToken)?;
+            let device = state
+                .db
+                .run(move |conn| auth::authenticate(conn, &token))
+                .await?;
+            Ok(Authenticated(device))
+        })
+    }
+}
+
+/// The client's address for rate limits: the peer, or the last
+/// `X-Forwarded-For` hop when the admin says a proxy sets it.
+pub fn client_ip(request: &HttpRequest, trust_forwarded_for: bool) -> Option<IpAddr> {
+    if trust_forwarded_for {
+        let forwarded = request
+            .headers()
+            .get("X-Forwarded-For")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|v| v.trim().parse().ok());
+        if forwarded.is_some() {
+            return forwarded;
+        }
+    }
+    request.peer_addr().map(|addr| addr.ip())
+}
+
+pub fn too_many(retry_after: Duration) -> ApiError {
+    ApiError::TooManyRequests {
+        message: "too many requests; slow down".into(),
+        retry_after_secs: retry_after.as_secs().max(1),
+    }
+}
+
+/// Applies a per-address limit to this request.
+pub fn limit_by_ip(
+    limiter: &crate::ratelimit::RateLimiter<IpAddr>,
+    request: &HttpRequest,
+    state: &AppState,
+) -> Result<(), ApiError> {
+    match client_ip(request, state.settings.trust_forwarded_for) {
+        Some(ip) => limiter.check(&ip).map_err(too_many),
+        None => Ok(()),
+    }
+}
+
+pub async fn challenge(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+) -> Result<HttpResponse, ApiError> {
+    limit_by_ip(&state.rate_limits.auth_per_ip, &request, &state)?;
+    let ttl = state.settings.auth.challenge_ttl;
+    let challenge = state
+        .db
+        .run(move |conn| auth::create_challenge(conn, ttl))
+        .await?;
+    Ok(HttpResponse::Ok().json(challenge))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    account_key: PublicKey,
+    device_id: DeviceId,
+    nonce: String,
+    signature: SignatureBytes,
+}
+
+pub async fn token(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    body: web::Json<TokenBody>,
+) -> Result<HttpResponse, ApiError> {
+    limit_by_ip(&state.rate_limits.auth_per_ip, &request, &state)?;
+    let body = body.into_inner();
+    state
+        .rate_limits
+        .auth_per_account
+        .check(&body.account_key.to_string())
+        .map_err(too_many)?;
+    let server_name = state.settings.server_name.to_string();
+    let ttl = state.settings.auth.token_ttl;
+    let token_request = TokenRequest {
+        account_key: body.account_key,
+        device_id: body.device_id,
+        nonce: body.nonce,
+        signature: body.signature,
+    };
+    let grant = state
+        .db
+        .run(move |conn| auth::issue_token(conn, &server_name, ttl, &token_request))
+        .await
+        .inspect_err(|error| tracing::info!(%error, "sign-in refused"))?;
+    Ok(HttpResponse::Ok().json(grant))
+}
+
+/// Signs this device out: the presented token stops working.
+pub async fn logout(
+    state: web::Data<AppState>,
+    device: Authenticated,
+) -> Result<HttpResponse, ApiError> {
+    let hash = device.0.token_hash;
+    state
+        .db
+        .run(move |conn| auth::revoke_token(conn, &hash))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}

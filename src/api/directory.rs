@@ -1,0 +1,143 @@
+//! Public look-ups of identities: by account key, by alias, by WebFinger,
+//! and the authenticated directory clients use for any address.
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::auth::Authenticated;
+use crate::address::{Address, Alias};
+use crate::crypto::identity::SignedDeviceList;
+use crate::crypto::PublicKey;
+use crate::error::ApiError;
+use crate::identity::{self, Identity};
+use crate::startup::AppState;
+
+/// Link relation of the identity document in WebFinger answers.
+pub const IDENTITY_REL: &str = "urn:homing:rel:identity";
+
+/// The identity document served for an address.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdentityDocument {
+    pub address: String,
+    pub account_key: PublicKey,
+    pub signed_device_list: SignedDeviceList,
+}
+
+fn document(state: &AppState, identity: Identity) -> Result<IdentityDocument, ApiError> {
+    let alias = Alias::parse(&identity.alias).map_err(ApiError::internal)?;
+    Ok(IdentityDocument {
+        address: Address::new(alias, state.settings.server_name.clone()).to_string(),
+        account_key: identity.account_key,
+        signed_device_list: identity.signed_device_list,
+    })
+}
+
+fn unknown(what: &str) -> ApiError {
+    ApiError::not_found("unknown_identity", format!("no identity for {what}"))
+}
+
+async fn local_by_alias(state: &AppState, alias: Alias) -> Result<IdentityDocument, ApiError> {
+    let lookup = alias.clone();
+    let found = state
+        .db
+        .run(move |conn| identity::identity_by_alias(conn, lookup.as_str()))
+        .await?;
+    document(state, found.ok_or_else(|| unknown(alias.as_str()))?)
+}
+
+/// `GET /api/v1/users/{account_key}/devices`: the signed device list.
+pub async fn devices_by_key(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let key = PublicKey::parse(&path.into_inner())
+        .map_err(|e| ApiError::bad_request("invalid_account_key", e.to_string()))?;
+    let lookup = key.to_string();
+    let found = state
+        .db
+        .run(move |conn| identity::identity_by_key(conn, &lookup))
+        .await?
+        .ok_or_else(|| unknown("this account key"))?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("Access-Control-Allow-Origin", "*"))
+        .json(json!({
+            "account_key": found.account_key,
+            "signed_device_list": found.signed_device_list,
+        })))
+}
+
+/// `GET /.well-known/homing/identity/{alias}`.
+pub async fn identity_by_alias(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let alias = Alias::parse(&path.into_inner()).map_err(|_| unknown("this alias"))?;
+    let doc = local_by_alias(&state, alias).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("Access-Control-Allow-Origin", "*"))
+        .insert_header(("Cache-Control", "public, max-age=60"))
+        .json(doc))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct WebFingerQuery {
+    resource: Option<String>,
+}
+
+/// `GET /.well-known/webfinger?resource=acct:alias@server` (RFC 7033).
+pub async fn webfinger(
+    state: web::Data<AppState>,
+    query: web::Query<WebFingerQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let resource = query.into_inner().resource.ok_or_else(|| {
+        ApiError::bad_request("invalid_resource", "the resource parameter is required")
+    })?;
+    let address = resource
+        .strip_prefix("acct:")
+        .and_then(|acct| Address::parse(acct).ok())
+        .ok_or_else(|| {
+            ApiError::bad_request("invalid_resource", "expected resource=acct:alias@server")
+        })?;
+    if address.server() != &state.settings.server_name {
+        return Err(unknown(&resource));
+    }
+    let doc = local_by_alias(&state, address.alias().clone()).await?;
+    let scheme = if state.settings.federation.allow_insecure_http {
+        "http"
+    } else {
+        "https"
+    };
+    let href = format!(
+        "{scheme}://{}/.well-known/homing/identity/{}",
+        state.settings.server_name,
+        address.alias()
+    );
+    let jrd = json!({
+        "subject": format!("acct:{address}"),
+        "links": [{ "rel": IDENTITY_REL, "type": "application/json", "href": href }],
+        "properties": { "urn:homing:account_key": doc.account_key },
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/jrd+json")
+        .insert_header(("Access-Control-Allow-Origin", "*"))
+        .body(jrd.to_string()))
+}
+
+/// `GET /api/v1/directory/{address}`: the identity behind any address, for
+/// this server's own clients.
+pub async fn directory(
+    state: web::Data<AppState>,
+    _device: Authenticated,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let address = Address::parse(&path.into_inner())
+        .map_err(|e| ApiError::bad_request("invalid_address", e.to_string()))?;
+    if address.server() != &state.settings.server_name {
+        return Err(ApiError::NotImplemented(
+            "addresses on other servers cannot be looked up yet".into(),
+        ));
+    }
+    let doc = local_by_alias(&state, address.alias().clone()).await?;
+    Ok(HttpResponse::Ok().json(doc))
+}
