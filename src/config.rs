@@ -43,7 +43,16 @@ pub struct RawSettings {
     pub retention: RawRetention,
     pub auth: RawAuth,
     pub rate_limits: RawRateLimits,
+    pub gateway: RawGateway,
     pub log: RawLog,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawGateway {
+    pub heartbeat_interval: String,
+    pub heartbeat_timeout: String,
+    pub inline_max_bytes: usize,
+    pub max_sessions_per_device: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -90,6 +99,7 @@ pub struct RawRetention {
     pub max_pending_age: String,
     pub max_keep: String,
     pub device_inactivity: String,
+    pub purge_interval: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -103,6 +113,7 @@ pub struct RawRateLimits {
     pub registration_per_ip: String,
     pub auth_per_ip: String,
     pub auth_per_account: String,
+    pub send_per_device: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -155,6 +166,7 @@ pub struct Settings {
     pub retention: Retention,
     pub auth: AuthSettings,
     pub rate_limits: RateLimits,
+    pub gateway: GatewaySettings,
     pub trust_forwarded_for: bool,
     pub log_format: LogFormat,
     pub log_filter: String,
@@ -191,6 +203,7 @@ pub struct Retention {
     pub max_pending_age: Duration,
     pub max_keep: Duration,
     pub device_inactivity: Duration,
+    pub purge_interval: Duration,
 }
 
 /// A rate: at most `burst` events, refilled evenly over `per`.
@@ -229,6 +242,16 @@ pub struct RateLimits {
     pub registration_per_ip: Rate,
     pub auth_per_ip: Rate,
     pub auth_per_account: Rate,
+    pub send_per_device: Rate,
+}
+
+/// WebSocket gateway behaviour.
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    pub inline_max_bytes: usize,
+    pub max_sessions_per_device: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -273,6 +296,7 @@ max_request_bytes = 1048576
 max_pending_age = "30d"
 max_keep = "30d"
 device_inactivity = "60d"
+purge_interval = "1m"
 
 [auth]
 token_ttl = "24h"
@@ -282,6 +306,13 @@ challenge_ttl = "2m"
 registration_per_ip = "10/h"
 auth_per_ip = "120/m"
 auth_per_account = "60/m"
+send_per_device = "1200/m"
+
+[gateway]
+heartbeat_interval = "30s"
+heartbeat_timeout = "75s"
+inline_max_bytes = 4096
+max_sessions_per_device = 4
 
 [log]
 format = "text"
@@ -454,6 +485,10 @@ impl RawSettings {
                     "retention.device_inactivity",
                     &self.retention.device_inactivity,
                 )?,
+                purge_interval: duration(
+                    "retention.purge_interval",
+                    &self.retention.purge_interval,
+                )?,
             },
             auth: AuthSettings {
                 token_ttl: duration("auth.token_ttl", &self.auth.token_ttl)?,
@@ -469,10 +504,49 @@ impl RawSettings {
                     "rate_limits.auth_per_account",
                     &self.rate_limits.auth_per_account,
                 )?,
+                send_per_device: rate(
+                    "rate_limits.send_per_device",
+                    &self.rate_limits.send_per_device,
+                )?,
             },
+            gateway: self.gateway.validate()?,
             trust_forwarded_for: self.server.trust_forwarded_for,
             log_format,
             log_filter: self.log.filter,
+        })
+    }
+}
+
+impl RawGateway {
+    fn validate(&self) -> Result<GatewaySettings, ConfigError> {
+        let heartbeat_interval = duration("gateway.heartbeat_interval", &self.heartbeat_interval)?;
+        let heartbeat_timeout = duration("gateway.heartbeat_timeout", &self.heartbeat_timeout)?;
+        if heartbeat_interval.is_zero() {
+            return Err(invalid(
+                "gateway.heartbeat_interval",
+                &self.heartbeat_interval,
+                "must be positive",
+            ));
+        }
+        if heartbeat_timeout <= heartbeat_interval {
+            return Err(invalid(
+                "gateway.heartbeat_timeout",
+                &self.heartbeat_timeout,
+                "must be longer than gateway.heartbeat_interval",
+            ));
+        }
+        if self.max_sessions_per_device == 0 {
+            return Err(invalid(
+                "gateway.max_sessions_per_device",
+                "0",
+                "must be positive",
+            ));
+        }
+        Ok(GatewaySettings {
+            heartbeat_interval,
+            heartbeat_timeout,
+            inline_max_bytes: self.inline_max_bytes,
+            max_sessions_per_device: self.max_sessions_per_device,
         })
     }
 }

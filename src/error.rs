@@ -30,6 +30,12 @@ pub enum ApiError {
         message: String,
         retry_after_secs: u64,
     },
+    #[error("{message}")]
+    QuotaExceeded {
+        message: String,
+        limit_messages: u32,
+        limit_bytes: u64,
+    },
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -84,6 +90,7 @@ impl ApiError {
             Self::Unauthorized { code, .. } => code,
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::TooManyRequests { .. } => "rate_limited",
+            Self::QuotaExceeded { .. } => "mailbox_full",
             Self::Unavailable(_) => "unavailable",
             Self::NotImplemented(_) => "not_implemented",
             Self::BadGateway(_) => "remote_failed",
@@ -114,6 +121,7 @@ impl ResponseError for ApiError {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
@@ -133,6 +141,16 @@ impl ResponseError for ApiError {
                 }
             }
             Self::PayloadTooLarge { limit, .. } => body["limit"] = json!(limit),
+            Self::QuotaExceeded {
+                limit_messages,
+                limit_bytes,
+                ..
+            } => {
+                body["limit"] = json!({
+                    "max_pending_messages_per_device": limit_messages,
+                    "max_pending_bytes_per_device": limit_bytes,
+                });
+            }
             Self::TooManyRequests {
                 retry_after_secs, ..
             } => body["retry_after_secs"] = json!(retry_after_secs),
@@ -202,6 +220,38 @@ impl From<crate::identity::IdentityError> for ApiError {
             E::ListMismatch(_) => Self::conflict("device_list_mismatch", message, Value::Null),
             E::UnknownDevice => Self::not_found("unknown_device", message),
             E::UnknownAccount => Self::not_found("unknown_account", message),
+            E::Storage(cause) => cause.into(),
+        }
+    }
+}
+
+impl From<crate::mailbox::MailboxError> for ApiError {
+    fn from(error: crate::mailbox::MailboxError) -> Self {
+        use crate::mailbox::MailboxError as E;
+        let message = error.to_string();
+        match error {
+            E::Invalid(_) => Self::bad_request("invalid_request", message),
+            E::TooLarge { limit } => Self::PayloadTooLarge { message, limit },
+            E::MessageIdReused(_) => Self::conflict("message_id_reused", message, Value::Null),
+            E::UnknownRecipient(address) => Self::NotFound {
+                code: "unknown_recipient",
+                message: format!("no such recipient: {address}"),
+            },
+            E::RemoteUnsupported(_) => Self::NotImplemented(message),
+            E::StaleDevices(recipients) => Self::conflict(
+                "stale_devices",
+                message,
+                json!({ "recipients": recipients }),
+            ),
+            E::MailboxFull {
+                limit_messages,
+                limit_bytes,
+            } => Self::QuotaExceeded {
+                message,
+                limit_messages,
+                limit_bytes,
+            },
+            E::UnknownMessage => Self::not_found("unknown_message", message),
             E::Storage(cause) => cause.into(),
         }
     }

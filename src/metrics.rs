@@ -28,6 +28,12 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     pub http_requests: Family<RequestLabels, Counter>,
     pub http_request_seconds: Family<RequestLabels, Histogram>,
+    pub messages_accepted: Counter,
+    pub message_bytes: Histogram,
+    pub deliveries_acked: Counter,
+    pub deliveries_expired: Counter,
+    pub gateway_sessions: Gauge,
+    pub pending_deliveries: Gauge,
 }
 
 impl Metrics {
@@ -55,10 +61,52 @@ impl Metrics {
             "HTTP request latency by route and status",
             http_request_seconds.clone(),
         );
+        let messages_accepted = Counter::default();
+        registry.register(
+            "messages_accepted",
+            "Messages accepted from local senders",
+            messages_accepted.clone(),
+        );
+        let message_bytes = Histogram::new(exponential_buckets(256.0, 4.0, 8));
+        registry.register(
+            "message_bytes",
+            "Size of accepted message bodies",
+            message_bytes.clone(),
+        );
+        let deliveries_acked = Counter::default();
+        registry.register(
+            "deliveries_acked",
+            "Deliveries acknowledged by devices",
+            deliveries_acked.clone(),
+        );
+        let deliveries_expired = Counter::default();
+        registry.register(
+            "deliveries_expired",
+            "Deliveries removed unacknowledged (expiry or device inactivity)",
+            deliveries_expired.clone(),
+        );
+        let gateway_sessions = Gauge::default();
+        registry.register(
+            "gateway_sessions",
+            "Open WebSocket gateway sessions",
+            gateway_sessions.clone(),
+        );
+        let pending_deliveries = Gauge::default();
+        registry.register(
+            "pending_deliveries",
+            "Deliveries waiting for an acknowledgement (as of the last purge pass)",
+            pending_deliveries.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             http_requests,
             http_request_seconds,
+            messages_accepted,
+            message_bytes,
+            deliveries_acked,
+            deliveries_expired,
+            gateway_sessions,
+            pending_deliveries,
         }
     }
 

@@ -11,6 +11,7 @@ use anyhow::Context;
 
 use crate::api;
 use crate::config::{RateLimits, Settings};
+use crate::gateway::Hub;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::server_key::{self, ServerKey};
@@ -24,6 +25,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub server_key: Arc<ServerKey>,
     pub rate_limits: Arc<RateLimiters>,
+    pub hub: Arc<Hub>,
 }
 
 /// The rate limiters of the endpoints strangers can call.
@@ -31,6 +33,7 @@ pub struct RateLimiters {
     pub registration_per_ip: RateLimiter<IpAddr>,
     pub auth_per_ip: RateLimiter<IpAddr>,
     pub auth_per_account: RateLimiter<String>,
+    pub send_per_device: RateLimiter<i64>,
 }
 
 impl RateLimiters {
@@ -39,6 +42,7 @@ impl RateLimiters {
             registration_per_ip: RateLimiter::new(limits.registration_per_ip),
             auth_per_ip: RateLimiter::new(limits.auth_per_ip),
             auth_per_account: RateLimiter::new(limits.auth_per_account),
+            send_per_device: RateLimiter::new(limits.send_per_device),
         }
     }
 }
@@ -48,6 +52,7 @@ pub struct Application {
     port: u16,
     server: Server,
     state: AppState,
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -80,6 +85,7 @@ impl Application {
         };
         let state = AppState {
             rate_limits: Arc::new(RateLimiters::new(&settings.rate_limits)),
+            hub: Arc::new(Hub::default()),
             settings: Arc::new(settings),
             db,
             metrics: Arc::new(Metrics::new(backend)),
@@ -94,10 +100,12 @@ impl Application {
             key_id = state.server_key.key_id(),
             "homingd ready"
         );
+        let background = vec![tokio::spawn(crate::background::purge_loop(state.clone()))];
         Ok(Self {
             port,
             server,
             state,
+            background,
         })
     }
 
@@ -112,7 +120,11 @@ impl Application {
     /// Serves until SIGINT/SIGTERM, then stops accepting and lets in-flight
     /// requests finish within `server.shutdown_timeout`.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        for task in &self.background {
+            task.abort();
+        }
+        result
     }
 }
 

@@ -38,8 +38,8 @@ pub fn format_rfc3339(ms: i64) -> String {
     )
 }
 
-/// Parses durations written the way admins write them: `90s`, `15m`, `24h`,
-/// `30d`, `2w`, or a bare number of seconds.
+/// Parses durations written the way admins write them: `250ms`, `90s`,
+/// `15m`, `24h`, `30d`, `2w`, or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
@@ -49,6 +49,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let amount: u64 = digits
         .parse()
         .map_err(|_| format!("`{text}` is not a duration (use e.g. 30s, 15m, 24h, 30d)"))?;
+    if unit.trim() == "ms" {
+        return Ok(Duration::from_millis(amount));
+    }
     let unit_secs = match unit.trim() {
         "" | "s" => 1,
         "m" => 60,
@@ -70,6 +73,7 @@ mod tests {
     #[test]
     fn parses_every_unit() {
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
         assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86_400));
         assert_eq!(

@@ -3,7 +3,9 @@
 mod accounts;
 pub mod auth;
 pub mod directory;
+mod dms;
 mod extract;
+mod gateway;
 mod health;
 pub mod keys;
 pub mod server_info;
@@ -12,6 +14,7 @@ use actix_web::web;
 
 use crate::config::Settings;
 
+pub use dms::publish_status;
 pub use extract::json_config;
 
 /// Registers every route and the request-body limits.
@@ -52,7 +55,13 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
                     "/users/{account_key}/devices",
                     web::get().to(directory::devices_by_key),
                 )
-                .route("/directory/{address}", web::get().to(directory::directory)),
+                .route("/directory/{address}", web::get().to(directory::directory))
+                .route("/account/retention", web::put().to(dms::set_retention))
+                .route("/dms/send", web::post().to(dms::send))
+                .route("/dms/sync", web::post().to(dms::sync))
+                .route("/dms/ack", web::post().to(dms::ack))
+                .route("/dms/status/{message_id}", web::get().to(dms::status))
+                .route("/gateway", web::get().to(gateway::gateway)),
         )
         .default_service(web::to(extract::not_found));
 }

@@ -199,6 +199,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    send_idempotency (sender_account, message_id) {
+        sender_account -> Text,
+        message_id -> Text,
+        request_digest -> Binary,
+        response -> Text,
+        created_at -> BigInt,
+    }
+}
+
 diesel::joinable!(devices -> accounts (account_key));
 diesel::joinable!(auth_tokens -> devices (device_row));
 diesel::joinable!(deliveries -> messages (message_row));
@@ -224,4 +234,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     resolution_cache,
     remote_identities,
     federation_rules,
+    send_idempotency,
 );

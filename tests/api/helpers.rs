@@ -302,3 +302,81 @@ impl TestApp {
         });
     }
 }
+
+/// A random 32-character message id.
+pub fn new_message_id() -> String {
+    let mut bytes = [0u8; 24];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    homing::crypto::b64(&bytes)
+}
+
+/// A send request to the given users' devices (by index) with `body` as
+/// the opaque encrypted body; key wraps are random bytes.
+pub fn message_to(
+    app: &TestApp,
+    targets: &[(&TestUser, &[usize])],
+    body: &[u8],
+    mode: &str,
+) -> Value {
+    let recipients: Vec<Value> = targets
+        .iter()
+        .map(|(user, devices)| {
+            let devices: Vec<Value> = devices
+                .iter()
+                .map(|index| {
+                    let mut wrap = [0u8; 80];
+                    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut wrap);
+                    json!({
+                        "device_id": user.device(*index).keys.device_id,
+                        "key_wrap": homing::crypto::b64(&wrap),
+                    })
+                })
+                .collect();
+            json!({ "address": format!("{}@{}", user.alias.to_lowercase(), app.server_name), "devices": devices })
+        })
+        .collect();
+    json!({
+        "message_id": new_message_id(),
+        "body": homing::crypto::b64(body),
+        "delivery": mode,
+        "recipients": recipients,
+    })
+}
+
+impl TestApp {
+    /// Syncs `token`'s device from cursor 0.
+    pub async fn sync(&self, token: &str) -> Value {
+        let response = self
+            .post_json("/api/v1/dms/sync", &json!({}), Some(token))
+            .await;
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("sync json")
+    }
+
+    pub async fn ack(&self, token: &str, ids: &[&str]) -> Value {
+        let response = self
+            .post_json(
+                "/api/v1/dms/ack",
+                &json!({ "message_ids": ids }),
+                Some(token),
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("ack json")
+    }
+
+    /// Rows in a table, straight from the database.
+    pub fn count(&self, table: &str) -> i64 {
+        use diesel::prelude::*;
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let mut conn = self.state.db.get().expect("connection");
+        let sql = format!("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM {table}");
+        let rows: Vec<Count> =
+            homing::with_backend!(&mut *conn, c => diesel::sql_query(&sql).load(c)).expect("count");
+        rows[0].n
+    }
+}

@@ -2,7 +2,9 @@
 //! default and on PostgreSQL when `HOMING_TEST_DATABASE_URL` is set.
 
 mod daemon;
+mod gateway;
 mod health;
 mod helpers;
 mod identity;
+mod mailbox;
 mod schema;

@@ -92,6 +92,7 @@ async fn schema_rs_matches_the_migrated_database() {
         resolution_cache,
         remote_identities,
         federation_rules,
+        send_idempotency,
     );
     let mut conn = app.state.db.get().expect("connection");
     let tables = names(

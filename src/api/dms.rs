@@ -1,0 +1,173 @@
+//! `/api/v1/dms/*`: send, sync, ack and delivery status.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::{too_many, Authenticated};
+use crate::error::ApiError;
+use crate::gateway::GatewayEvent;
+use crate::mailbox::{self, Retention, SendContext, SendRequest, Sender, StatusEvent};
+use crate::startup::AppState;
+
+fn send_context(state: &AppState) -> SendContext {
+    let settings = &state.settings;
+    SendContext {
+        server_name: settings.server_name.clone(),
+        limits: settings.limits.clone(),
+        max_pending_age: settings.retention.max_pending_age,
+        device_inactivity: settings.retention.device_inactivity,
+        inline_max_bytes: settings.gateway.inline_max_bytes,
+    }
+}
+
+/// Tells the senders' devices what changed.
+pub fn publish_status(state: &AppState, events: Vec<StatusEvent>) {
+    for event in events {
+        let account = event.sender_account.clone();
+        state
+            .hub
+            .notify_account(&account, GatewayEvent::DeliveryStatus(event));
+    }
+}
+
+pub async fn send(
+    state: web::Data<AppState>,
+    device: Authenticated,
+    body: web::Json<SendRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let device = device.0;
+    state
+        .rate_limits
+        .send_per_device
+        .check(&device.device_row)
+        .map_err(too_many)?;
+    let context = send_context(&state);
+    let sender = Sender {
+        account_key: device.account_key,
+        device_id: device.device_id,
+    };
+    let request = body.into_inner();
+    let outcome = state
+        .db
+        .run(move |conn| mailbox::send(conn, &context, &sender, &request))
+        .await?;
+    if !outcome.replayed {
+        state.metrics.messages_accepted.inc();
+        state
+            .metrics
+            .message_bytes
+            .observe(outcome.body_bytes as f64);
+    }
+    for delivery in outcome.new_deliveries {
+        state.hub.notify_device(
+            delivery.device_row,
+            GatewayEvent::DmNotify {
+                cursor: delivery.cursor,
+                message: delivery.inline,
+            },
+        );
+    }
+    Ok(HttpResponse::Accepted().json(outcome.response))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncBody {
+    #[serde(default)]
+    cursor: i64,
+    #[serde(default = "default_limit")]
+    limit: i64,
+}
+
+fn default_limit() -> i64 {
+    100
+}
+
+pub async fn sync(
+    state: web::Data<AppState>,
+    device: Authenticated,
+    body: web::Json<SyncBody>,
+) -> Result<HttpResponse, ApiError> {
+    let device_row = device.0.device_row;
+    let body = body.into_inner();
+    if body.cursor < 0 || body.limit < 1 || body.limit > mailbox::MAX_SYNC_LIMIT {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!(
+                "cursor must be ≥ 0 and limit 1 to {}",
+                mailbox::MAX_SYNC_LIMIT
+            ),
+        ));
+    }
+    let page = state
+        .db
+        .run(move |conn| mailbox::sync(conn, device_row, body.cursor, body.limit))
+        .await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AckBody {
+    message_ids: Vec<String>,
+}
+
+pub async fn ack(
+    state: web::Data<AppState>,
+    device: Authenticated,
+    body: web::Json<AckBody>,
+) -> Result<HttpResponse, ApiError> {
+    let device_row = device.0.device_row;
+    let ids = body.into_inner().message_ids;
+    let max_keep = state.settings.retention.max_keep;
+    let outcome = state
+        .db
+        .run(move |conn| mailbox::ack(conn, device_row, &ids, max_keep))
+        .await?;
+    state
+        .metrics
+        .deliveries_acked
+        .inc_by(outcome.acknowledged as u64);
+    publish_status(&state, outcome.status_events);
+    Ok(HttpResponse::Ok().json(json!({
+        "acknowledged": outcome.acknowledged,
+        "purged": outcome.purged_messages,
+    })))
+}
+
+pub async fn status(
+    state: web::Data<AppState>,
+    device: Authenticated,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let account = device.0.account_key;
+    let message_id = path.into_inner();
+    if !mailbox::valid_message_id(&message_id) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "invalid message id",
+        ));
+    }
+    let lookup = message_id.clone();
+    let recipients = state
+        .db
+        .run(move |conn| mailbox::delivery_status(conn, &account, &lookup))
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({ "message_id": message_id, "recipients": recipients })))
+}
+
+pub async fn set_retention(
+    state: web::Data<AppState>,
+    device: Authenticated,
+    body: web::Json<Retention>,
+) -> Result<HttpResponse, ApiError> {
+    let account = device.0.account_key;
+    let retention = body.into_inner();
+    let max_keep = state.settings.retention.max_keep;
+    let effective = state
+        .db
+        .run(move |conn| mailbox::set_retention(conn, &account, retention, max_keep))
+        .await?;
+    Ok(HttpResponse::Ok().json(effective))
+}

@@ -1,0 +1,79 @@
+//! `GET /api/v1/gateway`: the WebSocket upgrade.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Deserialize;
+
+use super::auth::Authenticated;
+use crate::error::ApiError;
+use crate::gateway::{run_session, GatewayEvent, SessionConfig};
+use crate::mailbox;
+use crate::startup::AppState;
+
+#[derive(Debug, Deserialize)]
+pub struct GatewayQuery {
+    /// The last cursor this device saw; anything newer is announced at once.
+    resume: Option<i64>,
+}
+
+pub async fn gateway(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    device: Authenticated,
+    query: web::Query<GatewayQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let device = device.0;
+    let settings = &state.settings.gateway;
+    // Register before looking for missed mail, so nothing committed in
+    // between can slip through unannounced.
+    let ticket = state
+        .hub
+        .register(
+            device.device_row,
+            &device.account_key,
+            settings.max_sessions_per_device,
+        )
+        .map_err(|e| ApiError::TooManyRequests {
+            message: e.to_string(),
+            retry_after_secs: 5,
+        })?;
+    let (response, session, stream) = match actix_ws::handle(&request, payload) {
+        Ok(parts) => parts,
+        Err(error) => {
+            state.hub.unregister(ticket.device_row, ticket.id);
+            return Err(ApiError::bad_request("not_websocket", error.to_string()));
+        }
+    };
+    let mut initial = Vec::new();
+    if let Some(cursor) = query.resume {
+        let device_row = device.device_row;
+        let latest = state
+            .db
+            .run(move |conn| mailbox::latest_pending(conn, device_row, cursor))
+            .await;
+        match latest {
+            Ok(Some(cursor)) => initial.push(GatewayEvent::DmNotify {
+                cursor,
+                message: None,
+            }),
+            Ok(None) => {}
+            Err(error) => {
+                state.hub.unregister(ticket.device_row, ticket.id);
+                return Err(error.into());
+            }
+        }
+    }
+    let config = SessionConfig {
+        heartbeat_interval: settings.heartbeat_interval,
+        heartbeat_timeout: settings.heartbeat_timeout,
+    };
+    actix_web::rt::spawn(run_session(
+        state.hub.clone(),
+        ticket,
+        session,
+        stream,
+        config,
+        initial,
+    ));
+    Ok(response)
+}

@@ -1,0 +1,179 @@
+//! The mailbox: encrypted bodies stored once, a delivery row per target
+//! device, acknowledgements, retention and expiry. No HTTP and no SQL text
+//! here; the API calls these and then wakes the gateway with what they
+//! return.
+
+mod purge;
+mod send;
+mod status;
+mod sync;
+
+use std::collections::HashMap;
+
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::storage::schema::{deliveries, devices};
+use crate::storage::{DbConnection, StorageError};
+use crate::with_backend;
+
+pub use purge::{purge_once, PurgeReport, PurgeSettings};
+pub use send::{send, NewDelivery, SendContext, SendOutcome, SendRequest, SendResponse, Sender};
+pub use status::{delivery_status, set_retention, Retention, StatusEvent};
+pub use sync::{ack, latest_pending, sync, AckOutcome, SyncItem, SyncPage, MAX_SYNC_LIMIT};
+
+/// Why a mailbox operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum MailboxError {
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("the message body is larger than {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("message id {0} was already used for a different message")]
+    MessageIdReused(String),
+    #[error("no such recipient: {0}")]
+    UnknownRecipient(String),
+    #[error("recipients on other servers are not supported yet: {0}")]
+    RemoteUnsupported(String),
+    #[error("the target devices do not match the recipients' current devices")]
+    StaleDevices(Vec<StaleRecipient>),
+    #[error("every recipient's mailbox is full")]
+    MailboxFull {
+        limit_messages: u32,
+        limit_bytes: u64,
+    },
+    #[error("no such message")]
+    UnknownMessage,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<diesel::result::Error> for MailboxError {
+    fn from(error: diesel::result::Error) -> Self {
+        Self::Storage(StorageError::Query(error))
+    }
+}
+
+/// Which device ids a sender must add or drop for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaleRecipient {
+    pub address: String,
+    pub missing: Vec<String>,
+    pub extra: Vec<String>,
+}
+
+/// Whether every target device must acknowledge (`all`) or the first ack
+/// ends the message for all of a recipient's devices (`any`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryMode {
+    #[default]
+    All,
+    Any,
+}
+
+impl DeliveryMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Any => "any",
+        }
+    }
+
+    pub fn from_db(text: &str) -> Self {
+        if text == "any" {
+            Self::Any
+        } else {
+            Self::All
+        }
+    }
+}
+
+/// A client-chosen message id: `[A-Za-z0-9_-]{16,64}`, long enough to be
+/// random.
+pub fn valid_message_id(text: &str) -> bool {
+    (16..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A delivery row removed by one statement: exactly what it deleted, so
+/// counters are adjusted once even when replicas race.
+#[derive(Debug, Clone, Queryable)]
+pub(crate) struct RemovedDelivery {
+    pub message_row: i64,
+    pub device_row: i64,
+    pub recipient_account: String,
+    pub body_bytes: i64,
+}
+
+/// Deletes the given delivery rows and keeps the per-device pending
+/// counters in step with what was actually deleted.
+pub(crate) fn remove_deliveries(
+    conn: &mut DbConnection,
+    ids: &[i64],
+) -> Result<Vec<RemovedDelivery>, StorageError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let removed: Vec<RemovedDelivery> = with_backend!(conn, c => diesel::delete(
+        deliveries::table.filter(deliveries::id.eq_any(ids)),
+    )
+    .returning((
+        deliveries::message_row,
+        deliveries::device_row,
+        deliveries::recipient_account,
+        deliveries::body_bytes,
+    ))
+    .get_results(c))?;
+    let mut per_device: HashMap<i64, (i64, i64)> = HashMap::new();
+    for row in &removed {
+        let entry = per_device.entry(row.device_row).or_default();
+        entry.0 += 1;
+        entry.1 += row.body_bytes;
+    }
+    for (device_row, (count, bytes)) in per_device {
+        with_backend!(conn, c => diesel::update(devices::table.find(device_row))
+            .set((
+                devices::pending_messages.eq(devices::pending_messages - count),
+                devices::pending_bytes.eq(devices::pending_bytes - bytes),
+            ))
+            .execute(c))?;
+    }
+    Ok(removed)
+}
+
+/// Deletes the given messages if nothing refers to them any more.
+pub(crate) fn remove_finished_messages(
+    conn: &mut DbConnection,
+    message_rows: &[i64],
+) -> Result<usize, StorageError> {
+    use crate::storage::schema::{messages, outbox};
+    if message_rows.is_empty() {
+        return Ok(0);
+    }
+    Ok(with_backend!(conn, c => diesel::delete(
+        messages::table
+            .filter(messages::id.eq_any(message_rows))
+            .filter(diesel::dsl::not(diesel::dsl::exists(
+                deliveries::table.filter(deliveries::message_row.eq(messages::id)),
+            )))
+            .filter(diesel::dsl::not(diesel::dsl::exists(
+                outbox::table.filter(outbox::message_row.eq(messages::id)),
+            ))),
+    )
+    .execute(c))?)
+}
+
+/// All pending deliveries on this server, from the per-device counters.
+pub fn pending_total(conn: &mut DbConnection) -> Result<i64, MailboxError> {
+    use diesel::sql_types::BigInt;
+    // SUM over BIGINT is NUMERIC on PostgreSQL; cast back so both backends
+    // return a plain integer.
+    let total: i64 = with_backend!(conn, c => devices::table
+        .filter(devices::revoked_at.is_null())
+        .select(diesel::dsl::sql::<BigInt>("CAST(COALESCE(SUM(pending_messages), 0) AS BIGINT)"))
+        .first(c))?;
+    Ok(total)
+}
