@@ -5,6 +5,7 @@ pub mod address;
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod federation;
 pub mod metrics;
 pub mod server_key;
 pub mod startup;
