@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod federation;
 pub mod gateway;
 pub mod identity;
 pub mod mailbox;

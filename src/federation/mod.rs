@@ -1,0 +1,2 @@
+//! Talking to other Homing servers.
+pub mod signing;
