@@ -38,8 +38,6 @@ pub enum ApiError {
     },
     #[error("{0}")]
     Unavailable(String),
-    #[error("{0}")]
-    NotImplemented(String),
     #[error("the remote server failed: {0}")]
     BadGateway(String),
     #[error("internal error")]
@@ -92,7 +90,6 @@ impl ApiError {
             Self::TooManyRequests { .. } => "rate_limited",
             Self::QuotaExceeded { .. } => "mailbox_full",
             Self::Unavailable(_) => "unavailable",
-            Self::NotImplemented(_) => "not_implemented",
             Self::BadGateway(_) => "remote_failed",
             Self::Internal(_) => "internal",
         }
@@ -123,7 +120,6 @@ impl ResponseError for ApiError {
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -237,7 +233,7 @@ impl From<crate::mailbox::MailboxError> for ApiError {
                 code: "unknown_recipient",
                 message: format!("no such recipient: {address}"),
             },
-            E::RemoteUnsupported(_) => Self::NotImplemented(message),
+            E::FederationDenied(_) => Self::forbidden("federation_denied", message),
             E::StaleDevices(recipients) => Self::conflict(
                 "stale_devices",
                 message,

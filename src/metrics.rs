@@ -34,6 +34,9 @@ pub struct Metrics {
     pub deliveries_expired: Counter,
     pub gateway_sessions: Gauge,
     pub pending_deliveries: Gauge,
+    pub relayed_messages: Counter,
+    pub relay_failures: Counter,
+    pub inbound_messages: Counter,
 }
 
 impl Metrics {
@@ -97,8 +100,29 @@ impl Metrics {
             "Deliveries waiting for an acknowledgement (as of the last purge pass)",
             pending_deliveries.clone(),
         );
+        let relayed_messages = Counter::default();
+        registry.register(
+            "relayed_recipients",
+            "Remote recipients whose server confirmed custody",
+            relayed_messages.clone(),
+        );
+        let relay_failures = Counter::default();
+        registry.register(
+            "relay_failures",
+            "Failed relay attempts (any destination)",
+            relay_failures.clone(),
+        );
+        let inbound_messages = Counter::default();
+        registry.register(
+            "inbound_messages",
+            "Messages received from other servers",
+            inbound_messages.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
+            relayed_messages,
+            relay_failures,
+            inbound_messages,
             http_requests,
             http_request_seconds,
             messages_accepted,

@@ -84,6 +84,14 @@ pub async fn load_or_create(db: &Database) -> Result<ServerKey, StorageError> {
     .await
 }
 
+/// The current key as stored now (it may have been rotated since start).
+pub async fn load_current(db: &Database) -> Result<ServerKey, StorageError> {
+    db.run(|conn| {
+        current(conn)?.ok_or_else(|| StorageError::Migration("no current server key".into()))
+    })
+    .await
+}
+
 fn current(conn: &mut crate::storage::DbConnection) -> Result<Option<ServerKey>, StorageError> {
     let row: Option<(String, Vec<u8>)> = with_backend!(conn, c => server_keys::table
         .filter(server_keys::is_current.eq(true))
@@ -101,4 +109,33 @@ fn current(conn: &mut crate::storage::DbConnection) -> Result<Option<ServerKey>,
         key_id,
         signing: SigningKey::from_bytes(&bytes),
     }))
+}
+
+/// Makes a new current key. The old one stays published and accepted until
+/// `now + grace`, so requests signed just before the rotation still verify
+/// and peers that cached it have time to fetch the new one.
+pub fn rotate(
+    conn: &mut crate::storage::DbConnection,
+    grace: std::time::Duration,
+) -> Result<String, StorageError> {
+    crate::storage::write_transaction(conn, |conn| {
+        let now = crate::time::now_ms();
+        let until = now.saturating_add(crate::time::duration_ms(grace));
+        with_backend!(conn, c => diesel::update(server_keys::table.filter(server_keys::is_current.eq(true)))
+            .set((server_keys::is_current.eq(false), server_keys::expires_at.eq(Some(until))))
+            .execute(c))?;
+        let signing = SigningKey::generate(&mut OsRng);
+        let verifying = signing.verifying_key();
+        let key_id = key_id_for(&verifying);
+        with_backend!(conn, c => diesel::insert_into(server_keys::table)
+            .values((
+                server_keys::key_id.eq(&key_id),
+                server_keys::public_key.eq(verifying.as_bytes().to_vec()),
+                server_keys::secret_key.eq(signing.to_bytes().to_vec()),
+                server_keys::is_current.eq(true),
+                server_keys::created_at.eq(now),
+            ))
+            .execute(c))?;
+        Ok(key_id)
+    })
 }

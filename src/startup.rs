@@ -11,6 +11,9 @@ use anyhow::Context;
 
 use crate::api;
 use crate::config::{RateLimits, Settings};
+use crate::federation::keys::PeerKeys;
+use crate::federation::relay::InFlight;
+use crate::federation::resolver::FederationClient;
 use crate::gateway::Hub;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
@@ -26,6 +29,12 @@ pub struct AppState {
     pub server_key: Arc<ServerKey>,
     pub rate_limits: Arc<RateLimiters>,
     pub hub: Arc<Hub>,
+    pub federation: Arc<FederationClient>,
+    pub peer_keys: Arc<PeerKeys>,
+    pub relay_wake: Arc<tokio::sync::Notify>,
+    pub relay_in_flight: Arc<InFlight>,
+    /// Identifies this daemon in relay leases.
+    pub replica_id: String,
 }
 
 /// The rate limiters of the endpoints strangers can call.
@@ -34,6 +43,7 @@ pub struct RateLimiters {
     pub auth_per_ip: RateLimiter<IpAddr>,
     pub auth_per_account: RateLimiter<String>,
     pub send_per_device: RateLimiter<i64>,
+    pub federation_per_origin: RateLimiter<String>,
 }
 
 impl RateLimiters {
@@ -43,6 +53,7 @@ impl RateLimiters {
             auth_per_ip: RateLimiter::new(limits.auth_per_ip),
             auth_per_account: RateLimiter::new(limits.auth_per_account),
             send_per_device: RateLimiter::new(limits.send_per_device),
+            federation_per_origin: RateLimiter::new(limits.federation_per_origin),
         }
     }
 }
@@ -86,6 +97,14 @@ impl Application {
         let state = AppState {
             rate_limits: Arc::new(RateLimiters::new(&settings.rate_limits)),
             hub: Arc::new(Hub::default()),
+            federation: Arc::new(
+                FederationClient::new(&settings.federation, db.clone())
+                    .context("federation client")?,
+            ),
+            peer_keys: Arc::new(PeerKeys::new(db.clone())),
+            relay_wake: Arc::new(tokio::sync::Notify::new()),
+            relay_in_flight: Arc::new(InFlight::default()),
+            replica_id: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
             settings: Arc::new(settings),
             db,
             metrics: Arc::new(Metrics::new(backend)),
@@ -100,7 +119,11 @@ impl Application {
             key_id = state.server_key.key_id(),
             "homingd ready"
         );
-        let background = vec![tokio::spawn(crate::background::purge_loop(state.clone()))];
+        let background = vec![
+            tokio::spawn(crate::background::purge_loop(state.clone())),
+            tokio::spawn(crate::federation::relay::relay_loop(state.clone())),
+            tokio::spawn(crate::federation::relay::say_hello(state.clone())),
+        ];
         Ok(Self {
             port,
             server,
@@ -115,6 +138,11 @@ impl Application {
 
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// A handle to stop the server from elsewhere (tests restart daemons).
+    pub fn server_handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
     }
 
     /// Serves until SIGINT/SIGTERM, then stops accepting and lets in-flight

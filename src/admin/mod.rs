@@ -1,4 +1,6 @@
 //! `homingd admin …`: operations on the server's database that need no
 //! running daemon.
 
+pub mod cli;
+pub mod federation;
 pub mod invites;

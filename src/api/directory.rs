@@ -134,10 +134,26 @@ pub async fn directory(
     let address = Address::parse(&path.into_inner())
         .map_err(|e| ApiError::bad_request("invalid_address", e.to_string()))?;
     if address.server() != &state.settings.server_name {
-        return Err(ApiError::NotImplemented(
-            "addresses on other servers cannot be looked up yet".into(),
-        ));
+        use crate::federation::directory::{remote_identity, DirectoryError};
+        let found = remote_identity(&state, &address)
+            .await
+            .map_err(|error| match error {
+                DirectoryError::Unknown(what) => unknown(&what),
+                DirectoryError::Denied(_) => {
+                    ApiError::forbidden("federation_denied", error.to_string())
+                }
+                DirectoryError::Remote(_) => ApiError::BadGateway(error.to_string()),
+                DirectoryError::Storage(cause) => cause.into(),
+            })?;
+        return Ok(HttpResponse::Ok().json(found));
     }
     let doc = local_by_alias(&state, address.alias().clone()).await?;
-    Ok(HttpResponse::Ok().json(doc))
+    let pinned = doc.account_key.to_string();
+    Ok(
+        HttpResponse::Ok().json(crate::federation::directory::RemoteIdentity {
+            document: doc,
+            pinned_account_key: pinned,
+            key_changed: false,
+        }),
+    )
 }

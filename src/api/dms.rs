@@ -18,6 +18,7 @@ fn send_context(state: &AppState) -> SendContext {
         max_pending_age: settings.retention.max_pending_age,
         device_inactivity: settings.retention.device_inactivity,
         inline_max_bytes: settings.gateway.inline_max_bytes,
+        federation: settings.federation.clone(),
     }
 }
 
@@ -58,6 +59,9 @@ pub async fn send(
             .metrics
             .message_bytes
             .observe(outcome.body_bytes as f64);
+    }
+    if !outcome.queued_destinations.is_empty() {
+        state.relay_wake.notify_one();
     }
     for delivery in outcome.new_deliveries {
         state.hub.notify_device(

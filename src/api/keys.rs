@@ -37,7 +37,7 @@ pub struct PublishedKey {
 
 pub async fn keys(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let now = crate::time::now_ms();
-    let rows: Vec<(String, Vec<u8>, i64, Option<i64>)> = state
+    let rows: Vec<(String, Vec<u8>, i64, Option<i64>, bool)> = state
         .db
         .run(move |conn| {
             with_backend!(conn, c => server_keys::table
@@ -48,6 +48,7 @@ pub async fn keys(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
                     server_keys::public_key,
                     server_keys::created_at,
                     server_keys::expires_at,
+                    server_keys::is_current,
                 ))
                 .load(c))
             .map_err(StorageError::from)

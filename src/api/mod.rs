@@ -5,10 +5,12 @@ pub mod auth;
 pub mod directory;
 mod dms;
 mod extract;
+mod federation;
 mod gateway;
 mod health;
 pub mod keys;
 pub mod server_info;
+mod signed;
 
 use actix_web::web;
 
@@ -62,6 +64,14 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
                 .route("/dms/ack", web::post().to(dms::ack))
                 .route("/dms/status/{message_id}", web::get().to(dms::status))
                 .route("/gateway", web::get().to(gateway::gateway)),
+        )
+        .service(
+            web::scope("/federation/v1")
+                .app_data(web::PayloadConfig::new(
+                    crate::federation::wire::MAX_TXN_REQUEST_BYTES,
+                ))
+                .route("/txn/{txn_id}", web::put().to(federation::put_txn))
+                .route("/hello", web::post().to(federation::hello)),
         )
         .default_service(web::to(extract::not_found));
 }

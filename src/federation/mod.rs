@@ -1,2 +1,10 @@
 //! Talking to other Homing servers.
+pub mod client;
+pub mod directory;
+pub mod inbound;
+pub mod keys;
+pub mod outbox;
+pub mod policy;
+pub mod relay;
 pub mod signing;
+pub mod wire;

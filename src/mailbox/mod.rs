@@ -3,6 +3,7 @@
 //! here; the API calls these and then wakes the gateway with what they
 //! return.
 
+mod deliver;
 mod purge;
 mod send;
 mod status;
@@ -17,8 +18,12 @@ use crate::storage::schema::{deliveries, devices};
 use crate::storage::{DbConnection, StorageError};
 use crate::with_backend;
 
+pub use deliver::{deliver_inbound, InboundRules};
 pub use purge::{purge_once, PurgeReport, PurgeSettings};
-pub use send::{send, NewDelivery, SendContext, SendOutcome, SendRequest, SendResponse, Sender};
+pub use send::{
+    send, RecipientStatus, RecipientWraps, SendContext, SendOutcome, SendRequest, SendResponse,
+    Sender,
+};
 pub use status::{delivery_status, set_retention, Retention, StatusEvent};
 pub use sync::{ack, latest_pending, sync, AckOutcome, SyncItem, SyncPage, MAX_SYNC_LIMIT};
 
@@ -33,8 +38,8 @@ pub enum MailboxError {
     MessageIdReused(String),
     #[error("no such recipient: {0}")]
     UnknownRecipient(String),
-    #[error("recipients on other servers are not supported yet: {0}")]
-    RemoteUnsupported(String),
+    #[error("this server does not federate with {0}")]
+    FederationDenied(String),
     #[error("the target devices do not match the recipients' current devices")]
     StaleDevices(Vec<StaleRecipient>),
     #[error("every recipient's mailbox is full")]
@@ -52,6 +57,15 @@ impl From<diesel::result::Error> for MailboxError {
     fn from(error: diesel::result::Error) -> Self {
         Self::Storage(StorageError::Query(error))
     }
+}
+
+/// A delivery just written, for waking the device's gateway sessions.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub device_row: i64,
+    pub cursor: i64,
+    /// The whole item when the body is small enough to inline.
+    pub inline: Option<SyncItem>,
 }
 
 /// Which device ids a sender must add or drop for one recipient.
@@ -145,7 +159,7 @@ pub(crate) fn remove_deliveries(
 }
 
 /// Deletes the given messages if nothing refers to them any more.
-pub(crate) fn remove_finished_messages(
+pub fn remove_finished_messages(
     conn: &mut DbConnection,
     message_rows: &[i64],
 ) -> Result<usize, StorageError> {

@@ -32,6 +32,7 @@ pub struct PurgeReport {
     pub expired_deliveries: usize,
     pub inactive_deliveries: usize,
     pub finished_messages: usize,
+    pub bounced: usize,
     pub bookkeeping_rows: usize,
     pub status_events: Vec<StatusEvent>,
 }
@@ -79,6 +80,11 @@ pub fn purge_once(
     report.inactive_deliveries = count;
     report.status_events.extend(events);
 
+    // Relay work past the maximum pending age: bounce it to the sender.
+    let (count, events) = bounce_expired_outbox(conn, now, batch)?;
+    report.bounced = count;
+    report.status_events.extend(events);
+
     // Messages nothing refers to any more (all acked, or expired).
     let finished: Vec<i64> = with_backend!(conn, c => messages::table
         .filter(diesel::dsl::not(diesel::dsl::exists(
@@ -95,6 +101,55 @@ pub fn purge_once(
 
     report.bookkeeping_rows = purge_bookkeeping(conn, settings, now)?;
     Ok(report)
+}
+
+/// Outbox rows whose message expired before the destination took it: the
+/// sender's receipts for those recipients become `bounced`.
+fn bounce_expired_outbox(
+    conn: &mut DbConnection,
+    now: i64,
+    batch: i64,
+) -> Result<(usize, Vec<StatusEvent>), MailboxError> {
+    type Row = (i64, String, Option<String>, String);
+    let rows: Vec<Row> = with_backend!(conn, c => outbox::table
+        .inner_join(messages::table)
+        .filter(messages::expires_at.le(now))
+        .order(outbox::id.asc())
+        .limit(batch)
+        .select((outbox::id, messages::message_id, messages::sender_account, outbox::recipients))
+        .load(c))?;
+    if rows.is_empty() {
+        return Ok((0, Vec::new()));
+    }
+    write_transaction(conn, |conn| {
+        let mut events = Vec::new();
+        let mut removed = 0;
+        for (id, message_id, sender, recipients) in &rows {
+            removed += with_backend!(conn, c => diesel::delete(outbox::table.find(id)).execute(c))?;
+            let Some(sender) = sender else { continue };
+            let recipients: Vec<super::RecipientWraps> =
+                serde_json::from_str(recipients).unwrap_or_default();
+            for recipient in recipients {
+                let updated = with_backend!(conn, c => diesel::update(
+                    delivery_receipts::table
+                        .find((sender, message_id, &recipient.address))
+                        .filter(delivery_receipts::state.eq("queued")),
+                )
+                .set((delivery_receipts::state.eq("bounced"), delivery_receipts::updated_at.eq(now)))
+                .execute(c))?;
+                if updated == 1 {
+                    events.push(StatusEvent {
+                        sender_account: sender.clone(),
+                        message_id: message_id.clone(),
+                        recipient: recipient.address,
+                        state: "bounced".into(),
+                        updated_at: now,
+                    });
+                }
+            }
+        }
+        Ok((removed, events))
+    })
 }
 
 fn remove_and_report(

@@ -1,8 +1,9 @@
 //! Accepting a message: validate it, check each local recipient's device
-//! set and quotas, and commit the body, its deliveries, the sender's
-//! receipts and the idempotency record in one transaction.
+//! set and quotas, queue remote recipients per destination server, and
+//! commit the body, its deliveries, outbox rows, the sender's receipts and
+//! the idempotency record in one transaction.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -11,14 +12,13 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{valid_message_id, DeliveryMode, MailboxError, StaleRecipient};
+use super::deliver::{check_recipient, store_deliveries, CheckRules, MessageRef, RecipientCheck};
+use super::{valid_message_id, DeliveryMode, MailboxError, NewDelivery};
 use crate::address::{Address, ServerName};
-use crate::config::Limits;
+use crate::config::{FederationSettings, Limits};
 use crate::crypto::canonical::to_canonical_bytes;
 use crate::crypto::identity::MAX_DEVICES;
-use crate::storage::schema::{
-    accounts, deliveries, delivery_receipts, devices, messages, send_idempotency,
-};
+use crate::storage::schema::{delivery_receipts, messages, outbox, send_idempotency};
 use crate::storage::{is_unique_violation, write_transaction, DbConnection, StorageError};
 use crate::time::duration_ms;
 use crate::with_backend;
@@ -86,15 +86,7 @@ pub struct SendContext {
     pub device_inactivity: Duration,
     /// Bodies up to this size ride inline in `DM_NOTIFY`.
     pub inline_max_bytes: usize,
-}
-
-/// A delivery the send created, for waking the device's gateway sessions.
-#[derive(Debug, Clone)]
-pub struct NewDelivery {
-    pub device_row: i64,
-    pub cursor: i64,
-    /// The whole item when the body is small enough to inline.
-    pub inline: Option<super::SyncItem>,
+    pub federation: FederationSettings,
 }
 
 /// What a committed send produced.
@@ -103,6 +95,8 @@ pub struct SendOutcome {
     pub response: SendResponse,
     /// Every new delivery, to wake the gateway.
     pub new_deliveries: Vec<NewDelivery>,
+    /// Destination servers that got new outbox rows, to wake the relay.
+    pub queued_destinations: Vec<String>,
     /// True when this was a retry answered from the record.
     pub replayed: bool,
     pub body_bytes: usize,
@@ -207,13 +201,6 @@ pub fn send(
     request: &SendRequest,
 ) -> Result<SendOutcome, MailboxError> {
     let parsed = parse(request, &context.limits)?;
-    for recipient in &parsed.recipients {
-        if recipient.address.server() != &context.server_name {
-            return Err(MailboxError::RemoteUnsupported(
-                recipient.address.to_string(),
-            ));
-        }
-    }
     let result = write_transaction(conn, |conn| {
         if let Some(outcome) = replay(conn, sender, request, &parsed)? {
             return Ok(outcome);
@@ -253,103 +240,9 @@ fn replay(
     Ok(Some(SendOutcome {
         response,
         new_deliveries: Vec::new(),
+        queued_destinations: Vec::new(),
         replayed: true,
         body_bytes: parsed.body.len(),
-    }))
-}
-
-/// A recipient's device as the send sees it.
-struct TargetDevice {
-    row: i64,
-    device_id: String,
-    inactive: bool,
-    pending_messages: i64,
-    pending_bytes: i64,
-}
-
-struct Plan {
-    recipient_account: String,
-    address: String,
-    targets: Vec<(i64, Vec<u8>)>,
-    full: bool,
-}
-
-fn plan_recipient(
-    conn: &mut DbConnection,
-    context: &SendContext,
-    sender: &Sender,
-    recipient: &ParsedRecipient,
-    body_len: i64,
-    now: i64,
-) -> Result<Result<Plan, StaleRecipient>, MailboxError> {
-    let address = recipient.address.to_string();
-    let account: Option<String> = with_backend!(conn, c => accounts::table
-        .filter(accounts::alias.eq(recipient.address.alias().as_str()))
-        .filter(accounts::disabled_at.is_null())
-        .select(accounts::account_key)
-        .first(c)
-        .optional())?;
-    let account = account.ok_or_else(|| MailboxError::UnknownRecipient(address.clone()))?;
-    let rows: Vec<(i64, String, i64, i64, i64)> = with_backend!(conn, c => devices::table
-        .filter(devices::account_key.eq(&account))
-        .filter(devices::revoked_at.is_null())
-        .select((devices::id, devices::device_id, devices::last_seen_at, devices::pending_messages, devices::pending_bytes))
-        .load(c))?;
-    let inactive_before = now.saturating_sub(duration_ms(context.device_inactivity));
-    let devices: Vec<TargetDevice> = rows
-        .into_iter()
-        // The sending device does not send to itself.
-        .filter(|(_, id, ..)| !(account == sender.account_key && *id == sender.device_id))
-        .map(
-            |(row, device_id, last_seen, pending_messages, pending_bytes)| TargetDevice {
-                row,
-                device_id,
-                inactive: last_seen < inactive_before,
-                pending_messages,
-                pending_bytes,
-            },
-        )
-        .collect();
-    let missing: Vec<String> = devices
-        .iter()
-        .filter(|d| !d.inactive && !recipient.wraps.contains_key(&d.device_id))
-        .map(|d| d.device_id.clone())
-        .collect();
-    let mut extra: Vec<String> = recipient
-        .wraps
-        .keys()
-        .filter(|id| !devices.iter().any(|d| &d.device_id == *id))
-        .cloned()
-        .collect();
-    extra.sort();
-    if !missing.is_empty() || !extra.is_empty() {
-        return Ok(Err(StaleRecipient {
-            address,
-            missing,
-            extra,
-        }));
-    }
-    let limits = &context.limits;
-    let active: Vec<&TargetDevice> = devices.iter().filter(|d| !d.inactive).collect();
-    let full = active.iter().any(|d| {
-        d.pending_messages >= i64::from(limits.max_pending_messages_per_device)
-            || d.pending_bytes.saturating_add(body_len)
-                > i64::try_from(limits.max_pending_bytes_per_device).unwrap_or(i64::MAX)
-    });
-    let targets = active
-        .iter()
-        .filter_map(|d| {
-            recipient
-                .wraps
-                .get(&d.device_id)
-                .map(|wrap| (d.row, wrap.clone()))
-        })
-        .collect();
-    Ok(Ok(Plan {
-        recipient_account: account,
-        address,
-        targets,
-        full,
     }))
 }
 
@@ -362,18 +255,49 @@ fn store(
 ) -> Result<SendOutcome, MailboxError> {
     let now = crate::time::now_ms();
     let body_len = i64::try_from(parsed.body.len()).unwrap_or(i64::MAX);
-    let mut plans = Vec::with_capacity(parsed.recipients.len());
+    let rules = CheckRules {
+        limits: &context.limits,
+        device_inactivity: context.device_inactivity,
+        exclude: Some((&sender.account_key, &sender.device_id)),
+    };
+    let mut plans = Vec::new();
     let mut stale = Vec::new();
-    for recipient in &parsed.recipients {
-        match plan_recipient(conn, context, sender, recipient, body_len, now)? {
-            Ok(plan) => plans.push(plan),
-            Err(recipient) => stale.push(recipient),
+    let mut remote: BTreeMap<String, Vec<RecipientWraps>> = BTreeMap::new();
+    for (recipient, wraps) in parsed.recipients.iter().zip(&request.recipients) {
+        if recipient.address.server() != &context.server_name {
+            let destination = recipient.address.server();
+            if !crate::federation::policy::is_allowed(conn, &context.federation, destination)? {
+                return Err(MailboxError::FederationDenied(destination.to_string()));
+            }
+            let mut normal = wraps.clone();
+            normal.address = recipient.address.to_string();
+            remote
+                .entry(destination.to_string())
+                .or_default()
+                .push(normal);
+            continue;
+        }
+        match check_recipient(
+            conn,
+            &rules,
+            &recipient.address,
+            &recipient.wraps,
+            body_len,
+            now,
+        )? {
+            RecipientCheck::Ready(plan) => plans.push(plan),
+            RecipientCheck::Stale(recipient) => stale.push(recipient),
+            RecipientCheck::Unknown => {
+                return Err(MailboxError::UnknownRecipient(
+                    recipient.address.to_string(),
+                ))
+            }
         }
     }
     if !stale.is_empty() {
         return Err(MailboxError::StaleDevices(stale));
     }
-    if plans.iter().all(|p| p.full) {
+    if remote.is_empty() && plans.iter().all(|p| p.full) {
         return Err(MailboxError::MailboxFull {
             limit_messages: context.limits.max_pending_messages_per_device,
             limit_bytes: context.limits.max_pending_bytes_per_device,
@@ -394,59 +318,66 @@ fn store(
         ))
         .returning(messages::id)
         .get_result(c))?;
+    let origin = context.server_name.to_string();
+    let message = MessageRef {
+        row: message_row,
+        message_id: &request.message_id,
+        origin: &origin,
+        inline_body: (parsed.body.len() <= context.inline_max_bytes)
+            .then_some(request.body.as_str()),
+        delivery: request.delivery,
+        expires_at,
+        body_len,
+    };
     let mut new_deliveries = Vec::new();
-    let mut statuses = Vec::with_capacity(plans.len());
+    let mut statuses = Vec::with_capacity(parsed.recipients.len());
     for plan in &plans {
-        let status = if plan.full { "mailbox_full" } else { "stored" };
-        statuses.push(super::send::RecipientStatus {
+        let status = if plan.full {
+            "mailbox_full"
+        } else if plan.targets.is_empty() {
+            "no_active_devices"
+        } else {
+            "stored"
+        };
+        record_receipt(
+            conn,
+            sender,
+            &request.message_id,
+            &plan.address,
+            status,
+            now,
+        )?;
+        statuses.push(RecipientStatus {
             address: plan.address.clone(),
             status: status.into(),
         });
-        with_backend!(conn, c => diesel::insert_into(delivery_receipts::table)
+        if !plan.full {
+            new_deliveries.extend(store_deliveries(conn, &message, plan, now)?);
+        }
+    }
+    for (destination, recipients) in &remote {
+        crate::federation::outbox::ensure_destination(conn, destination)?;
+        let encoded = serde_json::to_string(recipients).map_err(|e| invalid(e.to_string()))?;
+        with_backend!(conn, c => diesel::insert_into(outbox::table)
             .values((
-                delivery_receipts::sender_account.eq(&sender.account_key),
-                delivery_receipts::message_id.eq(&request.message_id),
-                delivery_receipts::recipient.eq(&plan.address),
-                delivery_receipts::state.eq(status),
-                delivery_receipts::updated_at.eq(now),
+                outbox::message_row.eq(message_row),
+                outbox::destination.eq(destination),
+                outbox::recipients.eq(encoded),
+                outbox::created_at.eq(now),
             ))
             .execute(c))?;
-        if plan.full {
-            continue;
-        }
-        for (device_row, wrap) in &plan.targets {
-            let id: i64 = with_backend!(conn, c => diesel::insert_into(deliveries::table)
-                .values((
-                    deliveries::message_row.eq(message_row),
-                    deliveries::device_row.eq(device_row),
-                    deliveries::recipient_account.eq(&plan.recipient_account),
-                    deliveries::key_wrap.eq(wrap),
-                    deliveries::body_bytes.eq(body_len),
-                    deliveries::created_at.eq(now),
-                    deliveries::expires_at.eq(expires_at),
-                ))
-                .returning(deliveries::id)
-                .get_result(c))?;
-            with_backend!(conn, c => diesel::update(devices::table.find(device_row))
-                .set((
-                    devices::pending_messages.eq(devices::pending_messages + 1),
-                    devices::pending_bytes.eq(devices::pending_bytes + body_len),
-                ))
-                .execute(c))?;
-            let inline = (parsed.body.len() <= context.inline_max_bytes).then(|| super::SyncItem {
-                cursor: id,
-                message_id: request.message_id.clone(),
-                origin: context.server_name.to_string(),
-                body: request.body.clone(),
-                key_wrap: crate::crypto::b64(wrap),
-                delivery: request.delivery,
-                received_at: now,
-                expires_at,
-            });
-            new_deliveries.push(NewDelivery {
-                device_row: *device_row,
-                cursor: id,
-                inline,
+        for recipient in recipients {
+            record_receipt(
+                conn,
+                sender,
+                &request.message_id,
+                &recipient.address,
+                "queued",
+                now,
+            )?;
+            statuses.push(RecipientStatus {
+                address: recipient.address.clone(),
+                status: "queued".into(),
             });
         }
     }
@@ -467,7 +398,28 @@ fn store(
     Ok(SendOutcome {
         response,
         new_deliveries,
+        queued_destinations: remote.into_keys().collect(),
         replayed: false,
         body_bytes: parsed.body.len(),
     })
+}
+
+fn record_receipt(
+    conn: &mut DbConnection,
+    sender: &Sender,
+    message_id: &str,
+    recipient: &str,
+    state: &str,
+    now: i64,
+) -> Result<(), MailboxError> {
+    with_backend!(conn, c => diesel::insert_into(delivery_receipts::table)
+        .values((
+            delivery_receipts::sender_account.eq(&sender.account_key),
+            delivery_receipts::message_id.eq(message_id),
+            delivery_receipts::recipient.eq(recipient),
+            delivery_receipts::state.eq(state),
+            delivery_receipts::updated_at.eq(now),
+        ))
+        .execute(c))?;
+    Ok(())
 }

@@ -115,6 +115,7 @@ diesel::table! {
         destination -> Text,
         recipients -> Text,
         created_at -> BigInt,
+        txn_id -> Nullable<Text>,
     }
 }
 

@@ -19,6 +19,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub state: AppState,
     pub database: TestDatabase,
+    server: Option<RunningServer>,
+    extra_env: Vec<(String, String)>,
     _data_dir: tempfile::TempDir,
 }
 
@@ -45,17 +47,50 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(extra_env: Vec<(&str, &str)>) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temporary directory");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    let database = TestDatabase::create(data_dir.path()).await;
+    let extra: Vec<(String, String)> = extra_env
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let (state, server) = start(&listener, data_dir.path(), &database.url, &extra).await;
+    let server_name = format!(
+        "127.0.0.1:{}",
+        listener.local_addr().expect("address").port()
+    );
+    TestApp {
+        address: format!("http://{server_name}"),
+        server_name,
+        http: reqwest::Client::new(),
+        state,
+        database,
+        server: Some(server),
+        extra_env: extra,
+        _data_dir: data_dir,
+    }
+}
+
+/// A daemon running on a tokio task, with the handle to stop it.
+pub struct RunningServer {
+    handle: actix_web::dev::ServerHandle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start(
+    listener: &TcpListener,
+    data_dir: &std::path::Path,
+    database_url: &str,
+    extra: &[(String, String)],
+) -> (AppState, RunningServer) {
     let port = listener.local_addr().expect("local address").port();
     let server_name = format!("127.0.0.1:{port}");
-    let database = TestDatabase::create(data_dir.path()).await;
     let mut env: Vec<(String, String)> = vec![
         ("HOMING__SERVER__NAME".into(), server_name.clone()),
-        ("HOMING__SERVER__BIND".into(), server_name.clone()),
+        ("HOMING__SERVER__BIND".into(), server_name),
         (
             "HOMING__SERVER__DATA_DIR".into(),
-            data_dir.path().display().to_string(),
+            data_dir.display().to_string(),
         ),
-        ("HOMING__DATABASE__URL".into(), database.url.clone()),
+        ("HOMING__DATABASE__URL".into(), database_url.to_string()),
         ("HOMING__DATABASE__POOL_SIZE".into(), "4".into()),
         (
             "HOMING__FEDERATION__ALLOW_INSECURE_HTTP".into(),
@@ -63,27 +98,43 @@ pub async fn spawn_app_with(extra_env: Vec<(&str, &str)>) -> TestApp {
         ),
         ("HOMING__SERVER__SHUTDOWN_TIMEOUT".into(), "1s".into()),
     ];
-    env.extend(
-        extra_env
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
+    env.extend(extra.iter().cloned());
     let settings = Settings::load_from(None, env).expect("test settings are valid");
     if std::env::var_os("TEST_LOG").is_some() {
         homing::telemetry::init(settings.log_format, "debug");
     }
+    let listener = listener.try_clone().expect("clone listener");
     let app = Application::build_on(settings, listener)
         .await
         .expect("the application starts");
     let state = app.state().clone();
-    tokio::spawn(app.run_until_stopped());
-    TestApp {
-        address: format!("http://{server_name}"),
-        server_name,
-        http: reqwest::Client::new(),
-        state,
-        database,
-        _data_dir: data_dir,
+    let handle = app.server_handle();
+    let task = tokio::spawn(app.run_until_stopped());
+    (state, RunningServer { handle, task })
+}
+
+impl TestApp {
+    /// Stops the daemon (its port stays reserved for `restart`).
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.handle.stop(false).await;
+            let _ = server.task.await;
+        }
+    }
+
+    /// Starts the daemon again on the same port, data and database.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let listener = TcpListener::bind(&self.server_name).expect("re-bind the same port");
+        let (state, server) = start(
+            &listener,
+            self._data_dir.path(),
+            &self.database.url,
+            &self.extra_env,
+        )
+        .await;
+        self.state = state;
+        self.server = Some(server);
     }
 }
 

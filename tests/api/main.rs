@@ -2,6 +2,7 @@
 //! default and on PostgreSQL when `HOMING_TEST_DATABASE_URL` is set.
 
 mod daemon;
+mod federation;
 mod gateway;
 mod health;
 mod helpers;

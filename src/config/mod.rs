@@ -62,6 +62,7 @@ pub struct RawServer {
     pub data_dir: PathBuf,
     pub shutdown_timeout: String,
     pub trust_forwarded_for: bool,
+    pub public_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -114,6 +115,7 @@ pub struct RawRateLimits {
     pub auth_per_ip: String,
     pub auth_per_account: String,
     pub send_per_device: String,
+    pub federation_per_origin: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -168,6 +170,10 @@ pub struct Settings {
     pub rate_limits: RateLimits,
     pub gateway: GatewaySettings,
     pub trust_forwarded_for: bool,
+    /// Other `host[:port]` names peers reach this server by (the target of
+    /// a `.well-known` delegation); signed requests must name one of these
+    /// or the server name.
+    pub public_hosts: Vec<ServerName>,
     pub log_format: LogFormat,
     pub log_filter: String,
 }
@@ -243,6 +249,7 @@ pub struct RateLimits {
     pub auth_per_ip: Rate,
     pub auth_per_account: Rate,
     pub send_per_device: Rate,
+    pub federation_per_origin: Rate,
 }
 
 /// WebSocket gateway behaviour.
@@ -262,65 +269,11 @@ pub struct AuthSettings {
 
 /// The defaults, as TOML so that `examples/homingd.toml` can be checked
 /// against them by a test.
-pub const DEFAULTS_TOML: &str = r#"
-[server]
-name = "localhost:8008"
-bind = "127.0.0.1:8008"
-data_dir = "./data"
-shutdown_timeout = "30s"
-trust_forwarded_for = false
-
-[database]
-url = ""
-pool_size = 8
-connect_timeout = "5s"
-sqlite_synchronous = "full"
-
-[federation]
-allow_insecure_http = false
-nameservers = []
-extra_ca_file = ""
-allow = []
-deny = []
-
-[registration]
-policy = "open"
-
-[limits]
-max_message_bytes = 262144
-max_pending_messages_per_device = 10000
-max_pending_bytes_per_device = 268435456
-max_request_bytes = 1048576
-
-[retention]
-max_pending_age = "30d"
-max_keep = "30d"
-device_inactivity = "60d"
-purge_interval = "1m"
-
-[auth]
-token_ttl = "24h"
-challenge_ttl = "2m"
-
-[rate_limits]
-registration_per_ip = "10/h"
-auth_per_ip = "120/m"
-auth_per_account = "60/m"
-send_per_device = "1200/m"
-
-[gateway]
-heartbeat_interval = "30s"
-heartbeat_timeout = "75s"
-inline_max_bytes = 4096
-max_sessions_per_device = 4
-
-[log]
-format = "text"
-filter = "info"
-"#;
+pub const DEFAULTS_TOML: &str = include_str!("defaults.toml");
 
 /// Keys whose environment value is a comma-separated list.
-const LIST_KEYS: [&str; 3] = [
+const LIST_KEYS: [&str; 4] = [
+    "server.public_hosts",
     "federation.nameservers",
     "federation.allow",
     "federation.deny",
@@ -508,9 +461,14 @@ impl RawSettings {
                     "rate_limits.send_per_device",
                     &self.rate_limits.send_per_device,
                 )?,
+                federation_per_origin: rate(
+                    "rate_limits.federation_per_origin",
+                    &self.rate_limits.federation_per_origin,
+                )?,
             },
             gateway: self.gateway.validate()?,
             trust_forwarded_for: self.server.trust_forwarded_for,
+            public_hosts: server_names("server.public_hosts", &self.server.public_hosts)?,
             log_format,
             log_filter: self.log.filter,
         })
@@ -610,93 +568,4 @@ impl DatabaseUrl {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn load(env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        Settings::load_from(
-            None,
-            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
-        )
-    }
-
-    #[test]
-    fn defaults_are_valid_and_use_sqlite_under_data_dir() {
-        let settings = load(&[]).unwrap();
-        assert_eq!(
-            settings.database.url,
-            DatabaseUrl::Sqlite(PathBuf::from("./data/homing.db"))
-        );
-        assert_eq!(settings.registration_policy, RegistrationPolicy::Open);
-        assert!(!settings.federation.allow_insecure_http);
-    }
-
-    #[test]
-    fn environment_overrides_and_lists_parse() {
-        let settings = load(&[
-            ("HOMING__SERVER__NAME", "Example.org:8448"),
-            ("HOMING__FEDERATION__ALLOW_INSECURE_HTTP", "true"),
-            ("HOMING__FEDERATION__NAMESERVERS", "127.0.0.1:5353,10.0.0.1"),
-            ("HOMING__FEDERATION__DENY", "evil.example,worse.example"),
-            ("HOMING__DATABASE__URL", "postgres://u:p@127.0.0.1/homing"),
-        ])
-        .unwrap();
-        assert_eq!(settings.server_name.as_str(), "example.org:8448");
-        assert!(settings.federation.allow_insecure_http);
-        assert_eq!(settings.federation.nameservers.len(), 2);
-        assert_eq!(settings.federation.nameservers[1].port(), 53);
-        assert_eq!(settings.federation.deny.len(), 2);
-        assert!(matches!(settings.database.url, DatabaseUrl::Postgres(_)));
-    }
-
-    #[test]
-    fn errors_name_the_key_and_value() {
-        let cases = [
-            ("HOMING__SERVER__BIND", "nowhere", "server.bind"),
-            (
-                "HOMING__RETENTION__MAX_KEEP",
-                "forever",
-                "retention.max_keep",
-            ),
-            (
-                "HOMING__DATABASE__SQLITE_SYNCHRONOUS",
-                "off",
-                "database.sqlite_synchronous",
-            ),
-            (
-                "HOMING__FEDERATION__NAMESERVERS",
-                "dns.example",
-                "federation.nameservers",
-            ),
-            (
-                "HOMING__LIMITS__MAX_REQUEST_BYTES",
-                "10",
-                "limits.max_request_bytes",
-            ),
-        ];
-        for (key, value, named) in cases {
-            let error = load(&[(key, value)]).unwrap_err().to_string();
-            assert!(error.contains(named), "{error}");
-            assert!(error.contains(value), "{error}");
-        }
-    }
-
-    #[test]
-    fn database_passwords_are_redacted() {
-        assert_eq!(
-            redact_url("postgres://homing:s3cret@db:5432/homing"),
-            "postgres://homing:***@db:5432/homing"
-        );
-        assert_eq!(redact_url("postgres://db/homing"), "postgres://db/homing");
-    }
-
-    #[test]
-    fn example_config_documents_every_default() {
-        let example: toml::Table = include_str!("../examples/homingd.toml").parse().unwrap();
-        let defaults: toml::Table = DEFAULTS_TOML.parse().unwrap();
-        assert_eq!(
-            example, defaults,
-            "examples/homingd.toml must list every option at its default"
-        );
-    }
-}
+mod tests;

@@ -1,0 +1,224 @@
+//! `homingd admin …`: the command tree and its output, human by default and
+//! JSON with `--json`.
+
+use std::time::Duration;
+
+use clap::Subcommand;
+use serde::Serialize;
+
+use super::{federation, invites};
+use crate::address::ServerName;
+use crate::config::Settings;
+use crate::federation::policy::{self, Rule};
+use crate::storage::Database;
+use crate::time::{format_rfc3339, parse_duration};
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Invite codes for `registration.policy = "invite"`.
+    #[command(subcommand)]
+    Invite(InviteCommand),
+    /// Outbound queues per destination server.
+    #[command(subcommand)]
+    Destinations(DestinationCommand),
+    /// Run-time federation rules (in addition to federation.allow/deny).
+    #[command(subcommand)]
+    Federation(FederationCommand),
+    /// Make a new server signing key; the old one stays valid for --grace.
+    RotateKey {
+        #[arg(long, default_value = "1d", value_parser = parse_duration)]
+        grace: Duration,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InviteCommand {
+    /// Create an invite code (shown once).
+    Create {
+        /// How many registrations the code allows.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=1_000_000))]
+        uses: i32,
+        /// Expire after this long (e.g. 7d); default never.
+        #[arg(long, value_parser = parse_duration)]
+        expires: Option<Duration>,
+    },
+    /// List invites (without their codes).
+    List,
+    /// Revoke an invite by id.
+    Revoke { invite_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DestinationCommand {
+    /// Queue depth, oldest message, failures and next retry of each destination.
+    List,
+    /// Retry a destination now.
+    Retry { server: String },
+    /// Drop a destination's queue (senders see `dropped`).
+    Drop { server: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FederationCommand {
+    /// Federate with this server (once any allow rule exists, only allowed servers).
+    Allow { server: String },
+    /// Never federate with this server.
+    Deny { server: String },
+    /// Remove the rule for this server.
+    Clear { server: String },
+    /// List the rules.
+    List,
+}
+
+fn server(text: &str) -> anyhow::Result<ServerName> {
+    ServerName::parse(text).map_err(|e| anyhow::anyhow!("invalid server name {text:?}: {e}"))
+}
+
+fn print<T: Serialize>(json: bool, value: &T, human: impl FnOnce()) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(value)?);
+    } else {
+        human();
+    }
+    Ok(())
+}
+
+fn show_time(ms: Option<i64>) -> String {
+    ms.map_or_else(|| "never".into(), format_rfc3339)
+}
+
+/// Runs one admin command against the configured database.
+pub fn run(settings: &Settings, json: bool, command: AdminCommand) -> anyhow::Result<()> {
+    let db = Database::connect(&settings.database)?;
+    db.run_migrations()?;
+    let mut conn = db.get()?;
+    let conn = &mut *conn;
+    match command {
+        AdminCommand::Invite(InviteCommand::Create { uses, expires }) => {
+            let invite = invites::create(conn, uses, expires)?;
+            print(json, &invite, || {
+                println!("invite {} created: code {}", invite.invite_id, invite.code);
+                println!(
+                    "uses: {}, expires: {}",
+                    invite.max_uses,
+                    show_time(invite.expires_at)
+                );
+                println!("the code is shown only now; give it to the person you invite");
+            })
+        }
+        AdminCommand::Invite(InviteCommand::List) => {
+            let list = invites::list(conn)?;
+            print(json, &list, || {
+                println!("{:<10} {:>9} {:<24} status", "id", "uses", "expires");
+                for invite in &list {
+                    let status = if invite.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
+                    println!(
+                        "{:<10} {:>4}/{:<4} {:<24} {status}",
+                        invite.invite_id,
+                        invite.uses,
+                        invite.max_uses,
+                        show_time(invite.expires_at)
+                    );
+                }
+            })
+        }
+        AdminCommand::Invite(InviteCommand::Revoke { invite_id }) => {
+            if !invites::revoke(conn, &invite_id)? {
+                anyhow::bail!("no active invite with id {invite_id}");
+            }
+            print(json, &serde_json::json!({ "revoked": invite_id }), || {
+                println!("invite {invite_id} revoked")
+            })
+        }
+        AdminCommand::Destinations(DestinationCommand::List) => {
+            let list = federation::destinations(conn)?;
+            print(json, &list, || {
+                println!(
+                    "{:<32} {:>7} {:>8} {:<24} last error",
+                    "destination", "queued", "failures", "next retry"
+                );
+                for d in &list {
+                    println!(
+                        "{:<32} {:>7} {:>8} {:<24} {}",
+                        d.server_name,
+                        d.queued,
+                        d.failures,
+                        show_time(Some(d.next_attempt_at)),
+                        d.last_error.as_deref().unwrap_or("-")
+                    );
+                }
+            })
+        }
+        AdminCommand::Destinations(DestinationCommand::Retry { server: name }) => {
+            let name = server(&name)?;
+            if !federation::retry(conn, name.as_str())? {
+                anyhow::bail!("no destination {name}");
+            }
+            print(json, &serde_json::json!({ "retry": name.as_str() }), || {
+                println!("{name} will be retried at once")
+            })
+        }
+        AdminCommand::Destinations(DestinationCommand::Drop { server: name }) => {
+            let name = server(&name)?;
+            let dropped = federation::drop_queue(conn, name.as_str())?;
+            print(json, &serde_json::json!({ "dropped": dropped }), || {
+                println!("dropped {dropped} queued messages for {name}")
+            })
+        }
+        AdminCommand::Federation(command) => federation_rules(conn, json, command),
+        AdminCommand::RotateKey { grace } => {
+            let key_id = crate::server_key::rotate(conn, grace)?;
+            print(
+                json,
+                &serde_json::json!({ "current_key_id": key_id }),
+                || {
+                    println!(
+                        "new signing key {key_id}; the previous key stays valid for {}s",
+                        grace.as_secs()
+                    )
+                },
+            )
+        }
+    }
+}
+
+fn federation_rules(
+    conn: &mut crate::storage::DbConnection,
+    json: bool,
+    command: FederationCommand,
+) -> anyhow::Result<()> {
+    match command {
+        FederationCommand::Allow { server: name } => {
+            policy::set_rule(conn, &server(&name)?, Rule::Allow)?;
+            print(json, &serde_json::json!({ "allow": name }), || {
+                println!("allowing {name}")
+            })
+        }
+        FederationCommand::Deny { server: name } => {
+            policy::set_rule(conn, &server(&name)?, Rule::Deny)?;
+            print(json, &serde_json::json!({ "deny": name }), || {
+                println!("denying {name}")
+            })
+        }
+        FederationCommand::Clear { server: name } => {
+            if !policy::clear_rule(conn, &server(&name)?)? {
+                anyhow::bail!("no rule for {name}");
+            }
+            print(json, &serde_json::json!({ "cleared": name }), || {
+                println!("rule for {name} removed")
+            })
+        }
+        FederationCommand::List => {
+            let rules = policy::list_rules(conn)?;
+            print(json, &rules, || {
+                for (name, rule) in &rules {
+                    println!("{rule:<6} {name}");
+                }
+            })
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Admin views and actions on federation: destinations and their queues,
+//! run-time allow/deny rules, and server key rotation.
+
+use diesel::prelude::*;
+use serde::Serialize;
+
+use crate::federation::outbox;
+use crate::storage::schema::{delivery_receipts, destinations, messages, outbox as outbox_table};
+use crate::storage::{write_transaction, DbConnection, StorageError};
+use crate::with_backend;
+
+/// One destination's queue and back-off state.
+#[derive(Debug, Clone, Serialize)]
+pub struct DestinationInfo {
+    pub server_name: String,
+    pub queued: i64,
+    pub oldest_queued_at: Option<i64>,
+    pub failures: i32,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub last_success_at: Option<i64>,
+}
+
+pub fn destinations(conn: &mut DbConnection) -> Result<Vec<DestinationInfo>, StorageError> {
+    type Row = (String, i32, i64, Option<String>, Option<i64>);
+    let rows: Vec<Row> = with_backend!(conn, c => destinations::table
+        .order(destinations::server_name.asc())
+        .select((
+            destinations::server_name,
+            destinations::failures,
+            destinations::next_attempt_at,
+            destinations::last_error,
+            destinations::last_success_at,
+        ))
+        .load(c))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (server_name, failures, next_attempt_at, last_error, last_success_at) in rows {
+        let (queued, oldest): (i64, Option<i64>) = with_backend!(conn, c => outbox_table::table
+            .filter(outbox_table::destination.eq(&server_name))
+            .select((diesel::dsl::count_star(), diesel::dsl::min(outbox_table::created_at)))
+            .first(c))?;
+        out.push(DestinationInfo {
+            server_name,
+            queued,
+            oldest_queued_at: oldest,
+            failures,
+            next_attempt_at,
+            last_error,
+            last_success_at,
+        });
+    }
+    Ok(out)
+}
+
+/// Retry a destination now; false when it is unknown.
+pub fn retry(conn: &mut DbConnection, destination: &str) -> Result<bool, StorageError> {
+    outbox::retry_now(conn, destination)
+}
+
+/// Drops a destination's queue: the senders' receipts become `dropped`.
+/// Returns how many queued messages were dropped.
+pub fn drop_queue(conn: &mut DbConnection, destination: &str) -> Result<usize, StorageError> {
+    write_transaction(conn, |conn| {
+        let rows: Vec<(i64, i64, String, Option<String>, String)> = with_backend!(conn, c => outbox_table::table
+            .inner_join(messages::table)
+            .filter(outbox_table::destination.eq(destination))
+            .select((outbox_table::id, outbox_table::message_row, messages::message_id, messages::sender_account, outbox_table::recipients))
+            .load(c))?;
+        let now = crate::time::now_ms();
+        for (_, _, message_id, sender, recipients) in &rows {
+            let Some(sender) = sender else { continue };
+            let recipients: Vec<crate::mailbox::RecipientWraps> =
+                serde_json::from_str(recipients).unwrap_or_default();
+            for recipient in recipients {
+                with_backend!(conn, c => diesel::update(
+                    delivery_receipts::table
+                        .find((sender, message_id, &recipient.address))
+                        .filter(delivery_receipts::state.eq("queued")),
+                )
+                .set((delivery_receipts::state.eq("dropped"), delivery_receipts::updated_at.eq(now)))
+                .execute(c))?;
+            }
+        }
+        let ids: Vec<i64> = rows.iter().map(|row| row.0).collect();
+        with_backend!(conn, c => diesel::delete(outbox_table::table.filter(outbox_table::id.eq_any(&ids))).execute(c))?;
+        let message_rows: Vec<i64> = rows.iter().map(|row| row.1).collect();
+        crate::mailbox::remove_finished_messages(conn, &message_rows)?;
+        with_backend!(conn, c => diesel::update(destinations::table.find(destination))
+            .set((destinations::failures.eq(0), destinations::next_attempt_at.eq(0), destinations::last_error.eq(None::<String>)))
+            .execute(c))?;
+        Ok(rows.len())
+    })
+}

@@ -1,0 +1,101 @@
+//! `/federation/v1/*`: what other servers call. Every handler takes a
+//! `SignedRequest`, so it only runs for a verified, allowed origin.
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use super::auth::too_many;
+use super::signed::SignedRequest;
+use crate::error::ApiError;
+use crate::federation::inbound::{self, InboundError};
+use crate::federation::outbox;
+use crate::federation::wire::Transaction;
+use crate::gateway::GatewayEvent;
+use crate::mailbox::InboundRules;
+use crate::startup::AppState;
+
+fn rules(state: &AppState) -> InboundRules {
+    let settings = &state.settings;
+    InboundRules {
+        server_name: settings.server_name.clone(),
+        limits: settings.limits.clone(),
+        device_inactivity: settings.retention.device_inactivity,
+        max_pending_age: settings.retention.max_pending_age,
+        inline_max_bytes: settings.gateway.inline_max_bytes,
+    }
+}
+
+impl From<InboundError> for ApiError {
+    fn from(error: InboundError) -> Self {
+        let message = error.to_string();
+        match error {
+            InboundError::Invalid(_) => ApiError::bad_request("invalid_transaction", message),
+            InboundError::TxnReused(_) => {
+                ApiError::conflict("txn_reused", message, serde_json::Value::Null)
+            }
+            InboundError::Mailbox(cause) => cause.into(),
+        }
+    }
+}
+
+/// `PUT /federation/v1/txn/{txn_id}`.
+pub async fn put_txn(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    signed: SignedRequest,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .rate_limits
+        .federation_per_origin
+        .check(&signed.origin.to_string())
+        .map_err(too_many)?;
+    let transaction: Transaction = serde_json::from_slice(&signed.body)
+        .map_err(|e| ApiError::bad_request("bad_json", format!("invalid transaction: {e}")))?;
+    let txn_id = path.into_inner();
+    let rules = rules(&state);
+    let origin = signed.origin.to_string();
+    let body = signed.body;
+    let outcome = state
+        .db
+        .run(move |conn| {
+            inbound::receive_transaction(conn, &rules, &origin, &txn_id, &body, &transaction)
+        })
+        .await?;
+    if !outcome.replayed {
+        state
+            .metrics
+            .inbound_messages
+            .inc_by(outcome.response.results.len() as u64);
+    }
+    for delivery in outcome.new_deliveries {
+        state.hub.notify_device(
+            delivery.device_row,
+            GatewayEvent::DmNotify {
+                cursor: delivery.cursor,
+                message: delivery.inline,
+            },
+        );
+    }
+    Ok(HttpResponse::Ok().json(outcome.response))
+}
+
+/// `POST /federation/v1/hello`: the origin is back; retry its queue now.
+pub async fn hello(
+    state: web::Data<AppState>,
+    signed: SignedRequest,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .rate_limits
+        .federation_per_origin
+        .check(&signed.origin.to_string())
+        .map_err(too_many)?;
+    let origin = signed.origin.to_string();
+    let known = state
+        .db
+        .run(move |conn| outbox::retry_now(conn, &origin))
+        .await?;
+    if known {
+        state.relay_wake.notify_one();
+    }
+    Ok(HttpResponse::Ok().json(json!({ "queued_for_you": known })))
+}

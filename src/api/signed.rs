@@ -1,0 +1,168 @@
+//! The extractor that verifies a server-to-server request (RFC 9421 with
+//! Homing's profile), so a federation handler only ever sees a verified
+//! origin and a body that matches its digest.
+
+use actix_web::dev::Payload;
+use actix_web::web::Bytes;
+use actix_web::{web, FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
+
+use crate::address::ServerName;
+use crate::error::ApiError;
+use crate::federation::signing::{self, RequestParts};
+use crate::federation::{policy, wire::MAX_TXN_REQUEST_BYTES};
+use crate::startup::AppState;
+use crate::storage::{is_unique_violation, StorageError};
+
+/// A request whose signature, origin and body were verified.
+pub struct SignedRequest {
+    pub origin: ServerName,
+    pub body: Bytes,
+}
+
+fn refuse(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::Unauthorized {
+        code,
+        message: message.into(),
+    }
+}
+
+fn header(request: &HttpRequest, name: &str) -> Option<String> {
+    let values: Vec<&str> = request
+        .headers()
+        .get_all(name)
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+impl FromRequest for SignedRequest {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let request = request.clone();
+        let body = web::Bytes::from_request(&request, payload);
+        Box::pin(async move {
+            let state = request
+                .app_data::<web::Data<AppState>>()
+                .cloned()
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no app state")))?;
+            let body = body.await.map_err(|_| ApiError::PayloadTooLarge {
+                message: format!("a federation request is at most {MAX_TXN_REQUEST_BYTES} bytes"),
+                limit: MAX_TXN_REQUEST_BYTES as u64,
+            })?;
+            verify(&state, &request, body).await
+        })
+    }
+}
+
+async fn verify(
+    state: &AppState,
+    request: &HttpRequest,
+    body: Bytes,
+) -> Result<SignedRequest, ApiError> {
+    let settings = &state.settings;
+    // The authority the sender signed must be one of ours.
+    let host = header(request, "host").ok_or_else(|| refuse("misaddressed", "no Host header"))?;
+    let addressed =
+        ServerName::parse(&host).map_err(|_| refuse("misaddressed", "invalid Host header"))?;
+    if addressed != settings.server_name && !settings.public_hosts.contains(&addressed) {
+        return Err(ApiError::forbidden(
+            "misaddressed",
+            "this request was addressed to another server",
+        ));
+    }
+    let scheme = if settings.federation.allow_insecure_http {
+        "http"
+    } else {
+        "https"
+    };
+    let target = format!(
+        "{scheme}://{host}{}",
+        request.uri().path_and_query().map_or("/", |p| p.as_str())
+    );
+    let signature_input = header(request, "signature-input")
+        .ok_or_else(|| refuse("unsigned", "missing Signature-Input"))?;
+    let signature =
+        header(request, "signature").ok_or_else(|| refuse("unsigned", "missing Signature"))?;
+    let digest = header(request, "content-digest")
+        .ok_or_else(|| refuse("unsigned", "missing Content-Digest"))?;
+    let received = signing::parse_signatures(&signature_input, &signature)
+        .map_err(|e| refuse("bad_signature", e.to_string()))?;
+    let first = received
+        .first()
+        .ok_or_else(|| refuse("unsigned", "no signature"))?;
+    let now_secs = crate::time::now_ms() / 1000;
+    let keyid = signing::check_profile(&first.params, now_secs)
+        .map_err(|e| refuse("bad_signature", e.to_string()))?;
+    let (origin_text, key_id) = keyid
+        .rsplit_once('#')
+        .ok_or_else(|| refuse("bad_signature", "keyid must be <server>#<key id>"))?;
+    let origin = ServerName::parse(origin_text)
+        .map_err(|_| refuse("bad_signature", "invalid origin in keyid"))?;
+    let key_id = key_id.to_string();
+
+    let allowed_origin = origin.clone();
+    let federation = settings.federation.clone();
+    let allowed = state
+        .db
+        .run(move |conn| policy::is_allowed(conn, &federation, &allowed_origin))
+        .await?;
+    if !allowed {
+        return Err(ApiError::forbidden(
+            "federation_denied",
+            "this server does not federate with yours",
+        ));
+    }
+    let key = state
+        .peer_keys
+        .key(&state.federation, &origin, &key_id)
+        .await
+        .map_err(|e| refuse("unknown_key", e.to_string()))?;
+    let parts = RequestParts::new(request.method().as_str(), &target)
+        .map_err(|e| refuse("bad_signature", e.to_string()))?
+        .with_header("content-digest", &digest);
+    signing::verify(&key, first, &parts).map_err(|e| refuse("bad_signature", e.to_string()))?;
+    signing::verify_content_digest(&digest, &body)
+        .map_err(|e| refuse("bad_digest", e.to_string()))?;
+
+    // Remember the nonce for the signature's lifetime: a replay fails here.
+    let nonce = first.params.nonce().unwrap_or_default().to_string();
+    let expires_ms = first
+        .params
+        .expires()
+        .unwrap_or(now_secs)
+        .saturating_mul(1000);
+    let replay_origin = origin.to_string();
+    let fresh = state
+        .db
+        .run(move |conn| remember_nonce(conn, &replay_origin, &nonce, expires_ms))
+        .await?;
+    if !fresh {
+        return Err(refuse("replayed", "this signature was used before"));
+    }
+    Ok(SignedRequest { origin, body })
+}
+
+fn remember_nonce(
+    conn: &mut crate::storage::DbConnection,
+    origin: &str,
+    nonce: &str,
+    expires_at: i64,
+) -> Result<bool, StorageError> {
+    use crate::storage::schema::federation_nonces;
+    use diesel::prelude::*;
+    let inserted = crate::with_backend!(conn, c => diesel::insert_into(federation_nonces::table)
+        .values((
+            federation_nonces::origin.eq(origin),
+            federation_nonces::nonce.eq(nonce),
+            federation_nonces::expires_at.eq(expires_at),
+        ))
+        .execute(c));
+    match inserted {
+        Ok(_) => Ok(true),
+        Err(error) if is_unique_violation(&error) => Ok(false),
+        Err(error) => Err(error.into()),
+    }
+}

@@ -1,0 +1,150 @@
+//! Outbound server-to-server requests, signed with RFC 9421.
+
+use std::time::Duration;
+
+use rand::RngCore;
+
+use super::resolver::{Destination, FederationClient};
+use super::signing::{self, RequestParts, SignatureParams};
+use super::wire::{Hello, Transaction, TxnResponse};
+use crate::crypto::b64;
+use crate::server_key::ServerKey;
+
+/// The components every Homing signature covers.
+pub const COVERED: [&str; 4] = ["@method", "@target-uri", "@authority", "content-digest"];
+/// How long a signature is valid; receivers accept at most five minutes.
+const VALIDITY_SECS: i64 = 60;
+/// Largest answer read from a peer.
+const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
+
+/// Why a request to a peer failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("{0}")]
+    Resolve(String),
+    #[error("connection failed: {0}")]
+    Connect(String),
+    #[error("the peer answered {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("unreadable answer: {0}")]
+    Body(String),
+    #[error("signing failed: {0}")]
+    Sign(String),
+}
+
+/// `keyid` as Homing writes it: the server name and the key id.
+pub fn key_id_for(origin: &str, key: &ServerKey) -> String {
+    format!("{origin}#{}", key.key_id())
+}
+
+/// Sends a signed request with a JSON body and reads a bounded answer.
+pub async fn send_signed(
+    client: &FederationClient,
+    key: &ServerKey,
+    origin: &str,
+    destination: &Destination,
+    method: reqwest::Method,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<Vec<u8>, RequestError> {
+    let url = format!("{}{path}", destination.base_url);
+    let digest = signing::content_digest(&body);
+    let now = crate::time::now_ms() / 1000;
+    let mut nonce = [0u8; 24];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let params = SignatureParams::new(COVERED)
+        .with_created(now)
+        .with_expires(now + VALIDITY_SECS)
+        .with_nonce(&b64(&nonce))
+        .with_alg("ed25519")
+        .with_keyid(&key_id_for(origin, key));
+    let parts = RequestParts::new(method.as_str(), &url)
+        .map_err(|e| RequestError::Sign(e.to_string()))?
+        .with_header("content-digest", &digest);
+    let headers = signing::sign(key.signing_key(), "homing", &params, &parts)
+        .map_err(|e| RequestError::Sign(e.to_string()))?;
+    let response = client
+        .http()
+        .request(method, &url)
+        .header("Content-Type", "application/json")
+        .header("Content-Digest", digest)
+        .header("Signature-Input", headers.signature_input)
+        .header("Signature", headers.signature)
+        .body(body)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map_err(|e| RequestError::Connect(e.to_string()))?;
+    let status = response.status();
+    let body = read_limited(response, MAX_RESPONSE_BYTES)
+        .await
+        .map_err(RequestError::Body)?;
+    if !status.is_success() {
+        let text = String::from_utf8_lossy(&body).chars().take(300).collect();
+        return Err(RequestError::Status {
+            status: status.as_u16(),
+            body: text,
+        });
+    }
+    Ok(body)
+}
+
+/// Reads at most `limit` bytes of a response body.
+pub async fn read_limited(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("answer larger than {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// `PUT /federation/v1/txn/{txn_id}`.
+pub async fn put_transaction(
+    client: &FederationClient,
+    key: &ServerKey,
+    destination: &Destination,
+    txn_id: &str,
+    transaction: &Transaction,
+) -> Result<TxnResponse, RequestError> {
+    let body = serde_json::to_vec(transaction).map_err(|e| RequestError::Sign(e.to_string()))?;
+    let path = format!("/federation/v1/txn/{txn_id}");
+    let answer = send_signed(
+        client,
+        key,
+        &transaction.origin,
+        destination,
+        reqwest::Method::PUT,
+        &path,
+        body,
+    )
+    .await?;
+    serde_json::from_slice(&answer).map_err(|e| RequestError::Body(e.to_string()))
+}
+
+/// `POST /federation/v1/hello`.
+pub async fn post_hello(
+    client: &FederationClient,
+    key: &ServerKey,
+    origin: &str,
+    destination: &Destination,
+) -> Result<(), RequestError> {
+    let body =
+        serde_json::to_vec(&Hello::default()).map_err(|e| RequestError::Sign(e.to_string()))?;
+    send_signed(
+        client,
+        key,
+        origin,
+        destination,
+        reqwest::Method::POST,
+        "/federation/v1/hello",
+        body,
+    )
+    .await?;
+    Ok(())
+}

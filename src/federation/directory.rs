@@ -1,0 +1,184 @@
+//! Identities on other servers, fetched for this server's own clients:
+//! verified, cached briefly, and pinned per address so a changed account
+//! key is reported as such and never silently accepted.
+
+use std::time::Duration;
+
+use diesel::prelude::*;
+
+use super::client::read_limited;
+use crate::address::Address;
+use crate::api::directory::IdentityDocument;
+use crate::startup::AppState;
+use crate::storage::schema::remote_identities;
+use crate::storage::StorageError;
+use crate::with_backend;
+
+/// How long a fetched identity is served from the cache.
+const CACHE: Duration = Duration::from_secs(300);
+/// Largest identity document read.
+const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+
+/// Why a remote identity could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("no identity for {0}")]
+    Unknown(String),
+    #[error("this server does not federate with {0}")]
+    Denied(String),
+    #[error("{0}")]
+    Remote(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// A verified remote identity and what the pin says about it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RemoteIdentity {
+    #[serde(flatten)]
+    pub document: IdentityDocument,
+    /// The account key first seen for this address.
+    pub pinned_account_key: String,
+    /// True when the served key differs from the pinned one.
+    pub key_changed: bool,
+}
+
+/// The identity behind `address` (on another server).
+pub async fn remote_identity(
+    state: &AppState,
+    address: &Address,
+) -> Result<RemoteIdentity, DirectoryError> {
+    let key = address.to_string();
+    let now = crate::time::now_ms();
+    let cached: Option<(String, String)> = state
+        .db
+        .run({
+            let key = key.clone();
+            move |conn| {
+                Ok::<_, StorageError>(with_backend!(conn, c => remote_identities::table
+                    .find(&key)
+                    .filter(remote_identities::expires_at.gt(now))
+                    .select((remote_identities::document, remote_identities::pinned_account_key))
+                    .first(c)
+                    .optional())?)
+            }
+        })
+        .await?;
+    if let Some((document, pinned)) = cached {
+        if let Ok(document) = serde_json::from_str::<IdentityDocument>(&document) {
+            let key_changed = document.account_key.to_string() != pinned;
+            return Ok(RemoteIdentity {
+                document,
+                pinned_account_key: pinned,
+                key_changed,
+            });
+        }
+    }
+    let server = address.server().clone();
+    let federation = state.settings.federation.clone();
+    let allowed = state
+        .db
+        .run(move |conn| super::policy::is_allowed(conn, &federation, &server))
+        .await?;
+    if !allowed {
+        return Err(DirectoryError::Denied(address.server().to_string()));
+    }
+    let document = fetch(state, address).await?;
+    store(state, &key, document, now).await
+}
+
+async fn fetch(state: &AppState, address: &Address) -> Result<IdentityDocument, DirectoryError> {
+    let remote =
+        |e: &dyn std::fmt::Display| DirectoryError::Remote(format!("{}: {e}", address.server()));
+    let destination = state
+        .federation
+        .resolve(address.server())
+        .await
+        .map_err(|e| remote(&e))?;
+    let url = format!(
+        "{}/.well-known/homing/identity/{}",
+        destination.base_url,
+        address.alias()
+    );
+    let response = state
+        .federation
+        .http()
+        .get(&url)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| remote(&e))?;
+    if response.status() == reqwest::StatusCode::NOT_FOUND {
+        return Err(DirectoryError::Unknown(address.to_string()));
+    }
+    if !response.status().is_success() {
+        return Err(remote(&format!("answered {}", response.status())));
+    }
+    let body = read_limited(response, MAX_DOCUMENT_BYTES)
+        .await
+        .map_err(|e| remote(&e))?;
+    let document: IdentityDocument = serde_json::from_slice(&body).map_err(|e| remote(&e))?;
+    if Address::parse(&document.address).ok().as_ref() != Some(address) {
+        return Err(remote(&"the identity document is for another address"));
+    }
+    document
+        .signed_device_list
+        .verify(&document.account_key)
+        .map_err(|e| remote(&format!("the device list does not verify: {e}")))?;
+    Ok(document)
+}
+
+async fn store(
+    state: &AppState,
+    key: &str,
+    document: IdentityDocument,
+    now: i64,
+) -> Result<RemoteIdentity, DirectoryError> {
+    let account_key = document.account_key.to_string();
+    let text =
+        serde_json::to_string(&document).map_err(|e| DirectoryError::Remote(e.to_string()))?;
+    let expires_at = now.saturating_add(crate::time::duration_ms(CACHE));
+    let key = key.to_string();
+    let pinned = state
+        .db
+        .run(move |conn| {
+            crate::storage::write_transaction(conn, |conn| {
+                let pinned: Option<String> = with_backend!(conn, c => remote_identities::table
+                    .find(&key)
+                    .select(remote_identities::pinned_account_key)
+                    .first(c)
+                    .optional())?;
+                let pinned = pinned.unwrap_or_else(|| account_key.clone());
+                let changed_at = (pinned != account_key).then_some(now);
+                let row = (
+                    remote_identities::address.eq(&key),
+                    remote_identities::account_key.eq(&account_key),
+                    remote_identities::document.eq(&text),
+                    remote_identities::pinned_account_key.eq(&pinned),
+                    remote_identities::key_changed_at.eq(changed_at),
+                    remote_identities::fetched_at.eq(now),
+                    remote_identities::expires_at.eq(expires_at),
+                );
+                with_backend!(conn, c => diesel::insert_into(remote_identities::table)
+                    .values(row)
+                    .on_conflict(remote_identities::address)
+                    .do_update()
+                    .set((
+                        remote_identities::account_key.eq(&account_key),
+                        remote_identities::document.eq(&text),
+                        remote_identities::key_changed_at.eq(changed_at),
+                        remote_identities::fetched_at.eq(now),
+                        remote_identities::expires_at.eq(expires_at),
+                    ))
+                    .execute(c))?;
+                Ok::<_, StorageError>(pinned)
+            })
+        })
+        .await?;
+    let key_changed = pinned != document.account_key.to_string();
+    Ok(RemoteIdentity {
+        document,
+        pinned_account_key: pinned,
+        key_changed,
+    })
+}

@@ -1,0 +1,142 @@
+//! Receiving a transaction from a verified origin: answer a retried txn id
+//! from the record, deliver each message through the local delivery path,
+//! and commit everything with the record before answering.
+
+use diesel::prelude::*;
+use sha2::{Digest, Sha256};
+
+use super::wire::{Transaction, TxnResponse, MAX_TXN_MESSAGES};
+use crate::mailbox::{self, InboundRules, MailboxError, NewDelivery};
+use crate::storage::schema::inbound_txns;
+use crate::storage::{write_transaction, DbConnection, StorageError};
+use crate::with_backend;
+
+/// Why a transaction was refused as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    #[error("invalid transaction: {0}")]
+    Invalid(String),
+    #[error("transaction id {0} was already used for a different transaction")]
+    TxnReused(String),
+    #[error(transparent)]
+    Mailbox(#[from] MailboxError),
+}
+
+impl From<diesel::result::Error> for InboundError {
+    fn from(error: diesel::result::Error) -> Self {
+        Self::Mailbox(MailboxError::Storage(StorageError::Query(error)))
+    }
+}
+
+impl From<StorageError> for InboundError {
+    fn from(error: StorageError) -> Self {
+        Self::Mailbox(MailboxError::Storage(error))
+    }
+}
+
+/// The answer and what to wake.
+#[derive(Debug, Clone)]
+pub struct InboundOutcome {
+    pub response: TxnResponse,
+    pub new_deliveries: Vec<NewDelivery>,
+    pub replayed: bool,
+}
+
+/// A transaction id: `[A-Za-z0-9_-]{1,64}`.
+pub fn valid_txn_id(text: &str) -> bool {
+    (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Processes `txn` (whose raw body is `body`) from `origin`.
+pub fn receive_transaction(
+    conn: &mut DbConnection,
+    rules: &InboundRules,
+    origin: &str,
+    txn_id: &str,
+    body: &[u8],
+    txn: &Transaction,
+) -> Result<InboundOutcome, InboundError> {
+    if !valid_txn_id(txn_id) {
+        return Err(InboundError::Invalid("invalid transaction id".into()));
+    }
+    if txn.origin != origin {
+        return Err(InboundError::Invalid(
+            "the origin in the body is not the signer".into(),
+        ));
+    }
+    if txn.messages.len() > MAX_TXN_MESSAGES {
+        return Err(InboundError::Invalid(format!(
+            "at most {MAX_TXN_MESSAGES} messages per transaction"
+        )));
+    }
+    let digest = Sha256::digest(body).to_vec();
+    let result = process(conn, rules, origin, txn_id, &digest, txn);
+    match result {
+        // A concurrent copy of this transaction (or of one of its messages)
+        // committed first: the second pass answers from what it stored.
+        Err(InboundError::Mailbox(MailboxError::Storage(StorageError::Query(error))))
+            if crate::storage::is_unique_violation(&error) =>
+        {
+            process(conn, rules, origin, txn_id, &digest, txn)
+        }
+        other => other,
+    }
+}
+
+fn process(
+    conn: &mut DbConnection,
+    rules: &InboundRules,
+    origin: &str,
+    txn_id: &str,
+    digest: &[u8],
+    txn: &Transaction,
+) -> Result<InboundOutcome, InboundError> {
+    write_transaction(conn, |conn| {
+        let record: Option<(Vec<u8>, String)> = with_backend!(conn, c => inbound_txns::table
+            .find((origin, txn_id))
+            .select((inbound_txns::request_digest, inbound_txns::response))
+            .first(c)
+            .optional())?;
+        if let Some((recorded_digest, response)) = record {
+            if recorded_digest != digest {
+                return Err(InboundError::TxnReused(txn_id.to_string()));
+            }
+            let response: TxnResponse = serde_json::from_str(&response).map_err(|e| {
+                StorageError::Migration(format!("recorded transaction unreadable: {e}"))
+            })?;
+            return Ok(InboundOutcome {
+                response,
+                new_deliveries: Vec::new(),
+                replayed: true,
+            });
+        }
+        let now = crate::time::now_ms();
+        let mut results = Vec::with_capacity(txn.messages.len());
+        let mut new_deliveries = Vec::new();
+        for message in &txn.messages {
+            let (result, created) = mailbox::deliver_inbound(conn, rules, origin, message, now)?;
+            results.push(result);
+            new_deliveries.extend(created);
+        }
+        let response = TxnResponse { results };
+        let recorded =
+            serde_json::to_string(&response).map_err(|e| InboundError::Invalid(e.to_string()))?;
+        with_backend!(conn, c => diesel::insert_into(inbound_txns::table)
+            .values((
+                inbound_txns::origin.eq(origin),
+                inbound_txns::txn_id.eq(txn_id),
+                inbound_txns::request_digest.eq(digest),
+                inbound_txns::response.eq(recorded),
+                inbound_txns::received_at.eq(now),
+            ))
+            .execute(c))?;
+        Ok(InboundOutcome {
+            response,
+            new_deliveries,
+            replayed: false,
+        })
+    })
+}
