@@ -1,2 +1,3 @@
 //! Talking to other Homing servers.
+pub mod resolver;
 pub mod signing;
