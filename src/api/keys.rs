@@ -37,7 +37,8 @@ pub struct PublishedKey {
 
 pub async fn keys(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let now = crate::time::now_ms();
-    let rows: Vec<(String, Vec<u8>, i64, Option<i64>, bool)> = state
+    type KeyRow = (String, Vec<u8>, i64, Option<i64>, bool);
+    let rows: Vec<KeyRow> = state
         .db
         .run(move |conn| {
             with_backend!(conn, c => server_keys::table
@@ -56,11 +57,15 @@ pub async fn keys(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
         .await?;
     let document = KeysDocument {
         server_name: state.settings.server_name.to_string(),
-        current_key_id: state.server_key.key_id().to_string(),
+        current_key_id: rows
+            .iter()
+            .find(|row| row.4)
+            .map(|row| row.0.clone())
+            .unwrap_or_default(),
         keys: rows
             .into_iter()
             .map(
-                |(key_id, public_key, created_at, expires_at)| PublishedKey {
+                |(key_id, public_key, created_at, expires_at, _)| PublishedKey {
                     key_id,
                     algorithm: "ed25519".into(),
                     public_key: URL_SAFE_NO_PAD.encode(public_key),

@@ -6,5 +6,6 @@ pub mod keys;
 pub mod outbox;
 pub mod policy;
 pub mod relay;
+pub mod resolver;
 pub mod signing;
 pub mod wire;

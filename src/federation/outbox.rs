@@ -250,12 +250,11 @@ pub fn complete(
                 } else {
                     recipient.status.as_str()
                 };
-                let detail = (!recipient.missing.is_empty() || !recipient.extra.is_empty()).then(
-                    || {
+                let detail =
+                    (!recipient.missing.is_empty() || !recipient.extra.is_empty()).then(|| {
                         serde_json::json!({"missing": recipient.missing, "extra": recipient.extra})
                             .to_string()
-                    },
-                );
+                    });
                 let updated = with_backend!(conn, c => diesel::update(
                     delivery_receipts::table
                         .find((sender, message_id, &recipient.address))
@@ -337,21 +336,6 @@ pub fn retry_now(conn: &mut DbConnection, destination: &str) -> Result<bool, Sto
     Ok(updated == 1)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_to_the_cap_with_jitter() {
-        let first = backoff(1);
-        assert!(first >= Duration::from_millis(750) && first <= Duration::from_millis(1250));
-        let fifth = backoff(5);
-        assert!(fifth >= Duration::from_secs(12) && fifth <= Duration::from_secs(20));
-        let late = backoff(40);
-        assert!(late >= Duration::from_secs(2_700) && late <= Duration::from_secs(4_500));
-    }
-}
-
 /// Peers worth greeting at start-up: destinations we send to and servers
 /// that sent to us recently (at most 1,000).
 pub fn known_peers(conn: &mut DbConnection) -> Result<Vec<String>, StorageError> {
@@ -370,4 +354,19 @@ pub fn known_peers(conn: &mut DbConnection) -> Result<Vec<String>, StorageError>
     peers.dedup();
     peers.truncate(1_000);
     Ok(peers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_the_cap_with_jitter() {
+        let first = backoff(1);
+        assert!(first >= Duration::from_millis(750) && first <= Duration::from_millis(1250));
+        let fifth = backoff(5);
+        assert!(fifth >= Duration::from_secs(12) && fifth <= Duration::from_secs(20));
+        let late = backoff(40);
+        assert!(late >= Duration::from_secs(2_700) && late <= Duration::from_secs(4_500));
+    }
 }

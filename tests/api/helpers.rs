@@ -97,6 +97,12 @@ async fn start(
             "true".into(),
         ),
         ("HOMING__SERVER__SHUTDOWN_TIMEOUT".into(), "1s".into()),
+        // Tests never reach the Internet: names that are not IP literals
+        // resolve through a loopback port where nothing answers.
+        (
+            "HOMING__FEDERATION__NAMESERVERS".into(),
+            "127.0.0.1:9".into(),
+        ),
     ];
     env.extend(extra.iter().cloned());
     let settings = Settings::load_from(None, env).expect("test settings are valid");

@@ -253,11 +253,15 @@ async fn a_stale_device_list_gets_409_with_missing_and_extra() {
     unknown["recipients"][0]["address"] = json!(format!("nobody@{}", app.server_name));
     let response = send(&app, &alice.device(0).token, &unknown).await;
     assert_eq!(response.status(), 404);
+    assert_eq!(app.count("messages"), 0);
+    // A recipient on another server is queued for relay, not checked here.
     let mut remote = message_to(&app, &[(&bob, &[0, 1])], b"x", "all");
     remote["recipients"][0]["address"] = json!("bob@elsewhere.example");
     let response = send(&app, &alice.device(0).token, &remote).await;
-    assert_eq!(response.status(), 501);
-    assert_eq!(app.count("messages"), 0);
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["recipients"][0]["status"], "queued");
+    assert_eq!(app.count("outbox"), 1);
 }
 
 #[tokio::test]

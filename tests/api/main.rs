@@ -8,4 +8,6 @@ mod health;
 mod helpers;
 mod identity;
 mod mailbox;
+mod resolver;
 mod schema;
+mod test_servers;
