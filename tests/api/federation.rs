@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::helpers::{message_to, spawn_app, spawn_app_with, TestApp, TestUser};
 
 /// Waits until `bob`'s first device has `count` pending items, or fails.
-async fn wait_for_items(app: &TestApp, token: &str, count: usize, within: Duration) -> Value {
+pub async fn wait_for_items(app: &TestApp, token: &str, count: usize, within: Duration) -> Value {
     let deadline = Instant::now() + within;
     loop {
         let page = app.sync(token).await;
