@@ -6,6 +6,7 @@ pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod background;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod crypto;

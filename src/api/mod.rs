@@ -9,6 +9,7 @@ mod federation;
 mod gateway;
 mod health;
 pub mod keys;
+mod links;
 pub mod server_info;
 mod signed;
 
@@ -63,7 +64,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
                 .route("/dms/sync", web::post().to(dms::sync))
                 .route("/dms/ack", web::post().to(dms::ack))
                 .route("/dms/status/{message_id}", web::get().to(dms::status))
-                .route("/gateway", web::get().to(gateway::gateway)),
+                .route("/gateway", web::get().to(gateway::gateway))
+                .route("/links", web::post().to(links::create))
+                .route("/links/{link_id}", web::get().to(links::get))
+                .route("/links/{link_id}/response", web::put().to(links::answer)),
         )
         .service(
             web::scope("/federation/v1")

@@ -2,6 +2,7 @@
 //! changes and public look-ups. No HTTP here; handlers call these.
 
 mod devices;
+pub mod links;
 mod register;
 
 use diesel::prelude::*;

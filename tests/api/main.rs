@@ -2,6 +2,7 @@
 //! default and on PostgreSQL when `HOMING_TEST_DATABASE_URL` is set.
 
 mod admin;
+mod cli;
 mod daemon;
 mod federation;
 mod gateway;

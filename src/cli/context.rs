@@ -1,0 +1,270 @@
+//! What every command needs: the state directory, this device's keys, a
+//! signed-in connection to the home server, and verified, pinned identities.
+
+use std::path::PathBuf;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use ed25519_dalek::SigningKey;
+use serde_json::{json, Value};
+
+use crate::client::api::{ClientError, HomeServer};
+use crate::client::keys::{AccountKeys, DeviceKeys};
+use crate::client::store::{Contact, Identity, Session, Store, StoreError};
+use crate::crypto::identity::{DeviceCertificate, DeviceId, SignedDeviceList};
+use crate::crypto::{b64, PublicKey};
+
+/// Global options of the command line.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub home: Option<PathBuf>,
+    pub server_url: Option<String>,
+    pub insecure_http: bool,
+    pub json: bool,
+}
+
+/// A failure, phrased for the person at the terminal.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Server(#[from] ClientError),
+    #[error(
+        "WARNING: the account key of {address} changed (pinned {pinned}, now {offered}).\n\
+         Someone may be impersonating them, or they lost their keys and started over.\n\
+         Check with them another way, then run `homing trust {address}`."
+    )]
+    KeyChanged {
+        address: String,
+        pinned: String,
+        offered: String,
+    },
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Crypto(String),
+}
+
+/// Reads a passphrase from `HOMING_PASSPHRASE`, else asks at the terminal.
+pub fn passphrase(prompt: &str) -> Result<String, CliError> {
+    if let Ok(value) = std::env::var("HOMING_PASSPHRASE") {
+        return Ok(value);
+    }
+    rpassword::prompt_password(prompt).map_err(|e| CliError::Usage(format!("cannot read a passphrase: {e}")))
+}
+
+/// Stores a secret file, passphrase-protected when `HOMING_PASSPHRASE` is
+/// set (the CLI asks for it again whenever it needs the key).
+pub fn save_secret(store: &Store, name: &str, secret: &Value) -> Result<(), CliError> {
+    let value = match std::env::var("HOMING_PASSPHRASE") {
+        Ok(passphrase) if !passphrase.is_empty() => {
+            let bytes = serde_json::to_vec(secret).map_err(|e| CliError::Crypto(e.to_string()))?;
+            let document = crate::crypto::backup::encrypt_with_passphrase(&bytes, &passphrase)
+                .map_err(|e| CliError::Crypto(e.to_string()))?;
+            json!({ "protected": document })
+        }
+        _ => json!({ "plain": secret }),
+    };
+    Ok(store.save_secret(name, &value)?)
+}
+
+/// Reads a secret file written by `save_secret`.
+pub fn load_secret(store: &Store, name: &str) -> Result<Option<Value>, CliError> {
+    let Some(value) = store.secret(name)? else {
+        return Ok(None);
+    };
+    if let Some(plain) = value.get("plain") {
+        return Ok(Some(plain.clone()));
+    }
+    let document = value
+        .get("protected")
+        .and_then(Value::as_str)
+        .ok_or_else(|| CliError::Crypto(format!("{name} is not a key file")))?;
+    let passphrase = passphrase(&format!("passphrase for {name}: "))?;
+    let bytes = crate::crypto::backup::decrypt_with_passphrase(document, &passphrase)
+        .map_err(|e| CliError::Crypto(e.to_string()))?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| CliError::Crypto(e.to_string()))
+}
+
+fn seed(value: &Value, field: &str) -> Result<[u8; 32], CliError> {
+    value[field]
+        .as_str()
+        .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
+        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+        .ok_or_else(|| CliError::Crypto(format!("key file field {field} is damaged")))
+}
+
+pub fn device_secret(keys: &DeviceKeys) -> Value {
+    json!({
+        "device_id": keys.device_id,
+        "sign_seed": b64(&keys.signing.to_bytes()),
+        "box_secret": b64(&keys.box_secret.to_bytes()),
+    })
+}
+
+pub fn account_secret(keys: &AccountKeys) -> Value {
+    json!({ "seed": b64(&keys.signing.to_bytes()) })
+}
+
+/// A command's view of this device once its identity exists.
+pub struct Context {
+    pub options: Options,
+    pub store: Store,
+    pub identity: Identity,
+    pub device: DeviceKeys,
+    pub server: HomeServer,
+}
+
+impl Context {
+    /// Loads the identity and keys and signs in (reusing a valid session).
+    pub async fn load(options: &Options) -> Result<Self, CliError> {
+        let store = Store::locate(options.home.clone());
+        let mut identity = store.identity()?;
+        if let Some(url) = &options.server_url {
+            identity.server_url = url.trim_end_matches('/').to_string();
+        }
+        let secret = load_secret(&store, "device.key")?
+            .ok_or_else(|| CliError::Crypto("device.key is missing".into()))?;
+        let device_id = DeviceId::parse(secret["device_id"].as_str().unwrap_or_default())
+            .map_err(|e| CliError::Crypto(e.to_string()))?;
+        let device = DeviceKeys {
+            device_id,
+            signing: SigningKey::from_bytes(&seed(&secret, "sign_seed")?),
+            box_secret: crypto_box::SecretKey::from(seed(&secret, "box_secret")?),
+        };
+        let server = HomeServer::new(&identity.server_url);
+        let mut context = Self {
+            options: options.clone(),
+            store,
+            identity,
+            device,
+            server,
+        };
+        context.sign_in(false).await?;
+        Ok(context)
+    }
+
+    pub fn account_key(&self) -> Result<PublicKey, CliError> {
+        PublicKey::parse(&self.identity.account_key).map_err(|e| CliError::Crypto(e.to_string()))
+    }
+
+    pub fn server_name(&self) -> &str {
+        self.identity
+            .address
+            .split_once('@')
+            .map_or("", |(_, server)| server)
+    }
+
+    /// Signs in unless a session valid for another minute exists.
+    pub async fn sign_in(&mut self, force: bool) -> Result<(), CliError> {
+        let now = crate::time::now_ms();
+        if !force {
+            if let Some(session) = self.store.session()? {
+                if session.expires_at > now + 60_000 {
+                    self.server = HomeServer::new(&self.identity.server_url).with_token(&session.token);
+                    return Ok(());
+                }
+            }
+        }
+        let account = self.account_key()?;
+        let plain = HomeServer::new(&self.identity.server_url);
+        let (token, expires_at) = plain.sign_in(self.server_name(), &account, &self.device).await?;
+        self.store.save_session(&Session {
+            token: token.clone(),
+            expires_at,
+        })?;
+        self.server = plain.with_token(&token);
+        Ok(())
+    }
+
+    /// The account key, on devices that hold it.
+    pub fn account_keys(&self) -> Result<AccountKeys, CliError> {
+        let secret = load_secret(&self.store, "account.key")?.ok_or_else(|| {
+            CliError::Usage("this device does not hold the account key; use the first device".into())
+        })?;
+        Ok(AccountKeys {
+            signing: SigningKey::from_bytes(&seed(&secret, "seed")?),
+        })
+    }
+
+    /// Looks up `address` through the home server, verifies its device list
+    /// here, and checks the pinned account key (pinning it on first use).
+    pub async fn verified_identity(&self, address: &str, trust_new_key: bool) -> Result<VerifiedIdentity, CliError> {
+        let document = self.server.directory(address).await?;
+        let verified = VerifiedIdentity::from_document(&document)?;
+        let mut contacts = self.store.contacts()?;
+        let offered = verified.account_key.to_string();
+        match contacts.get(&verified.address) {
+            Some(contact) if contact.account_key != offered && !trust_new_key => {
+                return Err(CliError::KeyChanged {
+                    address: verified.address.clone(),
+                    pinned: fingerprint(&contact.account_key),
+                    offered: fingerprint(&offered),
+                });
+            }
+            Some(contact) if contact.account_key == offered => {}
+            _ => {
+                contacts.insert(
+                    verified.address.clone(),
+                    Contact {
+                        account_key: offered,
+                        pinned_at: crate::time::now_ms(),
+                    },
+                );
+                self.store.save_contacts(&contacts)?;
+            }
+        }
+        Ok(verified)
+    }
+}
+
+/// An identity whose device list verified with its account key.
+#[derive(Debug, Clone)]
+pub struct VerifiedIdentity {
+    pub address: String,
+    pub account_key: PublicKey,
+    pub devices: Vec<DeviceCertificate>,
+    pub version: u64,
+}
+
+impl VerifiedIdentity {
+    pub fn from_document(document: &Value) -> Result<Self, CliError> {
+        let bad = |what: &str| CliError::Crypto(format!("the identity document is invalid: {what}"));
+        let address = document["address"].as_str().ok_or_else(|| bad("no address"))?.to_string();
+        let account_key = PublicKey::parse(document["account_key"].as_str().unwrap_or_default())
+            .map_err(|_| bad("account key"))?;
+        let list: SignedDeviceList =
+            serde_json::from_value(document["signed_device_list"].clone()).map_err(|_| bad("device list"))?;
+        list.verify(&account_key)
+            .map_err(|e| CliError::Crypto(format!("the device list of {address} does not verify: {e}")))?;
+        Ok(Self {
+            address,
+            account_key,
+            version: list.device_list.version,
+            devices: list.device_list.devices,
+        })
+    }
+}
+
+/// A short, readable fingerprint of a key: groups of the SHA-256 in hex.
+pub fn fingerprint(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(key.as_bytes());
+    digest[..10]
+        .chunks(2)
+        .map(|pair| format!("{:02x}{:02x}", pair[0], pair[1]))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Prints `value` as JSON, or `human` for people.
+pub fn output(options: &Options, value: &Value, human: impl FnOnce()) {
+    if options.json {
+        println!("{value}");
+    } else {
+        human();
+    }
+}

@@ -1,0 +1,108 @@
+//! The `homing` command line: people's interface to their home server.
+
+mod context;
+mod devices;
+mod init;
+mod messaging;
+mod people;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+pub use context::CliError;
+
+/// End-to-end encrypted direct messages, addressed like email.
+#[derive(Debug, Parser)]
+#[command(name = "homing", version, about)]
+pub struct Cli {
+    /// The directory holding this device's keys and messages
+    /// (default: $HOMING_HOME, else ~/.local/share/homing).
+    #[arg(long, global = true)]
+    pub home: Option<PathBuf>,
+    /// Talk to the home server at this URL instead of resolving it.
+    #[arg(long, global = true, env = "HOMING_SERVER_URL")]
+    pub server_url: Option<String>,
+    /// Reach servers over plain HTTP (local testing only).
+    #[arg(long, global = true)]
+    pub insecure_http: bool,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make keys for a new identity, register ALIAS@SERVER and sign in.
+    Init {
+        address: String,
+        #[arg(long)]
+        invite: Option<String>,
+        /// A name for this device.
+        #[arg(long, default_value = "first")]
+        device: String,
+    },
+    /// Encrypt and send a message (text from --text, --file or stdin).
+    Send {
+        #[arg(required = true)]
+        to: Vec<String>,
+        #[arg(long, conflicts_with = "file")]
+        text: Option<String>,
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Fetch, verify, store and acknowledge new messages, then list them.
+    Inbox {
+        /// List only what arrived now.
+        #[arg(long)]
+        new: bool,
+    },
+    /// Stay connected and print messages as they arrive.
+    Listen {
+        /// Stop after this many messages (for scripts).
+        #[arg(long)]
+        count: Option<usize>,
+    },
+    /// What the home server knows of a sent message's delivery.
+    Status { message_id: String },
+    /// Who is behind an address: server, account key, devices, pin.
+    Whois { address: String },
+    /// Accept a contact's new account key after it changed.
+    Trust { address: String },
+    /// This account's devices.
+    #[command(subcommand)]
+    Devices(devices::DevicesCommand),
+    /// Link another device to this identity.
+    #[command(subcommand)]
+    Link(devices::LinkCommand),
+    /// Back up or restore the account key (passphrase-encrypted).
+    #[command(subcommand)]
+    Keys(devices::KeysCommand),
+    /// What a home server offers: policy, limits, retention.
+    ServerInfo { server: String },
+}
+
+/// Runs the command; errors come back for the binary to print.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let options = context::Options {
+        home: cli.home,
+        server_url: cli.server_url,
+        insecure_http: cli.insecure_http,
+        json: cli.json,
+    };
+    match cli.command {
+        Command::Init { address, invite, device } => init::init(&options, &address, invite.as_deref(), &device).await,
+        Command::Send { to, text, file } => messaging::send(&options, &to, text, file).await,
+        Command::Inbox { new } => messaging::inbox(&options, new).await,
+        Command::Listen { count } => messaging::listen(&options, count).await,
+        Command::Status { message_id } => messaging::status(&options, &message_id).await,
+        Command::Whois { address } => people::whois(&options, &address).await,
+        Command::Trust { address } => people::trust(&options, &address).await,
+        Command::Devices(command) => devices::devices(&options, command).await,
+        Command::Link(command) => devices::link(&options, command).await,
+        Command::Keys(command) => devices::keys(&options, command).await,
+        Command::ServerInfo { server } => people::server_info(&options, &server).await,
+    }
+}

@@ -1,0 +1,81 @@
+//! `whois`, `trust` and `server-info`.
+
+use serde_json::{json, Value};
+
+use super::context::{fingerprint, output, CliError, Context, Options};
+use crate::address::ServerName;
+use crate::client::api::{home_server_url, HomeServer};
+
+pub async fn whois(options: &Options, address: &str) -> Result<(), CliError> {
+    let context = Context::load(options).await?;
+    let pinned = context.store.contacts()?.get(address).map(|c| c.account_key.clone());
+    let document = context.server.directory(address).await?;
+    let identity = super::context::VerifiedIdentity::from_document(&document)?;
+    let key = identity.account_key.to_string();
+    let pin = match &pinned {
+        None => "not pinned yet (pinned on first message)",
+        Some(p) if *p == key => "matches the pinned key",
+        Some(_) => "DIFFERS FROM THE PINNED KEY",
+    };
+    let devices: Vec<Value> = identity
+        .devices
+        .iter()
+        .map(|d| json!({ "device_id": d.device_id, "sign_key": d.sign_key, "created_at": d.created_at }))
+        .collect();
+    let value = json!({
+        "address": identity.address,
+        "server": identity.address.split_once('@').map(|(_, s)| s),
+        "account_key": key,
+        "fingerprint": fingerprint(&key),
+        "pinned": pinned.as_deref() == Some(key.as_str()),
+        "key_changed": pinned.is_some() && pinned.as_deref() != Some(key.as_str()),
+        "device_list_version": identity.version,
+        "devices": devices,
+    });
+    output(options, &value, || {
+        println!("{}", identity.address);
+        println!("  account key  {}  ({pin})", fingerprint(&key));
+        println!("  devices      {} (list version {})", identity.devices.len(), identity.version);
+        for device in &identity.devices {
+            println!("    {}  {}", device.device_id, fingerprint(&device.sign_key.to_string()));
+        }
+    });
+    Ok(())
+}
+
+/// Accepts the account key an address now presents.
+pub async fn trust(options: &Options, address: &str) -> Result<(), CliError> {
+    let context = Context::load(options).await?;
+    let identity = context.verified_identity(address, true).await?;
+    let mut contacts = context.store.contacts()?;
+    let key = identity.account_key.to_string();
+    contacts.insert(
+        identity.address.clone(),
+        crate::client::store::Contact {
+            account_key: key.clone(),
+            pinned_at: crate::time::now_ms(),
+        },
+    );
+    context.store.save_contacts(&contacts)?;
+    output(options, &json!({ "address": identity.address, "account_key": key }), || {
+        println!("{} is now pinned to {}", identity.address, fingerprint(&key));
+    });
+    Ok(())
+}
+
+pub async fn server_info(options: &Options, server: &str) -> Result<(), CliError> {
+    let name = ServerName::parse(server).map_err(|e| CliError::Usage(format!("{server}: {e}")))?;
+    let url = home_server_url(&name, options.server_url.as_deref(), options.insecure_http).await;
+    let info = HomeServer::new(&url).server_info().await?;
+    output(options, &info, || {
+        println!("{} (Homing {})", info["server_name"].as_str().unwrap_or(server), info["version"].as_str().unwrap_or("?"));
+        println!("  registration       {}", info["registration"].as_str().unwrap_or("?"));
+        println!("  largest message    {} bytes", info["limits"]["max_message_bytes"]);
+        println!("  pending per device {} messages", info["limits"]["max_pending_messages_per_device"]);
+        let days = |v: &Value| v.as_u64().map_or("?".to_string(), |s| format!("{} days", s / 86_400));
+        println!("  unread mail kept   {}", days(&info["retention"]["max_pending_age_secs"]));
+        println!("  longest keep       {}", days(&info["retention"]["max_keep_secs"]));
+        println!("  idle device limit  {}", days(&info["retention"]["device_inactivity_secs"]));
+    });
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! The device's own state, in one directory: who it is, its keys (readable
+//! only by the user), its session, the pinned account keys of contacts and
+//! the messages it received. Messages removed from the server live here.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Why the local state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no identity in {0}: run `homing init ALIAS@SERVER` first")]
+    NotInitialised(PathBuf),
+    #[error("{path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+}
+
+fn io(path: &Path, error: impl std::fmt::Display) -> StoreError {
+    StoreError::Io {
+        path: path.to_path_buf(),
+        reason: error.to_string(),
+    }
+}
+
+/// Who this device is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Identity {
+    pub address: String,
+    pub server_url: String,
+    pub account_key: String,
+    pub device_id: String,
+}
+
+/// The bearer token of the current session.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    pub token: String,
+    pub expires_at: i64,
+}
+
+/// A pinned contact: the account key first seen for an address.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Contact {
+    pub account_key: String,
+    pub pinned_at: i64,
+}
+
+/// A message received, opened and verified.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredMessage {
+    pub message_id: String,
+    pub from: String,
+    pub from_device: String,
+    pub to: Vec<String>,
+    pub sent_at: i64,
+    pub received_at: i64,
+    pub content_type: String,
+    /// The text, for `text/plain`; other content is base64url.
+    pub content: String,
+}
+
+/// The state directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// `--home`, else `HOMING_HOME`, else `$XDG_DATA_HOME/homing`, else
+    /// `~/.local/share/homing`.
+    pub fn locate(explicit: Option<PathBuf>) -> Self {
+        let dir = explicit
+            .or_else(|| std::env::var_os("HOMING_HOME").map(PathBuf::from))
+            .or_else(|| std::env::var_os("XDG_DATA_HOME").map(|d| PathBuf::from(d).join("homing")))
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/homing")))
+            .unwrap_or_else(|| PathBuf::from(".homing"));
+        Self { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn exists(&self) -> bool {
+        self.path("identity.json").exists()
+    }
+
+    fn read<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StoreError> {
+        let path = self.path(name);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| io(&path, e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path, e)),
+        }
+    }
+
+    /// Writes atomically (temp file, then rename) with mode 0600, so a crash
+    /// never leaves half a key file and nobody else can read it.
+    fn write<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
+        fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
+        restrict_dir(&self.dir)?;
+        let path = self.path(name);
+        let temp = self.path(&format!(".{name}.tmp"));
+        let bytes = serde_json::to_vec_pretty(value).map_err(|e| io(&path, e))?;
+        let mut file = open_private(&temp)?;
+        file.write_all(&bytes).map_err(|e| io(&temp, e))?;
+        file.sync_all().map_err(|e| io(&temp, e))?;
+        fs::rename(&temp, &path).map_err(|e| io(&path, e))
+    }
+
+    pub fn identity(&self) -> Result<Identity, StoreError> {
+        self.read("identity.json")?
+            .ok_or_else(|| StoreError::NotInitialised(self.dir.clone()))
+    }
+
+    pub fn save_identity(&self, identity: &Identity) -> Result<(), StoreError> {
+        self.write("identity.json", identity)
+    }
+
+    /// A secret file (device keys, account key), as stored.
+    pub fn secret(&self, name: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        self.read(name)
+    }
+
+    pub fn save_secret(&self, name: &str, value: &serde_json::Value) -> Result<(), StoreError> {
+        self.write(name, value)
+    }
+
+    pub fn session(&self) -> Result<Option<Session>, StoreError> {
+        self.read("session.json")
+    }
+
+    pub fn save_session(&self, session: &Session) -> Result<(), StoreError> {
+        self.write("session.json", session)
+    }
+
+    pub fn contacts(&self) -> Result<BTreeMap<String, Contact>, StoreError> {
+        Ok(self.read("contacts.json")?.unwrap_or_default())
+    }
+
+    pub fn save_contacts(&self, contacts: &BTreeMap<String, Contact>) -> Result<(), StoreError> {
+        self.write("contacts.json", contacts)
+    }
+
+    /// The sync cursor up to which messages were processed.
+    pub fn cursor(&self) -> Result<i64, StoreError> {
+        Ok(self.read::<i64>("cursor.json")?.unwrap_or(0))
+    }
+
+    pub fn save_cursor(&self, cursor: i64) -> Result<(), StoreError> {
+        self.write("cursor.json", &cursor)
+    }
+
+    /// Appends received messages (one JSON object per line), flushed to disk
+    /// before the caller acknowledges them to the server.
+    pub fn append_messages(&self, messages: &[StoredMessage]) -> Result<(), StoreError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
+        let path = self.path("messages.jsonl");
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io(&path, e))?;
+        restrict_file(&path)?;
+        for message in messages {
+            let mut line = serde_json::to_vec(message).map_err(|e| io(&path, e))?;
+            line.push(b'\n');
+            file.write_all(&line).map_err(|e| io(&path, e))?;
+        }
+        file.sync_all().map_err(|e| io(&path, e))
+    }
+
+    /// Every message received so far.
+    pub fn messages(&self) -> Result<Vec<StoredMessage>, StoreError> {
+        let path = self.path("messages.jsonl");
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(&path, e)),
+        };
+        Ok(text
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect())
+    }
+}
+
+#[cfg(unix)]
+fn open_private(path: &Path) -> Result<fs::File, StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io(path, e))
+}
+
+#[cfg(not(unix))]
+fn open_private(path: &Path) -> Result<fs::File, StoreError> {
+    fs::File::create(path).map_err(|e| io(path, e))
+}
+
+#[cfg(unix)]
+fn restrict_file(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|e| io(path, e))
+}
+
+#[cfg(not(unix))]
+fn restrict_file(_path: &Path) -> Result<(), StoreError> {
+    Ok(())
+}
+
+#[cfg(unix)]
+fn restrict_dir(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(|e| io(path, e))
+}
+
+#[cfg(not(unix))]
+fn restrict_dir(_path: &Path) -> Result<(), StoreError> {
+    Ok(())
+}
