@@ -1,8 +1,11 @@
 //! Cryptographic types shared by the server and the client: keys, the
 //! canonical encoding of everything that is signed, device certificates and
-//! signed device lists. The server only ever holds public keys.
+//! signed device lists; and, for clients, message envelopes and
+//! passphrase-protected key backups. The server only ever holds public keys.
 
+pub mod backup;
 pub mod canonical;
+pub mod envelope;
 pub mod identity;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
