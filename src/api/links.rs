@@ -22,11 +22,20 @@ fn decode(body: BlobBody) -> Result<Vec<u8>, ApiError> {
         .decode(&body.blob)
         .ok()
         .filter(|b| !b.is_empty() && b.len() <= MAX_LINK_BLOB)
-        .ok_or_else(|| ApiError::bad_request("invalid_request", format!("blob must be 1 to {MAX_LINK_BLOB} bytes of base64url")))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_request",
+                format!("blob must be 1 to {MAX_LINK_BLOB} bytes of base64url"),
+            )
+        })
 }
 
 fn valid_id(id: &str) -> Result<(), ApiError> {
-    if id.len() == 22 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if id.len() == 22
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         Ok(())
     } else {
         Err(ApiError::not_found("unknown_link", "no such link"))
@@ -34,7 +43,11 @@ fn valid_id(id: &str) -> Result<(), ApiError> {
 }
 
 /// A new device (not signed in yet) leaves its request.
-pub async fn create(state: web::Data<AppState>, request: HttpRequest, body: web::Json<BlobBody>) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    body: web::Json<BlobBody>,
+) -> Result<HttpResponse, ApiError> {
     limit_by_ip(&state.rate_limits.registration_per_ip, &request, &state)?;
     let blob = decode(body.into_inner())?;
     let link = state.db.run(move |conn| links::create(conn, &blob)).await?;
@@ -42,7 +55,11 @@ pub async fn create(state: web::Data<AppState>, request: HttpRequest, body: web:
 }
 
 /// Either side reads the link; the id is an unguessable capability.
-pub async fn get(state: web::Data<AppState>, request: HttpRequest, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    state: web::Data<AppState>,
+    request: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     limit_by_ip(&state.rate_limits.auth_per_ip, &request, &state)?;
     let id = path.into_inner();
     valid_id(&id)?;
@@ -64,9 +81,16 @@ pub async fn answer(
     let id = path.into_inner();
     valid_id(&id)?;
     let blob = decode(body.into_inner())?;
-    let answered = state.db.run(move |conn| links::answer(conn, &id, &blob)).await?;
+    let answered = state
+        .db
+        .run(move |conn| links::answer(conn, &id, &blob))
+        .await?;
     if !answered {
-        return Err(ApiError::conflict("link_closed", "the link is unknown, expired or already answered", serde_json::Value::Null));
+        return Err(ApiError::conflict(
+            "link_closed",
+            "the link is unknown, expired or already answered",
+            serde_json::Value::Null,
+        ));
     }
     Ok(HttpResponse::NoContent().finish())
 }

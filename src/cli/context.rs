@@ -51,7 +51,8 @@ pub fn passphrase(prompt: &str) -> Result<String, CliError> {
     if let Ok(value) = std::env::var("HOMING_PASSPHRASE") {
         return Ok(value);
     }
-    rpassword::prompt_password(prompt).map_err(|e| CliError::Usage(format!("cannot read a passphrase: {e}")))
+    rpassword::prompt_password(prompt)
+        .map_err(|e| CliError::Usage(format!("cannot read a passphrase: {e}")))
 }
 
 /// Stores a secret file, passphrase-protected when `HOMING_PASSPHRASE` is
@@ -111,7 +112,6 @@ pub fn account_secret(keys: &AccountKeys) -> Value {
 
 /// A command's view of this device once its identity exists.
 pub struct Context {
-    pub options: Options,
     pub store: Store,
     pub identity: Identity,
     pub device: DeviceKeys,
@@ -137,7 +137,6 @@ impl Context {
         };
         let server = HomeServer::new(&identity.server_url);
         let mut context = Self {
-            options: options.clone(),
             store,
             identity,
             device,
@@ -164,14 +163,17 @@ impl Context {
         if !force {
             if let Some(session) = self.store.session()? {
                 if session.expires_at > now + 60_000 {
-                    self.server = HomeServer::new(&self.identity.server_url).with_token(&session.token);
+                    self.server =
+                        HomeServer::new(&self.identity.server_url).with_token(&session.token);
                     return Ok(());
                 }
             }
         }
         let account = self.account_key()?;
         let plain = HomeServer::new(&self.identity.server_url);
-        let (token, expires_at) = plain.sign_in(self.server_name(), &account, &self.device).await?;
+        let (token, expires_at) = plain
+            .sign_in(self.server_name(), &account, &self.device)
+            .await?;
         self.store.save_session(&Session {
             token: token.clone(),
             expires_at,
@@ -183,7 +185,9 @@ impl Context {
     /// The account key, on devices that hold it.
     pub fn account_keys(&self) -> Result<AccountKeys, CliError> {
         let secret = load_secret(&self.store, "account.key")?.ok_or_else(|| {
-            CliError::Usage("this device does not hold the account key; use the first device".into())
+            CliError::Usage(
+                "this device does not hold the account key; use the first device".into(),
+            )
         })?;
         Ok(AccountKeys {
             signing: SigningKey::from_bytes(&seed(&secret, "seed")?),
@@ -192,7 +196,11 @@ impl Context {
 
     /// Looks up `address` through the home server, verifies its device list
     /// here, and checks the pinned account key (pinning it on first use).
-    pub async fn verified_identity(&self, address: &str, trust_new_key: bool) -> Result<VerifiedIdentity, CliError> {
+    pub async fn verified_identity(
+        &self,
+        address: &str,
+        trust_new_key: bool,
+    ) -> Result<VerifiedIdentity, CliError> {
         let document = self.server.directory(address).await?;
         let verified = VerifiedIdentity::from_document(&document)?;
         let mut contacts = self.store.contacts()?;
@@ -232,14 +240,19 @@ pub struct VerifiedIdentity {
 
 impl VerifiedIdentity {
     pub fn from_document(document: &Value) -> Result<Self, CliError> {
-        let bad = |what: &str| CliError::Crypto(format!("the identity document is invalid: {what}"));
-        let address = document["address"].as_str().ok_or_else(|| bad("no address"))?.to_string();
+        let bad =
+            |what: &str| CliError::Crypto(format!("the identity document is invalid: {what}"));
+        let address = document["address"]
+            .as_str()
+            .ok_or_else(|| bad("no address"))?
+            .to_string();
         let account_key = PublicKey::parse(document["account_key"].as_str().unwrap_or_default())
             .map_err(|_| bad("account key"))?;
-        let list: SignedDeviceList =
-            serde_json::from_value(document["signed_device_list"].clone()).map_err(|_| bad("device list"))?;
-        list.verify(&account_key)
-            .map_err(|e| CliError::Crypto(format!("the device list of {address} does not verify: {e}")))?;
+        let list: SignedDeviceList = serde_json::from_value(document["signed_device_list"].clone())
+            .map_err(|_| bad("device list"))?;
+        list.verify(&account_key).map_err(|e| {
+            CliError::Crypto(format!("the device list of {address} does not verify: {e}"))
+        })?;
         Ok(Self {
             address,
             account_key,

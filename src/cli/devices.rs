@@ -9,7 +9,10 @@ use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::context::{account_secret, device_secret, fingerprint, output, passphrase, save_secret, CliError, Context, Options};
+use super::context::{
+    account_secret, device_secret, fingerprint, output, passphrase, save_secret, CliError, Context,
+    Options,
+};
 use crate::address::Address;
 use crate::client::api::{home_server_url, HomeServer};
 use crate::client::keys::{AccountKeys, DeviceKeys};
@@ -54,15 +57,25 @@ pub async fn devices(options: &Options, command: DevicesCommand) -> Result<(), C
             output(options, &devices, || {
                 for device in devices["devices"].as_array().into_iter().flatten() {
                     let id = device["device_id"].as_str().unwrap_or("?");
-                    let state = if device["revoked_at"].is_null() { "active" } else { "revoked" };
-                    let this = if id == context.identity.device_id { " (this device)" } else { "" };
+                    let state = if device["revoked_at"].is_null() {
+                        "active"
+                    } else {
+                        "revoked"
+                    };
+                    let this = if id == context.identity.device_id {
+                        " (this device)"
+                    } else {
+                        ""
+                    };
                     println!("{id:<20} {state}{this}");
                 }
             });
         }
         DevicesCommand::Revoke { device_id } => {
             let account = context.account_keys()?;
-            let own = context.verified_identity(&context.identity.address, false).await?;
+            let own = context
+                .verified_identity(&context.identity.address, false)
+                .await?;
             let remaining: Vec<_> = own
                 .devices
                 .into_iter()
@@ -73,7 +86,10 @@ pub async fn devices(options: &Options, command: DevicesCommand) -> Result<(), C
                 .map_err(|e| CliError::Crypto(e.to_string()))?;
             let answer: Value = context
                 .server
-                .post(&format!("/api/v1/devices/{device_id}/revoke"), &json!({ "device_list": list }))
+                .post(
+                    &format!("/api/v1/devices/{device_id}/revoke"),
+                    &json!({ "device_list": list }),
+                )
                 .await?;
             output(options, &answer, || println!("device {device_id} revoked"));
         }
@@ -93,12 +109,17 @@ pub async fn link(options: &Options, command: LinkCommand) -> Result<(), CliErro
 }
 
 async fn link_new(options: &Options, address: &str, device: &str) -> Result<(), CliError> {
-    let address = Address::parse(address).map_err(|e| CliError::Usage(format!("{address}: {e}")))?;
+    let address =
+        Address::parse(address).map_err(|e| CliError::Usage(format!("{address}: {e}")))?;
     let store = Store::locate(options.home.clone());
     if store.exists() {
-        return Err(CliError::Usage(format!("{} already holds an identity", store.dir().display())));
+        return Err(CliError::Usage(format!(
+            "{} already holds an identity",
+            store.dir().display()
+        )));
     }
-    let keys = DeviceKeys::generate(DeviceId::parse(device).map_err(|e| CliError::Usage(e.to_string()))?);
+    let keys =
+        DeviceKeys::generate(DeviceId::parse(device).map_err(|e| CliError::Usage(e.to_string()))?);
     let request = json!({
         "type": "homing.link_request.v1",
         "address": address.to_string(),
@@ -107,9 +128,16 @@ async fn link_new(options: &Options, address: &str, device: &str) -> Result<(), 
         "box_key": keys.box_key(),
     });
     let request = to_canonical_bytes(&request).map_err(|e| CliError::Crypto(e.to_string()))?;
-    let server_url = home_server_url(address.server(), options.server_url.as_deref(), options.insecure_http).await;
+    let server_url = home_server_url(
+        address.server(),
+        options.server_url.as_deref(),
+        options.insecure_http,
+    )
+    .await;
     let server = HomeServer::new(&server_url);
-    let link: Value = server.post("/api/v1/links", &json!({ "blob": b64(&request) })).await?;
+    let link: Value = server
+        .post("/api/v1/links", &json!({ "blob": b64(&request) }))
+        .await?;
     let link_id = link["link_id"].as_str().unwrap_or_default().to_string();
     let code = link_code(&link_id, &request);
     if options.json {
@@ -117,7 +145,12 @@ async fn link_new(options: &Options, address: &str, device: &str) -> Result<(), 
     } else {
         println!("On a device of {address} that holds the account key, run:\n\n  homing link accept {code}\n");
         if let Ok(qr) = qrcode::QrCode::new(code.as_bytes()) {
-            println!("{}", qr.render::<qrcode::render::unicode::Dense1x2>().quiet_zone(true).build());
+            println!(
+                "{}",
+                qr.render::<qrcode::render::unicode::Dense1x2>()
+                    .quiet_zone(true)
+                    .build()
+            );
         }
         eprintln!("waiting for the other device (10 minutes at most) …");
     }
@@ -128,7 +161,9 @@ async fn link_new(options: &Options, address: &str, device: &str) -> Result<(), 
             break response.to_string();
         }
         if Instant::now() > deadline {
-            return Err(CliError::Usage("the link expired before it was accepted".into()));
+            return Err(CliError::Usage(
+                "the link expired before it was accepted".into(),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
@@ -139,7 +174,8 @@ async fn link_new(options: &Options, address: &str, device: &str) -> Result<(), 
         .box_secret
         .unseal(&sealed)
         .map_err(|_| CliError::Crypto("the link answer was not sealed to this device".into()))?;
-    let answer: Value = serde_json::from_slice(&opened).map_err(|e| CliError::Crypto(e.to_string()))?;
+    let answer: Value =
+        serde_json::from_slice(&opened).map_err(|e| CliError::Crypto(e.to_string()))?;
     let seed = answer["account_seed"]
         .as_str()
         .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
@@ -149,7 +185,9 @@ async fn link_new(options: &Options, address: &str, device: &str) -> Result<(), 
         signing: SigningKey::from_bytes(&seed),
     };
     let account_key = account.public();
-    let (token, expires_at) = server.sign_in(address.server().as_str(), &account_key, &keys).await?;
+    let (token, expires_at) = server
+        .sign_in(address.server().as_str(), &account_key, &keys)
+        .await?;
     save_secret(&store, "account.key", &account_secret(&account))?;
     save_secret(&store, "device.key", &device_secret(&keys))?;
     store.save_session(&Session { token, expires_at })?;
@@ -159,9 +197,13 @@ async fn link_new(options: &Options, address: &str, device: &str) -> Result<(), 
         account_key: account_key.to_string(),
         device_id: keys.device_id.to_string(),
     })?;
-    output(options, &json!({ "address": address.to_string(), "device_id": keys.device_id }), || {
-        println!("This device is now {address} ({}).", keys.device_id);
-    });
+    output(
+        options,
+        &json!({ "address": address.to_string(), "device_id": keys.device_id }),
+        || {
+            println!("This device is now {address} ({}).", keys.device_id);
+        },
+    );
     Ok(())
 }
 
@@ -170,7 +212,10 @@ async fn link_accept(options: &Options, code: &str) -> Result<(), CliError> {
     let (link_id, hash) = code
         .split_once('.')
         .ok_or_else(|| CliError::Usage("a link code looks like ID.CHECK".into()))?;
-    let link: Value = context.server.get(&format!("/api/v1/links/{link_id}")).await?;
+    let link: Value = context
+        .server
+        .get(&format!("/api/v1/links/{link_id}"))
+        .await?;
     let request = link["request"]
         .as_str()
         .and_then(|r| URL_SAFE_NO_PAD.decode(r).ok())
@@ -178,11 +223,18 @@ async fn link_accept(options: &Options, code: &str) -> Result<(), CliError> {
     // The code came from the new device's screen: it pins the request, so
     // the server cannot swap in keys of its own.
     if link_code(link_id, &request) != format!("{link_id}.{hash}") {
-        return Err(CliError::Crypto("the link request does not match the code: refusing".into()));
+        return Err(CliError::Crypto(
+            "the link request does not match the code: refusing".into(),
+        ));
     }
-    let request: Value = serde_json::from_slice(&request).map_err(|e| CliError::Crypto(e.to_string()))?;
-    if request["type"] != "homing.link_request.v1" || request["address"] != context.identity.address.as_str() {
-        return Err(CliError::Crypto("the link request is for another address".into()));
+    let request: Value =
+        serde_json::from_slice(&request).map_err(|e| CliError::Crypto(e.to_string()))?;
+    if request["type"] != "homing.link_request.v1"
+        || request["address"] != context.identity.address.as_str()
+    {
+        return Err(CliError::Crypto(
+            "the link request is for another address".into(),
+        ));
     }
     let device_id = DeviceId::parse(request["device_id"].as_str().unwrap_or_default())
         .map_err(|e| CliError::Crypto(e.to_string()))?;
@@ -200,7 +252,9 @@ async fn link_accept(options: &Options, code: &str) -> Result<(), CliError> {
     )
     .sign(&account.signing)
     .map_err(|e| CliError::Crypto(e.to_string()))?;
-    let own = context.verified_identity(&context.identity.address, false).await?;
+    let own = context
+        .verified_identity(&context.identity.address, false)
+        .await?;
     let mut devices = own.devices;
     devices.push(certificate.certificate.clone());
     let list = account
@@ -208,7 +262,10 @@ async fn link_accept(options: &Options, code: &str) -> Result<(), CliError> {
         .map_err(|e| CliError::Crypto(e.to_string()))?;
     let _: Value = context
         .server
-        .post("/api/v1/devices", &json!({ "device_certificate": certificate, "device_list": list }))
+        .post(
+            "/api/v1/devices",
+            &json!({ "device_certificate": certificate, "device_list": list }),
+        )
         .await?;
     let answer = json!({ "account_seed": b64(&account.signing.to_bytes()) });
     let plaintext = serde_json::to_vec(&answer).map_err(|e| CliError::Crypto(e.to_string()))?;
@@ -217,10 +274,16 @@ async fn link_accept(options: &Options, code: &str) -> Result<(), CliError> {
         .map_err(|_| CliError::Crypto("sealing the answer failed".into()))?;
     let _: Value = context
         .server
-        .put(&format!("/api/v1/links/{link_id}/response"), &json!({ "blob": b64(&sealed) }))
+        .put(
+            &format!("/api/v1/links/{link_id}/response"),
+            &json!({ "blob": b64(&sealed) }),
+        )
         .await?;
     output(options, &json!({ "linked": device_id }), || {
-        println!("linked device {device_id} ({})", fingerprint(&sign_key.to_string()));
+        println!(
+            "linked device {device_id} ({})",
+            fingerprint(&sign_key.to_string())
+        );
     });
     Ok(())
 }
@@ -230,9 +293,9 @@ pub async fn keys(options: &Options, command: KeysCommand) -> Result<(), CliErro
         KeysCommand::Export => {
             let store = Store::locate(options.home.clone());
             let identity = store.identity()?;
-            let context_options = options.clone();
-            let secret = super::context::load_secret(&store, "account.key")?
-                .ok_or_else(|| CliError::Usage("this device does not hold the account key".into()))?;
+            let secret = super::context::load_secret(&store, "account.key")?.ok_or_else(|| {
+                CliError::Usage("this device does not hold the account key".into())
+            })?;
             let seed = secret["seed"]
                 .as_str()
                 .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
@@ -240,28 +303,41 @@ pub async fn keys(options: &Options, command: KeysCommand) -> Result<(), CliErro
                 .ok_or_else(|| CliError::Crypto("account.key is damaged".into()))?;
             let passphrase = passphrase("backup passphrase: ")?;
             if passphrase.chars().count() < 8 {
-                return Err(CliError::Usage("use a passphrase of at least 8 characters".into()));
+                return Err(CliError::Usage(
+                    "use a passphrase of at least 8 characters".into(),
+                ));
             }
-            let document = crate::crypto::backup::export(&seed, &passphrase).map_err(|e| CliError::Crypto(e.to_string()))?;
-            let _ = context_options;
+            let document = crate::crypto::backup::export(&seed, &passphrase)
+                .map_err(|e| CliError::Crypto(e.to_string()))?;
             println!("{document}");
-            eprintln!("backup of {} written; keep it and the passphrase apart and safe", identity.address);
+            eprintln!(
+                "backup of {} written; keep it and the passphrase apart and safe",
+                identity.address
+            );
         }
         KeysCommand::Import { file } => {
             let store = Store::locate(options.home.clone());
             let identity = store.identity()?;
-            let document = std::fs::read_to_string(&file).map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
+            let document = std::fs::read_to_string(&file)
+                .map_err(|e| CliError::Usage(format!("{}: {e}", file.display())))?;
             let passphrase = passphrase("backup passphrase: ")?;
-            let seed = crate::crypto::backup::import(document.trim(), &passphrase).map_err(|e| CliError::Crypto(e.to_string()))?;
+            let seed = crate::crypto::backup::import(document.trim(), &passphrase)
+                .map_err(|e| CliError::Crypto(e.to_string()))?;
             let account = AccountKeys {
                 signing: SigningKey::from_bytes(&seed),
             };
             if account.public().to_string() != identity.account_key {
-                return Err(CliError::Crypto(format!("this backup is not the account key of {}", identity.address)));
+                return Err(CliError::Crypto(format!(
+                    "this backup is not the account key of {}",
+                    identity.address
+                )));
             }
             save_secret(&store, "account.key", &account_secret(&account))?;
             output(options, &json!({ "imported": identity.address }), || {
-                println!("account key of {} restored on this device", identity.address)
+                println!(
+                    "account key of {} restored on this device",
+                    identity.address
+                )
             });
         }
     }

@@ -2,15 +2,23 @@
 
 use serde_json::json;
 
-use super::context::{account_secret, device_secret, fingerprint, output, save_secret, CliError, Options};
+use super::context::{
+    account_secret, device_secret, fingerprint, output, save_secret, CliError, Options,
+};
 use crate::address::Address;
 use crate::client::api::{home_server_url, HomeServer};
 use crate::client::keys::{AccountKeys, DeviceKeys};
 use crate::client::store::{Identity, Session, Store};
 use crate::crypto::identity::DeviceId;
 
-pub async fn init(options: &Options, address: &str, invite: Option<&str>, device: &str) -> Result<(), CliError> {
-    let address = Address::parse(address).map_err(|e| CliError::Usage(format!("{address}: {e}")))?;
+pub async fn init(
+    options: &Options,
+    address: &str,
+    invite: Option<&str>,
+    device: &str,
+) -> Result<(), CliError> {
+    let address =
+        Address::parse(address).map_err(|e| CliError::Usage(format!("{address}: {e}")))?;
     let device_id = DeviceId::parse(device).map_err(|e| CliError::Usage(e.to_string()))?;
     let store = Store::locate(options.home.clone());
     if store.exists() {
@@ -19,17 +27,29 @@ pub async fn init(options: &Options, address: &str, invite: Option<&str>, device
             store.dir().display()
         )));
     }
-    let server_url = home_server_url(address.server(), options.server_url.as_deref(), options.insecure_http).await;
+    let server_url = home_server_url(
+        address.server(),
+        options.server_url.as_deref(),
+        options.insecure_http,
+    )
+    .await;
     let server = HomeServer::new(&server_url);
     eprintln!("registering {address} at {server_url} …");
     let account = AccountKeys::generate();
     let keys = DeviceKeys::generate(device_id);
     let body = account
-        .registration(address.alias().as_str(), address.server().as_str(), &keys, invite)
+        .registration(
+            address.alias().as_str(),
+            address.server().as_str(),
+            &keys,
+            invite,
+        )
         .map_err(|e| CliError::Crypto(e.to_string()))?;
     server.register(&body).await?;
     let account_key = account.public();
-    let (token, expires_at) = server.sign_in(address.server().as_str(), &account_key, &keys).await?;
+    let (token, expires_at) = server
+        .sign_in(address.server().as_str(), &account_key, &keys)
+        .await?;
     save_secret(&store, "account.key", &account_secret(&account))?;
     save_secret(&store, "device.key", &device_secret(&keys))?;
     store.save_session(&Session { token, expires_at })?;
@@ -47,8 +67,14 @@ pub async fn init(options: &Options, address: &str, invite: Option<&str>, device
     });
     output(options, &value, || {
         println!("You are {address}.");
-        println!("Account key fingerprint: {}", fingerprint(&account_key.to_string()));
-        println!("Keys are in {} (readable only by you).", store.dir().display());
+        println!(
+            "Account key fingerprint: {}",
+            fingerprint(&account_key.to_string())
+        );
+        println!(
+            "Keys are in {} (readable only by you).",
+            store.dir().display()
+        );
         println!();
         println!("Your identity is your account key. If you lose every device and have no");
         println!("backup, it is gone for good and nobody can restore it. Make a backup now:");

@@ -21,12 +21,16 @@ fn new_message_id() -> String {
     b64(&rand::random::<[u8; 18]>())
 }
 
-fn read_content(text: Option<String>, file: Option<PathBuf>) -> Result<(String, Vec<u8>), CliError> {
+fn read_content(
+    text: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<(String, Vec<u8>), CliError> {
     if let Some(text) = text {
         return Ok(("text/plain".into(), text.into_bytes()));
     }
     if let Some(path) = file {
-        let bytes = std::fs::read(&path).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+        let bytes = std::fs::read(&path)
+            .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
         return Ok(("application/octet-stream".into(), bytes));
     }
     let mut bytes = Vec::new();
@@ -45,8 +49,11 @@ async fn targets(context: &Context, to: &[String]) -> Result<Vec<VerifiedIdentit
         identities.push(context.verified_identity(address, false).await?);
     }
     if !to.contains(&context.identity.address) {
-        let mut own = context.verified_identity(&context.identity.address, false).await?;
-        own.devices.retain(|d| d.device_id.as_str() != context.identity.device_id);
+        let mut own = context
+            .verified_identity(&context.identity.address, false)
+            .await?;
+        own.devices
+            .retain(|d| d.device_id.as_str() != context.identity.device_id);
         if !own.devices.is_empty() {
             identities.push(own);
         }
@@ -54,12 +61,18 @@ async fn targets(context: &Context, to: &[String]) -> Result<Vec<VerifiedIdentit
     Ok(identities)
 }
 
-fn build_request(context: &Context, identities: &[VerifiedIdentity], plaintext: &Plaintext, message_id: &str) -> Result<SendRequest, CliError> {
+fn build_request(
+    context: &Context,
+    identities: &[VerifiedIdentity],
+    plaintext: &Plaintext,
+    message_id: &str,
+) -> Result<SendRequest, CliError> {
     let box_keys: Vec<BoxPublicKey> = identities
         .iter()
         .flat_map(|identity| identity.devices.iter().map(|d| d.box_key))
         .collect();
-    let sealed = envelope::seal(plaintext, &context.device.signing, &box_keys).map_err(|e| CliError::Crypto(e.to_string()))?;
+    let sealed = envelope::seal(plaintext, &context.device.signing, &box_keys)
+        .map_err(|e| CliError::Crypto(e.to_string()))?;
     let mut wraps = sealed.wraps.into_iter();
     let mut recipients = Vec::with_capacity(identities.len());
     for identity in identities {
@@ -86,7 +99,12 @@ fn build_request(context: &Context, identities: &[VerifiedIdentity], plaintext: 
     })
 }
 
-pub async fn send(options: &Options, to: &[String], text: Option<String>, file: Option<PathBuf>) -> Result<(), CliError> {
+pub async fn send(
+    options: &Options,
+    to: &[String],
+    text: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<(), CliError> {
     let context = Context::load(options).await?;
     let (content_type, content) = read_content(text, file)?;
     let to: Vec<String> = to.iter().map(|a| a.to_ascii_lowercase()).collect();
@@ -124,15 +142,26 @@ pub async fn send(options: &Options, to: &[String], text: Option<String>, file: 
 }
 
 /// Opens and verifies one delivery.
-async fn open_item(context: &Context, item: &SyncItem, senders: &mut HashMap<String, VerifiedIdentity>) -> Result<StoredMessage, String> {
-    let wrap = URL_SAFE_NO_PAD.decode(&item.key_wrap).map_err(|_| "key wrap is not base64url")?;
-    let body = URL_SAFE_NO_PAD.decode(&item.body).map_err(|_| "body is not base64url")?;
+async fn open_item(
+    context: &Context,
+    item: &SyncItem,
+    senders: &mut HashMap<String, VerifiedIdentity>,
+) -> Result<StoredMessage, String> {
+    let wrap = URL_SAFE_NO_PAD
+        .decode(&item.key_wrap)
+        .map_err(|_| "key wrap is not base64url")?;
+    let body = URL_SAFE_NO_PAD
+        .decode(&item.body)
+        .map_err(|_| "body is not base64url")?;
     let key = envelope::unwrap_key(&wrap, &context.device.box_secret).map_err(|e| e.to_string())?;
     let signed = envelope::open(&body, &key).map_err(|e| e.to_string())?;
     let (from, from_device) = signed.claimed_sender();
     let (from, from_device) = (from.to_string(), from_device.clone());
     if !senders.contains_key(&from) {
-        let identity = context.verified_identity(&from, false).await.map_err(|e| e.to_string())?;
+        let identity = context
+            .verified_identity(&from, false)
+            .await
+            .map_err(|e| e.to_string())?;
         senders.insert(from.clone(), identity);
     }
     let sender = &senders[&from];
@@ -174,7 +203,10 @@ async fn process_pending(context: &Context) -> Result<Vec<StoredMessage>, CliErr
         for item in &page.items {
             match open_item(context, item, &mut senders).await {
                 Ok(message) => stored.push(message),
-                Err(reason) => eprintln!("warning: dropped message {} that did not verify: {reason}", item.message_id),
+                Err(reason) => eprintln!(
+                    "warning: dropped message {} that did not verify: {reason}",
+                    item.message_id
+                ),
             }
             done.push(item.message_id.clone());
         }
@@ -197,7 +229,11 @@ fn print_message(message: &StoredMessage) {
 pub async fn inbox(options: &Options, only_new: bool) -> Result<(), CliError> {
     let context = Context::load(options).await?;
     let fresh = process_pending(&context).await?;
-    let shown = if only_new { fresh } else { context.store.messages()? };
+    let shown = if only_new {
+        fresh
+    } else {
+        context.store.messages()?
+    };
     if options.json {
         println!("{}", serde_json::to_string(&shown).unwrap_or_default());
     } else if shown.is_empty() {
@@ -211,7 +247,7 @@ pub async fn inbox(options: &Options, only_new: bool) -> Result<(), CliError> {
 pub async fn listen(options: &Options, count: Option<usize>) -> Result<(), CliError> {
     let mut context = Context::load(options).await?;
     let mut printed = 0usize;
-    let mut show = |messages: Vec<StoredMessage>, printed: &mut usize| {
+    let show = |messages: Vec<StoredMessage>, printed: &mut usize| {
         for message in messages {
             if options.json {
                 println!("{}", serde_json::to_string(&message).unwrap_or_default());

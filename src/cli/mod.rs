@@ -93,7 +93,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         json: cli.json,
     };
     match cli.command {
-        Command::Init { address, invite, device } => init::init(&options, &address, invite.as_deref(), &device).await,
+        Command::Init {
+            address,
+            invite,
+            device,
+        } => init::init(&options, &address, invite.as_deref(), &device).await,
         Command::Send { to, text, file } => messaging::send(&options, &to, text, file).await,
         Command::Inbox { new } => messaging::inbox(&options, new).await,
         Command::Listen { count } => messaging::listen(&options, count).await,

@@ -8,7 +8,11 @@ use crate::client::api::{home_server_url, HomeServer};
 
 pub async fn whois(options: &Options, address: &str) -> Result<(), CliError> {
     let context = Context::load(options).await?;
-    let pinned = context.store.contacts()?.get(address).map(|c| c.account_key.clone());
+    let pinned = context
+        .store
+        .contacts()?
+        .get(address)
+        .map(|c| c.account_key.clone());
     let document = context.server.directory(address).await?;
     let identity = super::context::VerifiedIdentity::from_document(&document)?;
     let key = identity.account_key.to_string();
@@ -35,9 +39,17 @@ pub async fn whois(options: &Options, address: &str) -> Result<(), CliError> {
     output(options, &value, || {
         println!("{}", identity.address);
         println!("  account key  {}  ({pin})", fingerprint(&key));
-        println!("  devices      {} (list version {})", identity.devices.len(), identity.version);
+        println!(
+            "  devices      {} (list version {})",
+            identity.devices.len(),
+            identity.version
+        );
         for device in &identity.devices {
-            println!("    {}  {}", device.device_id, fingerprint(&device.sign_key.to_string()));
+            println!(
+                "    {}  {}",
+                device.device_id,
+                fingerprint(&device.sign_key.to_string())
+            );
         }
     });
     Ok(())
@@ -57,9 +69,17 @@ pub async fn trust(options: &Options, address: &str) -> Result<(), CliError> {
         },
     );
     context.store.save_contacts(&contacts)?;
-    output(options, &json!({ "address": identity.address, "account_key": key }), || {
-        println!("{} is now pinned to {}", identity.address, fingerprint(&key));
-    });
+    output(
+        options,
+        &json!({ "address": identity.address, "account_key": key }),
+        || {
+            println!(
+                "{} is now pinned to {}",
+                identity.address,
+                fingerprint(&key)
+            );
+        },
+    );
     Ok(())
 }
 
@@ -68,14 +88,39 @@ pub async fn server_info(options: &Options, server: &str) -> Result<(), CliError
     let url = home_server_url(&name, options.server_url.as_deref(), options.insecure_http).await;
     let info = HomeServer::new(&url).server_info().await?;
     output(options, &info, || {
-        println!("{} (Homing {})", info["server_name"].as_str().unwrap_or(server), info["version"].as_str().unwrap_or("?"));
-        println!("  registration       {}", info["registration"].as_str().unwrap_or("?"));
-        println!("  largest message    {} bytes", info["limits"]["max_message_bytes"]);
-        println!("  pending per device {} messages", info["limits"]["max_pending_messages_per_device"]);
-        let days = |v: &Value| v.as_u64().map_or("?".to_string(), |s| format!("{} days", s / 86_400));
-        println!("  unread mail kept   {}", days(&info["retention"]["max_pending_age_secs"]));
-        println!("  longest keep       {}", days(&info["retention"]["max_keep_secs"]));
-        println!("  idle device limit  {}", days(&info["retention"]["device_inactivity_secs"]));
+        println!(
+            "{} (Homing {})",
+            info["server_name"].as_str().unwrap_or(server),
+            info["version"].as_str().unwrap_or("?")
+        );
+        println!(
+            "  registration       {}",
+            info["registration"].as_str().unwrap_or("?")
+        );
+        println!(
+            "  largest message    {} bytes",
+            info["limits"]["max_message_bytes"]
+        );
+        println!(
+            "  pending per device {} messages",
+            info["limits"]["max_pending_messages_per_device"]
+        );
+        let days = |v: &Value| {
+            v.as_u64()
+                .map_or("?".to_string(), |s| format!("{} days", s / 86_400))
+        };
+        println!(
+            "  unread mail kept   {}",
+            days(&info["retention"]["max_pending_age_secs"])
+        );
+        println!(
+            "  longest keep       {}",
+            days(&info["retention"]["max_keep_secs"])
+        );
+        println!(
+            "  idle device limit  {}",
+            days(&info["retention"]["device_inactivity_secs"])
+        );
     });
     Ok(())
 }

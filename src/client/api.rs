@@ -37,7 +37,11 @@ impl ClientError {
 /// The base URL of the home server of `server`: an explicit URL wins; a
 /// name with a port or an IP literal is used as is; otherwise the server's
 /// `.well-known/homing/server` delegation is followed when there is one.
-pub async fn home_server_url(server: &ServerName, explicit: Option<&str>, insecure_http: bool) -> String {
+pub async fn home_server_url(
+    server: &ServerName,
+    explicit: Option<&str>,
+    insecure_http: bool,
+) -> String {
     if let Some(url) = explicit {
         return url.trim_end_matches('/').to_string();
     }
@@ -90,7 +94,12 @@ impl HomeServer {
         &self.base
     }
 
-    async fn call<T: DeserializeOwned>(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<T, ClientError> {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<T, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut request = self.http.request(method, &url);
         if let Some(token) = &self.token {
@@ -104,7 +113,10 @@ impl HomeServer {
             reason: e.to_string(),
         })?;
         let status = response.status();
-        let text = response.text().await.map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let text = response
+            .text()
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         if !status.is_success() {
             let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
             return Err(ClientError::Api {
@@ -116,7 +128,11 @@ impl HomeServer {
                 body,
             });
         }
-        let text = if text.is_empty() { "null" } else { text.as_str() };
+        let text = if text.is_empty() {
+            "null"
+        } else {
+            text.as_str()
+        };
         serde_json::from_str(text).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
@@ -124,11 +140,19 @@ impl HomeServer {
         self.call(reqwest::Method::GET, path, None).await
     }
 
-    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, ClientError> {
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<T, ClientError> {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
-    pub async fn put<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, ClientError> {
+    pub async fn put<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<T, ClientError> {
         self.call(reqwest::Method::PUT, path, Some(body)).await
     }
 
@@ -167,16 +191,22 @@ impl HomeServer {
     }
 
     pub async fn send(&self, request: &SendRequest) -> Result<SendResponse, ClientError> {
-        let body = serde_json::to_value(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let body =
+            serde_json::to_value(request).map_err(|e| ClientError::Protocol(e.to_string()))?;
         self.post("/api/v1/dms/send", &body).await
     }
 
     pub async fn sync(&self, cursor: i64, limit: i64) -> Result<SyncPage, ClientError> {
-        self.post("/api/v1/dms/sync", &json!({ "cursor": cursor, "limit": limit })).await
+        self.post(
+            "/api/v1/dms/sync",
+            &json!({ "cursor": cursor, "limit": limit }),
+        )
+        .await
     }
 
     pub async fn ack(&self, message_ids: &[String]) -> Result<Value, ClientError> {
-        self.post("/api/v1/dms/ack", &json!({ "message_ids": message_ids })).await
+        self.post("/api/v1/dms/ack", &json!({ "message_ids": message_ids }))
+            .await
     }
 
     pub async fn status(&self, message_id: &str) -> Result<Value, ClientError> {
@@ -194,18 +224,30 @@ impl HomeServer {
         let (tls, rest) = match self.base.split_once("://") {
             Some(("https", rest)) => (true, rest),
             Some(("http", rest)) => (false, rest),
-            _ => return Err(ClientError::Protocol(format!("unsupported server URL {}", self.base))),
+            _ => {
+                return Err(ClientError::Protocol(format!(
+                    "unsupported server URL {}",
+                    self.base
+                )))
+            }
         };
         let authority = rest.split('/').next().unwrap_or(rest);
-        let url = format!("{}://{authority}/api/v1/gateway?resume={cursor}", if tls { "wss" } else { "ws" });
-        let mut request = url.into_client_request().map_err(|e| unreachable(e.to_string()))?;
+        let url = format!(
+            "{}://{authority}/api/v1/gateway?resume={cursor}",
+            if tls { "wss" } else { "ws" }
+        );
+        let mut request = url
+            .into_client_request()
+            .map_err(|e| unreachable(e.to_string()))?;
         if let Some(token) = &self.token {
             let value = format!("Bearer {token}")
                 .parse()
                 .map_err(|_| ClientError::Protocol("token is not a valid header".into()))?;
             request.headers_mut().insert("Authorization", value);
         }
-        let host = authority.rsplit_once(':').map_or(authority, |(host, _)| host);
+        let host = authority
+            .rsplit_once(':')
+            .map_or(authority, |(host, _)| host);
         let address = if authority.contains(':') {
             authority.to_string()
         } else {
@@ -217,17 +259,24 @@ impl HomeServer {
         let stream: Box<dyn Io> = if tls {
             let mut roots = tokio_rustls::rustls::RootCertStore::empty();
             roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-                tokio_rustls::rustls::crypto::ring::default_provider(),
-            ))
+            let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(
+                std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider()),
+            )
             .with_safe_default_protocol_versions()
             .map_err(|e| unreachable(e.to_string()))?
             .with_root_certificates(roots)
             .with_no_client_auth();
-            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_string())
-                .map_err(|e| unreachable(e.to_string()))?;
+            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(
+                host.trim_matches(['[', ']']).to_string(),
+            )
+            .map_err(|e| unreachable(e.to_string()))?;
             let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-            Box::new(connector.connect(name, tcp).await.map_err(|e| unreachable(e.to_string()))?)
+            Box::new(
+                connector
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| unreachable(e.to_string()))?,
+            )
         } else {
             Box::new(tcp)
         };

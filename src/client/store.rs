@@ -76,7 +76,9 @@ impl Store {
         let dir = explicit
             .or_else(|| std::env::var_os("HOMING_HOME").map(PathBuf::from))
             .or_else(|| std::env::var_os("XDG_DATA_HOME").map(|d| PathBuf::from(d).join("homing")))
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/homing")))
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share/homing"))
+            })
             .unwrap_or_else(|| PathBuf::from(".homing"));
         Self { dir }
     }
@@ -96,7 +98,9 @@ impl Store {
     fn read<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StoreError> {
         let path = self.path(name);
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| io(&path, e)),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| io(&path, e)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io(&path, e)),
         }

@@ -75,7 +75,11 @@ pub fn get(conn: &mut DbConnection, link_id: &str) -> Result<Option<Link>, Ident
 
 /// Records the answer once; false when the link is unknown, expired or
 /// already answered.
-pub fn answer(conn: &mut DbConnection, link_id: &str, response: &[u8]) -> Result<bool, IdentityError> {
+pub fn answer(
+    conn: &mut DbConnection,
+    link_id: &str,
+    response: &[u8],
+) -> Result<bool, IdentityError> {
     let now = now_ms();
     let updated = with_backend!(conn, c => diesel::update(
         device_links::table

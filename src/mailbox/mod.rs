@@ -21,8 +21,8 @@ use crate::with_backend;
 pub use deliver::{deliver_inbound, InboundRules};
 pub use purge::{purge_once, PurgeReport, PurgeSettings};
 pub use send::{
-    send, RecipientStatus, RecipientWraps, SendContext, SendOutcome, SendRequest, SendResponse,
-    Sender,
+    send, DeviceWrap, RecipientStatus, RecipientWraps, SendContext, SendOutcome, SendRequest,
+    SendResponse, Sender,
 };
 pub use status::{delivery_status, set_retention, Retention, StatusEvent};
 pub use sync::{ack, latest_pending, sync, AckOutcome, SyncItem, SyncPage, MAX_SYNC_LIMIT};
