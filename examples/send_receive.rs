@@ -26,8 +26,12 @@ async fn register(url: &str, server_name: &str, alias: &str) -> anyhow::Result<P
     let account = AccountKeys::generate();
     let device = DeviceKeys::generate(DeviceId::parse("example")?);
     let plain = HomeServer::new(url);
-    plain.register(&account.registration(alias, server_name, &device, None)?).await?;
-    let (token, _) = plain.sign_in(server_name, &account.public(), &device).await?;
+    plain
+        .register(&account.registration(alias, server_name, &device, None)?)
+        .await?;
+    let (token, _) = plain
+        .sign_in(server_name, &account.public(), &device)
+        .await?;
     Ok(Person {
         address: format!("{alias}@{server_name}"),
         device,
@@ -37,9 +41,14 @@ async fn register(url: &str, server_name: &str, alias: &str) -> anyhow::Result<P
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let url = std::env::args().nth(1).unwrap_or_else(|| "http://127.0.0.1:8008".into());
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "http://127.0.0.1:8008".into());
     let info = HomeServer::new(&url).server_info().await?;
-    let server_name = info["server_name"].as_str().unwrap_or("localhost:8008").to_string();
+    let server_name = info["server_name"]
+        .as_str()
+        .unwrap_or("localhost:8008")
+        .to_string();
     let suffix: u32 = rand::random();
     let alice = register(&url, &server_name, &format!("alice{suffix}")).await?;
     let bob = register(&url, &server_name, &format!("bob{suffix}")).await?;
@@ -100,7 +109,12 @@ async fn main() -> anyhow::Result<()> {
             .device(from_device)
             .ok_or_else(|| anyhow::anyhow!("unknown sender device"))?;
         let opened = signed.verify(&device.sign_key)?;
-        println!("{} received from {}: {}", bob.address, opened.from, String::from_utf8_lossy(&opened.content));
+        println!(
+            "{} received from {}: {}",
+            bob.address,
+            opened.from,
+            String::from_utf8_lossy(&opened.content)
+        );
     }
     let ids: Vec<String> = page.items.iter().map(|i| i.message_id.clone()).collect();
     bob.server.ack(&ids).await?;
