@@ -76,6 +76,7 @@ pub struct RawDatabase {
 #[derive(Debug, Clone, Deserialize)]
 pub struct RawFederation {
     pub allow_insecure_http: bool,
+    pub request_timeout: String,
     pub nameservers: Vec<String>,
     pub extra_ca_file: String,
     pub allow: Vec<String>,
@@ -189,6 +190,8 @@ pub struct DatabaseSettings {
 #[derive(Debug, Clone)]
 pub struct FederationSettings {
     pub allow_insecure_http: bool,
+    /// How long one request to a peer may take before it counts as failed.
+    pub request_timeout: Duration,
     pub nameservers: Vec<SocketAddr>,
     pub extra_ca_file: Option<PathBuf>,
     pub allow: Vec<ServerName>,
@@ -421,6 +424,10 @@ impl RawSettings {
             },
             federation: FederationSettings {
                 allow_insecure_http: self.federation.allow_insecure_http,
+                request_timeout: duration(
+                    "federation.request_timeout",
+                    &self.federation.request_timeout,
+                )?,
                 nameservers,
                 extra_ca_file,
                 allow: server_names("federation.allow", &self.federation.allow)?,

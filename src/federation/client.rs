@@ -46,6 +46,7 @@ pub async fn send_signed(
     method: reqwest::Method,
     path: &str,
     body: Vec<u8>,
+    timeout: Duration,
 ) -> Result<Vec<u8>, RequestError> {
     let url = format!("{}{path}", destination.base_url);
     let digest = signing::content_digest(&body);
@@ -71,7 +72,7 @@ pub async fn send_signed(
         .header("Signature-Input", headers.signature_input)
         .header("Signature", headers.signature)
         .body(body)
-        .timeout(Duration::from_secs(30))
+        .timeout(timeout)
         .send()
         .await
         .map_err(|e| RequestError::Connect(e.to_string()))?;
@@ -111,6 +112,7 @@ pub async fn put_transaction(
     destination: &Destination,
     txn_id: &str,
     transaction: &Transaction,
+    timeout: Duration,
 ) -> Result<TxnResponse, RequestError> {
     let body = serde_json::to_vec(transaction).map_err(|e| RequestError::Sign(e.to_string()))?;
     let path = format!("/federation/v1/txn/{txn_id}");
@@ -122,6 +124,7 @@ pub async fn put_transaction(
         reqwest::Method::PUT,
         &path,
         body,
+        timeout,
     )
     .await?;
     serde_json::from_slice(&answer).map_err(|e| RequestError::Body(e.to_string()))
@@ -133,6 +136,7 @@ pub async fn post_hello(
     key: &ServerKey,
     origin: &str,
     destination: &Destination,
+    timeout: Duration,
 ) -> Result<(), RequestError> {
     let body =
         serde_json::to_vec(&Hello::default()).map_err(|e| RequestError::Sign(e.to_string()))?;
@@ -144,6 +148,7 @@ pub async fn post_hello(
         reqwest::Method::POST,
         "/federation/v1/hello",
         body,
+        timeout,
     )
     .await?;
     Ok(())

@@ -163,6 +163,7 @@ async fn drain(state: &AppState, destination: &str, owner: &str) -> anyhow::Resu
             &target,
             &batch.txn_id,
             &batch.transaction,
+            state.settings.federation.request_timeout,
         )
         .await?;
         let name = destination.to_string();
@@ -203,8 +204,14 @@ pub async fn say_hello(state: AppState) {
         let Ok(key) = crate::server_key::load_current(&state.db).await else {
             return;
         };
-        if let Err(error) =
-            super::client::post_hello(&state.federation, &key, &origin, &target).await
+        if let Err(error) = super::client::post_hello(
+            &state.federation,
+            &key,
+            &origin,
+            &target,
+            state.settings.federation.request_timeout,
+        )
+        .await
         {
             tracing::debug!(peer, %error, "hello not delivered");
         }

@@ -9,9 +9,9 @@ use serde_json::Value;
 
 use crate::helpers::TestDatabase;
 
-struct Daemon {
-    child: Child,
-    address: String,
+pub struct Daemon {
+    pub child: Child,
+    pub address: String,
 }
 
 impl Drop for Daemon {
@@ -21,7 +21,7 @@ impl Drop for Daemon {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -40,7 +40,7 @@ fn homingd(env: &[(&str, String)]) -> Command {
     command
 }
 
-async fn start(env: &[(&str, String)], port: u16) -> Daemon {
+pub async fn start(env: &[(&str, String)], port: u16) -> Daemon {
     let child = homingd(env)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

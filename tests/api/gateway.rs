@@ -19,7 +19,10 @@ async fn connect(
     token: &str,
     query: &str,
 ) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
-    let url = format!("ws://{}/api/v1/gateway{query}", app.server_name);
+    let url = format!(
+        "ws://{}/api/v1/gateway{query}",
+        app.address.trim_start_matches("http://")
+    );
     let mut request = url.into_client_request()?;
     request
         .headers_mut()

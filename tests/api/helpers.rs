@@ -53,12 +53,11 @@ pub async fn spawn_app_with(extra_env: Vec<(&str, &str)>) -> TestApp {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let (state, server) = start(&listener, data_dir.path(), &database.url, &extra).await;
-    let server_name = format!(
-        "127.0.0.1:{}",
-        listener.local_addr().expect("address").port()
-    );
+    // The configured name: tests may set one that points at a proxy.
+    let server_name = state.settings.server_name.to_string();
+    let listen = listener.local_addr().expect("address");
     TestApp {
-        address: format!("http://{server_name}"),
+        address: format!("http://{listen}"),
         server_name,
         http: reqwest::Client::new(),
         state,
@@ -131,7 +130,8 @@ impl TestApp {
     /// Starts the daemon again on the same port, data and database.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let listener = TcpListener::bind(&self.server_name).expect("re-bind the same port");
+        let listen = self.address.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind(&listen).expect("re-bind the same port");
         let (state, server) = start(
             &listener,
             self._data_dir.path(),

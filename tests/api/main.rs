@@ -3,7 +3,9 @@
 
 mod admin;
 mod cli;
+mod crash;
 mod daemon;
+mod faults;
 mod federation;
 mod gateway;
 mod health;

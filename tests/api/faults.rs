@@ -1,0 +1,189 @@
+//! Network faults between two servers: a small fault-injecting TCP proxy
+//! sits in front of B. With each fault, A's messages reach B exactly once
+//! and A's outbox drains once the fault ends.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::helpers::{message_to, spawn_app_with, TestApp};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    /// Forward everything.
+    Pass,
+    /// Close every connection at once.
+    Drop,
+    /// Accept and never answer.
+    Stall,
+    /// Forward the request, let B commit and answer, but never pass the
+    /// answer on: "the remote committed, but its 200 never arrived".
+    CutResponse,
+    /// Forward after a delay.
+    Delay(Duration),
+}
+
+struct Proxy {
+    address: String,
+    fault: Arc<Mutex<Fault>>,
+    upstream: Arc<Mutex<String>>,
+}
+
+impl Proxy {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let fault = Arc::new(Mutex::new(Fault::Pass));
+        let upstream = Arc::new(Mutex::new(String::new()));
+        let (shared, target) = (fault.clone(), upstream.clone());
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((client, _)) = listener.accept().await {
+                let mode = *shared.lock().unwrap();
+                let upstream = target.lock().unwrap().clone();
+                match mode {
+                    Fault::Drop => drop(client),
+                    Fault::Stall => held.push(client),
+                    Fault::Pass => {
+                        tokio::spawn(forward(client, upstream, Duration::ZERO));
+                    }
+                    Fault::Delay(delay) => {
+                        tokio::spawn(forward(client, upstream, delay));
+                    }
+                    Fault::CutResponse => {
+                        tokio::spawn(cut_response(client, upstream));
+                    }
+                }
+            }
+        });
+        Self {
+            address,
+            fault,
+            upstream,
+        }
+    }
+
+    fn set(&self, fault: Fault) {
+        *self.fault.lock().unwrap() = fault;
+    }
+}
+
+async fn forward(mut client: TcpStream, upstream: String, delay: Duration) {
+    tokio::time::sleep(delay).await;
+    if let Ok(mut server) = TcpStream::connect(upstream).await {
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+    }
+}
+
+/// Passes the request on; as soon as the answer starts (so B has
+/// committed), hangs up on A without passing a byte of it.
+async fn cut_response(client: TcpStream, upstream: String) {
+    let Ok(server) = TcpStream::connect(upstream).await else {
+        return;
+    };
+    let (mut client_read, client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+    });
+    let mut first = [0u8; 1];
+    let _ = server_read.read(&mut first).await;
+    drop(client_write);
+    let _ = server_read.read_to_end(&mut Vec::new()).await;
+}
+
+struct Pair {
+    a: TestApp,
+    b: TestApp,
+    proxy: Proxy,
+}
+
+/// A and B, with B's server name pointing at the proxy in front of it.
+async fn pair() -> Pair {
+    let a = spawn_app_with(vec![("HOMING__FEDERATION__REQUEST_TIMEOUT", "1s")]).await;
+    let proxy = Proxy::start().await;
+    let b = spawn_app_with(vec![("HOMING__SERVER__NAME", proxy.address.as_str())]).await;
+    *proxy.upstream.lock().unwrap() = b.address.trim_start_matches("http://").to_string();
+    Pair { a, b, proxy }
+}
+
+async fn run_fault(fault: Fault) {
+    let Pair { a, b, proxy } = pair().await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    proxy.set(fault);
+    let mut ids = Vec::new();
+    for i in 0..5u8 {
+        let mut message = message_to(&a, &[(&bob, &[0])], &[i; 64], "all");
+        message["recipients"][0]["address"] = json!(format!("bob@{}", b.server_name));
+        assert_eq!(
+            a.post_json("/api/v1/dms/send", &message, Some(&alice.device(0).token))
+                .await
+                .status(),
+            202
+        );
+        ids.push(message["message_id"].as_str().unwrap().to_string());
+    }
+    // Let the fault bite at least once.
+    homing::federation::relay::run_once(&a.state).await.unwrap();
+    if fault != Fault::Pass && !matches!(fault, Fault::Delay(_)) {
+        assert!(
+            a.count("outbox") > 0,
+            "{fault:?} should have kept the mail queued"
+        );
+    }
+    if fault == Fault::CutResponse {
+        // B holds mail A still has queued: its answer was lost on the way.
+        assert!(b.count("messages") >= 1, "B should have committed before the cut");
+    }
+    proxy.set(Fault::Pass);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while a.count("outbox") > 0 {
+        // The fault is over: retry now rather than after the back-off.
+        {
+            let mut conn = a.state.db.get().unwrap();
+            homing::federation::outbox::retry_now(&mut conn, &b.server_name).unwrap();
+        }
+        a.state.relay_wake.notify_one();
+        assert!(
+            Instant::now() < deadline,
+            "A's outbox never drained after {fault:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(b.count("messages"), 5, "exactly once after {fault:?}");
+    assert_eq!(b.count("deliveries"), 5, "exactly once after {fault:?}");
+    let page = b.sync(&bob.device(0).token).await;
+    let mut got: Vec<String> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["message_id"].as_str().unwrap().to_string())
+        .collect();
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections_deliver_exactly_once_after_the_fault() {
+    run_fault(Fault::Drop).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_connections_deliver_exactly_once_after_the_fault() {
+    run_fault(Fault::Stall).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_200_after_the_remote_committed_is_not_stored_twice() {
+    run_fault(Fault::CutResponse).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_connections_still_deliver_exactly_once() {
+    run_fault(Fault::Delay(Duration::from_millis(300))).await;
+}
