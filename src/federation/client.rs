@@ -37,17 +37,28 @@ pub fn key_id_for(origin: &str, key: &ServerKey) -> String {
     format!("{origin}#{}", key.key_id())
 }
 
+/// Who signs outbound requests, and how long they may take.
+pub struct Signer<'a> {
+    pub client: &'a FederationClient,
+    pub key: &'a ServerKey,
+    pub origin: &'a str,
+    pub timeout: Duration,
+}
+
 /// Sends a signed request with a JSON body and reads a bounded answer.
 pub async fn send_signed(
-    client: &FederationClient,
-    key: &ServerKey,
-    origin: &str,
+    signer: &Signer<'_>,
     destination: &Destination,
     method: reqwest::Method,
     path: &str,
     body: Vec<u8>,
-    timeout: Duration,
 ) -> Result<Vec<u8>, RequestError> {
+    let Signer {
+        client,
+        key,
+        origin,
+        timeout,
+    } = *signer;
     let url = format!("{}{path}", destination.base_url);
     let digest = signing::content_digest(&body);
     let now = crate::time::now_ms() / 1000;
@@ -107,48 +118,30 @@ pub async fn read_limited(
 
 /// `PUT /federation/v1/txn/{txn_id}`.
 pub async fn put_transaction(
-    client: &FederationClient,
-    key: &ServerKey,
+    signer: &Signer<'_>,
     destination: &Destination,
     txn_id: &str,
     transaction: &Transaction,
-    timeout: Duration,
 ) -> Result<TxnResponse, RequestError> {
     let body = serde_json::to_vec(transaction).map_err(|e| RequestError::Sign(e.to_string()))?;
     let path = format!("/federation/v1/txn/{txn_id}");
-    let answer = send_signed(
-        client,
-        key,
-        &transaction.origin,
-        destination,
-        reqwest::Method::PUT,
-        &path,
-        body,
-        timeout,
-    )
-    .await?;
+    let answer = send_signed(signer, destination, reqwest::Method::PUT, &path, body).await?;
     serde_json::from_slice(&answer).map_err(|e| RequestError::Body(e.to_string()))
 }
 
 /// `POST /federation/v1/hello`.
 pub async fn post_hello(
-    client: &FederationClient,
-    key: &ServerKey,
-    origin: &str,
+    signer: &Signer<'_>,
     destination: &Destination,
-    timeout: Duration,
 ) -> Result<(), RequestError> {
     let body =
         serde_json::to_vec(&Hello::default()).map_err(|e| RequestError::Sign(e.to_string()))?;
     send_signed(
-        client,
-        key,
-        origin,
+        signer,
         destination,
         reqwest::Method::POST,
         "/federation/v1/hello",
         body,
-        timeout,
     )
     .await?;
     Ok(())

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::client::put_transaction;
+use super::client::{put_transaction, Signer};
 use super::outbox;
 use crate::address::ServerName;
 use crate::startup::AppState;
@@ -157,15 +157,13 @@ async fn drain(state: &AppState, destination: &str, owner: &str) -> anyhow::Resu
         // Sign with whatever key is current now, so a rotation takes effect
         // without a restart.
         let key = crate::server_key::load_current(&state.db).await?;
-        let response = put_transaction(
-            &state.federation,
-            &key,
-            &target,
-            &batch.txn_id,
-            &batch.transaction,
-            state.settings.federation.request_timeout,
-        )
-        .await?;
+        let signer = Signer {
+            client: &state.federation,
+            key: &key,
+            origin: &origin,
+            timeout: state.settings.federation.request_timeout,
+        };
+        let response = put_transaction(&signer, &target, &batch.txn_id, &batch.transaction).await?;
         let name = destination.to_string();
         let events = state
             .db
@@ -204,15 +202,13 @@ pub async fn say_hello(state: AppState) {
         let Ok(key) = crate::server_key::load_current(&state.db).await else {
             return;
         };
-        if let Err(error) = super::client::post_hello(
-            &state.federation,
-            &key,
-            &origin,
-            &target,
-            state.settings.federation.request_timeout,
-        )
-        .await
-        {
+        let signer = Signer {
+            client: &state.federation,
+            key: &key,
+            origin: &origin,
+            timeout: state.settings.federation.request_timeout,
+        };
+        if let Err(error) = super::client::post_hello(&signer, &target).await {
             tracing::debug!(peer, %error, "hello not delivered");
         }
     }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::helpers::{message_to, spawn_app_with, TestApp};
@@ -137,7 +137,10 @@ async fn run_fault(fault: Fault) {
     }
     if fault == Fault::CutResponse {
         // B holds mail A still has queued: its answer was lost on the way.
-        assert!(b.count("messages") >= 1, "B should have committed before the cut");
+        assert!(
+            b.count("messages") >= 1,
+            "B should have committed before the cut"
+        );
     }
     proxy.set(Fault::Pass);
     let deadline = Instant::now() + Duration::from_secs(20);
