@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, TcpListener};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::dev::{Server, Service};
 use actix_web::{web, App, HttpServer};
@@ -158,6 +158,7 @@ impl Application {
 
 fn http_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
     let shutdown_secs = state.settings.shutdown_timeout.as_secs();
+    let client_timeout = state.settings.client_timeout;
     let server = HttpServer::new(move || {
         let metrics = state.metrics.clone();
         App::new()
@@ -181,6 +182,8 @@ fn http_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server>
             .app_data(web::Data::new(state.clone()))
             .configure(|cfg| api::configure(cfg, &state.settings))
     })
+    .client_request_timeout(client_timeout)
+    .client_disconnect_timeout(Duration::from_secs(1))
     .listen(listener)?
     .shutdown_timeout(shutdown_secs)
     .run();

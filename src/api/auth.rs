@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use actix_web::dev::Payload;
-use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse};
 use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
 
@@ -30,18 +30,81 @@ impl FromRequest for Authenticated {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        // Usually `require_device` checked the token before any extractor
+        // ran; otherwise check it here.
+        let checked = request.extensions().get::<AuthenticatedDevice>().cloned();
         let state = request.app_data::<web::Data<AppState>>().cloned();
         let token = bearer_token(request);
         Box::pin(async move {
+            if let Some(device) = checked {
+                return Ok(Authenticated(device));
+            }
             let state = state.ok_or_else(|| ApiError::internal(anyhow::anyhow!("no app state")))?;
-            let token = token.ok_or(AuthError::MissingToken)?;
-            let device = state
-                .db
-                .run(move |conn| auth::authenticate(conn, &token))
-                .await?;
-            Ok(Authenticated(device))
+            Ok(Authenticated(authenticate(&state, token).await?))
         })
     }
+}
+
+async fn authenticate(
+    state: &AppState,
+    token: Option<String>,
+) -> Result<AuthenticatedDevice, ApiError> {
+    let token = token.ok_or(AuthError::MissingToken)?;
+    Ok(state
+        .db
+        .run(move |conn| auth::authenticate(conn, &token))
+        .await?)
+}
+
+/// Client routes that need a device token. They are checked before any
+/// other extractor runs, so a stranger gets 401 whatever the body holds
+/// (extractors race, and a body error would otherwise answer first).
+const AUTHENTICATED: &[(&str, &str)] = &[
+    ("GET", "/api/v1/account"),
+    ("PUT", "/api/v1/account/retention"),
+    ("DELETE", "/api/v1/auth/token"),
+    ("GET", "/api/v1/devices"),
+    ("POST", "/api/v1/devices"),
+    ("POST", "/api/v1/devices/{device_id}/revoke"),
+    ("GET", "/api/v1/directory/{address}"),
+    ("POST", "/api/v1/dms/send"),
+    ("POST", "/api/v1/dms/sync"),
+    ("POST", "/api/v1/dms/ack"),
+    ("GET", "/api/v1/dms/status/{message_id}"),
+    ("GET", "/api/v1/gateway"),
+    ("PUT", "/api/v1/links/{link_id}/response"),
+];
+
+/// Middleware: authenticates the routes in `AUTHENTICATED` up front.
+pub async fn require_device<B: actix_web::body::MessageBody + 'static>(
+    request: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<B>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::EitherBody<B>>, actix_web::Error> {
+    let method = request.method().as_str().to_string();
+    let needed = request.match_pattern().is_some_and(|pattern| {
+        AUTHENTICATED
+            .iter()
+            .any(|(m, p)| *m == method && *p == pattern)
+    });
+    if needed {
+        let state = request.app_data::<web::Data<AppState>>().cloned();
+        let token = bearer_token(request.request());
+        let checked = match state {
+            Some(state) => authenticate(&state, token).await,
+            None => Err(ApiError::internal(anyhow::anyhow!("no app state"))),
+        };
+        match checked {
+            Ok(device) => {
+                request.extensions_mut().insert(device);
+            }
+            Err(error) => {
+                return Ok(request.error_response(error).map_into_right_body());
+            }
+        }
+    }
+    next.call(request)
+        .await
+        .map(|response| response.map_into_left_body())
 }
 
 /// The client's address for rate limits: the peer, or the last

@@ -43,6 +43,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
         )
         .service(
             web::scope("/api/v1")
+                .wrap(actix_web::middleware::from_fn(auth::require_device))
                 .route("/accounts", web::post().to(accounts::register))
                 .route("/account", web::get().to(accounts::me))
                 .route("/auth/challenge", web::post().to(auth::challenge))

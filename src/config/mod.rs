@@ -61,6 +61,7 @@ pub struct RawServer {
     pub bind: String,
     pub data_dir: PathBuf,
     pub shutdown_timeout: String,
+    pub client_timeout: String,
     pub trust_forwarded_for: bool,
     pub public_hosts: Vec<String>,
 }
@@ -162,6 +163,8 @@ pub struct Settings {
     pub bind: SocketAddr,
     pub data_dir: PathBuf,
     pub shutdown_timeout: Duration,
+    /// How long a client may take to send a request's head.
+    pub client_timeout: Duration,
     pub database: DatabaseSettings,
     pub federation: FederationSettings,
     pub registration_policy: RegistrationPolicy,
@@ -413,6 +416,7 @@ impl RawSettings {
             bind,
             data_dir,
             shutdown_timeout: duration("server.shutdown_timeout", &self.server.shutdown_timeout)?,
+            client_timeout: duration("server.client_timeout", &self.server.client_timeout)?,
             database: DatabaseSettings {
                 url: database_url,
                 pool_size: self.database.pool_size,

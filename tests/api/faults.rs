@@ -127,20 +127,37 @@ async fn run_fault(fault: Fault) {
         );
         ids.push(message["message_id"].as_str().unwrap().to_string());
     }
-    // Let the fault bite at least once.
-    homing::federation::relay::run_once(&a.state).await.unwrap();
-    if fault != Fault::Pass && !matches!(fault, Fault::Delay(_)) {
+    // Let the fault bite at least once: wait until A recorded a failure.
+    if !matches!(fault, Fault::Delay(_) | Fault::Pass) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let destinations = {
+                let mut conn = a.state.db.get().unwrap();
+                homing::admin::federation::destinations(&mut conn).unwrap()
+            };
+            if destinations.iter().any(|d| d.failures > 0) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{fault:?} never made A fail");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert!(
             a.count("outbox") > 0,
             "{fault:?} should have kept the mail queued"
         );
     }
     if fault == Fault::CutResponse {
-        // B holds mail A still has queued: its answer was lost on the way.
-        assert!(
-            b.count("messages") >= 1,
-            "B should have committed before the cut"
-        );
+        // B commits mail whose answer never reaches A (A may also have
+        // given up on a slow answer first, so wait for B's commit).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while b.count("messages") == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "B never committed behind the cut"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(a.count("outbox") > 0, "A must still hold what B committed");
     }
     proxy.set(Fault::Pass);
     let deadline = Instant::now() + Duration::from_secs(20);

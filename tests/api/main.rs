@@ -10,6 +10,7 @@ mod federation;
 mod gateway;
 mod health;
 mod helpers;
+mod hostile;
 mod identity;
 mod mailbox;
 mod resolver;
