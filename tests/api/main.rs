@@ -13,6 +13,7 @@ mod helpers;
 mod hostile;
 mod identity;
 mod mailbox;
+mod properties;
 mod resolver;
 mod schema;
 mod test_servers;
