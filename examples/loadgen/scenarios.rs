@@ -1,0 +1,342 @@
+//! The measurements. Each returns a JSON object with its figures.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use homing::client::api::HomeServer;
+use homing::crypto::b64;
+use serde_json::{json, Value};
+
+use crate::daemon::{rss_kib, start, user, User};
+
+fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let index = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    (samples[index] * 1000.0).round() / 1000.0
+}
+
+/// A send request to every device of `to` with a 1 KiB body.
+pub fn message(to: &User) -> (String, Value) {
+    let id = b64(&rand::random::<[u8; 18]>());
+    let body: Vec<u8> = (0..1024).map(|_| rand::random::<u8>()).collect();
+    let devices: Vec<Value> = to
+        .device_ids
+        .iter()
+        .map(|d| json!({ "device_id": d, "key_wrap": b64(&[9u8; 80]) }))
+        .collect();
+    let request = json!({
+        "message_id": id,
+        "body": b64(&body),
+        "recipients": [{ "address": to.address, "devices": devices }],
+    });
+    (id, request)
+}
+
+/// Sends from `concurrency` tasks for `duration`; returns (accepted,
+/// latencies in ms, errors).
+async fn blast(
+    url: &str,
+    token: &str,
+    to: &User,
+    duration: Duration,
+    concurrency: usize,
+) -> (u64, Vec<f64>, u64) {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .unwrap_or_default();
+    let deadline = Instant::now() + duration;
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (http, url, token) = (http.clone(), url.to_string(), token.to_string());
+            let to = User {
+                address: to.address.clone(),
+                device_ids: to.device_ids.clone(),
+                tokens: Vec::new(),
+            };
+            tokio::spawn(async move {
+                let (mut ok, mut errors, mut latencies) = (0u64, 0u64, Vec::new());
+                while Instant::now() < deadline {
+                    let (_, request) = message(&to);
+                    let started = Instant::now();
+                    let response = http
+                        .post(format!("{url}/api/v1/dms/send"))
+                        .bearer_auth(&token)
+                        .json(&request)
+                        .send()
+                        .await;
+                    match response {
+                        Ok(r) if r.status() == 202 => {
+                            ok += 1;
+                            latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+                        }
+                        _ => errors += 1,
+                    }
+                }
+                (ok, latencies, errors)
+            })
+        })
+        .collect();
+    let (mut ok, mut latencies, mut errors) = (0, Vec::new(), 0);
+    for task in tasks {
+        if let Ok((o, l, e)) = task.await {
+            ok += o;
+            errors += e;
+            latencies.extend(l);
+        }
+    }
+    (ok, latencies, errors)
+}
+
+pub async fn send(
+    postgres: Option<&str>,
+    duration: Duration,
+    concurrency: usize,
+) -> anyhow::Result<Value> {
+    let daemon = start(postgres, &[]).await?;
+    let alice = user(&daemon, "alice", 1).await?;
+    let bob = user(&daemon, "bob", 2).await?;
+    let started = Instant::now();
+    let (accepted, mut latencies, errors) =
+        blast(&daemon.url, &alice.tokens[0], &bob, duration, concurrency).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(json!({
+        "send_per_s": (accepted as f64 / elapsed).round(),
+        "send_p50_ms": percentile(&mut latencies, 0.50),
+        "send_p99_ms": percentile(&mut latencies, 0.99),
+        "accepted": accepted,
+        "errors": errors,
+        "concurrency": concurrency,
+        "seconds": elapsed,
+    }))
+}
+
+pub async fn e2e(postgres: Option<&str>, duration: Duration, rate: u64) -> anyhow::Result<Value> {
+    let daemon = start(postgres, &[]).await?;
+    let alice = user(&daemon, "alice", 1).await?;
+    let bob = user(&daemon, "bob", 1).await?;
+    let bob_server = HomeServer::new(&daemon.url).with_token(&bob.tokens[0]);
+    let mut socket = bob_server.gateway(0).await?;
+    let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let notify_ms: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let receiver = {
+        let (sent_at, notify_ms) = (sent_at.clone(), notify_ms.clone());
+        tokio::spawn(async move {
+            while let Some(Ok(frame)) = socket.next().await {
+                let tokio_tungstenite::tungstenite::Message::Text(text) = frame else {
+                    continue;
+                };
+                let event: Value = serde_json::from_str(&text).unwrap_or_default();
+                let Some(id) = event["message"]["message_id"].as_str() else {
+                    continue;
+                };
+                if let Some(at) = sent_at.lock().map(|mut m| m.remove(id)).ok().flatten() {
+                    if let Ok(mut samples) = notify_ms.lock() {
+                        samples.push(at.elapsed().as_secs_f64() * 1000.0);
+                    }
+                }
+            }
+        })
+    };
+    let http = reqwest::Client::new();
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
+    let deadline = Instant::now() + duration;
+    let mut sends = Vec::new();
+    let mut sync_ms = Vec::new();
+    let mut count = 0u64;
+    while Instant::now() < deadline {
+        ticker.tick().await;
+        let (id, request) = message(&bob);
+        sent_at
+            .lock()
+            .map(|mut m| m.insert(id, Instant::now()))
+            .ok();
+        let (http, url, token) = (http.clone(), daemon.url.clone(), alice.tokens[0].clone());
+        sends.push(tokio::spawn(async move {
+            let _ = http
+                .post(format!("{url}/api/v1/dms/send"))
+                .bearer_auth(&token)
+                .json(&request)
+                .send()
+                .await;
+        }));
+        count += 1;
+        // Every 100th message, time a full sync as well.
+        if count % 100 == 0 {
+            let started = Instant::now();
+            if bob_server.sync(0, 100).await.is_ok() {
+                sync_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    for send in sends {
+        let _ = send.await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    receiver.abort();
+    let mut samples = notify_ms.lock().map(|s| s.clone()).unwrap_or_default();
+    let received = samples.len();
+    Ok(json!({
+        "rate": rate,
+        "sent": count,
+        "notified": received,
+        "e2e_p50_ms": percentile(&mut samples, 0.50),
+        "e2e_p99_ms": percentile(&mut samples, 0.99),
+        "e2e_max_ms": percentile(&mut samples, 1.0),
+        "sync_p50_ms": percentile(&mut sync_ms, 0.50),
+        "sync_p99_ms": percentile(&mut sync_ms, 0.99),
+    }))
+}
+
+async fn metric(url: &str, name: &str) -> f64 {
+    let Ok(response) = reqwest::get(format!("{url}/metrics")).await else {
+        return 0.0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+pub async fn federation(
+    postgres: Option<&str>,
+    duration: Duration,
+    concurrency: usize,
+) -> anyhow::Result<Value> {
+    let a = start(postgres, &[]).await?;
+    let b = start(postgres, &[]).await?;
+    let alice = user(&a, "alice", 1).await?;
+    let bob = user(&b, "bob", 2).await?;
+    let started = Instant::now();
+    let (accepted, mut latencies, errors) =
+        blast(&a.url, &alice.tokens[0], &bob, duration, concurrency).await;
+    // Wait until B holds everything A accepted.
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while metric(&b.url, "homing_inbound_messages_total").await < accepted as f64 {
+        anyhow::ensure!(Instant::now() < deadline, "B never received everything");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(json!({
+        "fed_per_s": (accepted as f64 / elapsed).round(),
+        "accepted": accepted,
+        "errors": errors,
+        "seconds_to_custody": elapsed,
+        "send_p50_ms": percentile(&mut latencies, 0.50),
+        "send_p99_ms": percentile(&mut latencies, 0.99),
+    }))
+}
+
+pub async fn fanout(postgres: Option<&str>, connections: usize) -> anyhow::Result<Value> {
+    let daemon = start(postgres, &[]).await?;
+    let alice = user(&daemon, "alice", 1).await?;
+    let bob = user(&daemon, "bob", 1).await?;
+    let pid = daemon.child.id();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_kib(pid).unwrap_or(0);
+    let server = HomeServer::new(&daemon.url).with_token(&bob.tokens[0]);
+    let mut sockets = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        match server.gateway(0).await {
+            Ok(mut socket) => {
+                let _ = socket.next().await; // HELLO
+                sockets.push(socket);
+            }
+            Err(error) => anyhow::bail!(
+                "connection {} failed: {error} (raise `ulimit -n`)",
+                sockets.len()
+            ),
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(pid).unwrap_or(0);
+    // One message: every idle session is notified.
+    let (_, request) = message(&bob);
+    let started = Instant::now();
+    let http = reqwest::Client::new();
+    http.post(format!("{}/api/v1/dms/send", daemon.url))
+        .bearer_auth(&alice.tokens[0])
+        .json(&request)
+        .send()
+        .await?;
+    let mut latencies = Vec::with_capacity(sockets.len());
+    let waits = sockets.iter_mut().map(|socket| async move {
+        tokio::time::timeout(Duration::from_secs(30), socket.next())
+            .await
+            .ok()
+            .map(|_| ())
+    });
+    for done in futures_util::future::join_all(waits).await {
+        if done.is_some() {
+            latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    let per_connection = after.saturating_sub(before) as f64 / connections.max(1) as f64;
+    Ok(json!({
+        "connections": connections,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "rss_per_connection_kib": (per_connection * 100.0).round() / 100.0,
+        "notified": latencies.len(),
+        "notify_p50_ms": percentile(&mut latencies, 0.50),
+        "notify_p99_ms": percentile(&mut latencies, 0.99),
+    }))
+}
+
+pub async fn backlog(postgres: Option<&str>, sizes: &[u64]) -> anyhow::Result<Value> {
+    let daemon = start(postgres, &[]).await?;
+    let alice = user(&daemon, "alice", 1).await?;
+    let bob = user(&daemon, "bob", 1).await?;
+    let carol = user(&daemon, "carol", 1).await?;
+    let http = reqwest::Client::new();
+    // Bob has a few messages of his own.
+    for _ in 0..10 {
+        let (_, request) = message(&bob);
+        http.post(format!("{}/api/v1/dms/send", daemon.url))
+            .bearer_auth(&alice.tokens[0])
+            .json(&request)
+            .send()
+            .await?;
+    }
+    let bob_server = HomeServer::new(&daemon.url).with_token(&bob.tokens[0]);
+    let mut results = Vec::new();
+    let mut filled = 0u64;
+    for &size in sizes {
+        crate::daemon::fill_backlog(&daemon, postgres, &carol, size - filled.min(size)).await?;
+        filled = size.max(filled);
+        let mut samples = Vec::new();
+        for _ in 0..300 {
+            let started = Instant::now();
+            let page = bob_server.sync(0, 100).await?;
+            anyhow::ensure!(
+                page.items.len() == 10,
+                "bob should see exactly his own 10 messages"
+            );
+            samples.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        results.push(json!({
+            "pending_for_others": size,
+            "sync_p50_ms": percentile(&mut samples, 0.50),
+            "sync_p99_ms": percentile(&mut samples, 0.99),
+        }));
+    }
+    let first = results
+        .first()
+        .and_then(|r| r["sync_p50_ms"].as_f64())
+        .unwrap_or(0.0);
+    let last = results
+        .last()
+        .and_then(|r| r["sync_p50_ms"].as_f64())
+        .unwrap_or(0.0);
+    Ok(json!({
+        "results": results,
+        "ratio_largest_to_smallest": if first > 0.0 { (last / first * 100.0).round() / 100.0 } else { 0.0 },
+    }))
+}
