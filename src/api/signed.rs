@@ -67,17 +67,18 @@ async fn verify(
     let host = header(request, "host").ok_or_else(|| refuse("misaddressed", "no Host header"))?;
     let addressed =
         ServerName::parse(&host).map_err(|_| refuse("misaddressed", "invalid Host header"))?;
-    if addressed != settings.server_name && !settings.public_hosts.contains(&addressed) {
-        return Err(ApiError::forbidden(
-            "misaddressed",
-            "this request was addressed to another server",
-        ));
-    }
     let scheme = if settings.federation.allow_insecure_http {
         "http"
     } else {
         "https"
     };
+    let ours = |name: &ServerName| same_authority(name, &addressed, scheme);
+    if !ours(&settings.server_name) && !settings.public_hosts.iter().any(ours) {
+        return Err(ApiError::forbidden(
+            "misaddressed",
+            "this request was addressed to another server",
+        ));
+    }
     let target = format!(
         "{scheme}://{host}{}",
         request.uri().path_and_query().map_or("/", |p| p.as_str())
@@ -145,6 +146,14 @@ async fn verify(
     Ok(SignedRequest { origin, body })
 }
 
+/// True when `a` and `b` name the same authority, a default port (443 for
+/// https, 80 for http) being the same as none: clients leave it out of
+/// `Host`.
+fn same_authority(a: &ServerName, b: &ServerName, scheme: &str) -> bool {
+    let default = if scheme == "https" { 443 } else { 80 };
+    a.host() == b.host() && a.port().unwrap_or(default) == b.port().unwrap_or(default)
+}
+
 fn remember_nonce(
     conn: &mut crate::storage::DbConnection,
     origin: &str,
@@ -164,5 +173,40 @@ fn remember_nonce(
         Ok(_) => Ok(true),
         Err(error) if is_unique_violation(&error) => Ok(false),
         Err(error) => Err(error.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_ports_match_names_without_a_port() {
+        let name = |s| ServerName::parse(s).unwrap();
+        assert!(same_authority(
+            &name("h.example"),
+            &name("h.example:443"),
+            "https"
+        ));
+        assert!(same_authority(
+            &name("h.example:443"),
+            &name("h.example"),
+            "https"
+        ));
+        assert!(!same_authority(
+            &name("h.example:443"),
+            &name("h.example"),
+            "http"
+        ));
+        assert!(!same_authority(
+            &name("h.example:8448"),
+            &name("h.example"),
+            "https"
+        ));
+        assert!(!same_authority(
+            &name("g.example"),
+            &name("h.example"),
+            "https"
+        ));
     }
 }
