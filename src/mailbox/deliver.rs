@@ -62,7 +62,11 @@ pub(crate) fn check_recipient(
     let rows: Vec<(i64, String, i64, i64, i64)> = with_backend!(conn, c => devices::table
         .filter(devices::account_key.eq(&account))
         .filter(devices::revoked_at.is_null())
-        .select((devices::id, devices::device_id, devices::last_seen_at, devices::pending_messages, devices::pending_bytes))
+        // Lock device rows in one order everywhere, so concurrent sends to the
+        // same devices queue instead of deadlocking.
+        .order(devices::id.asc())
+        .select((
+            devices::id, devices::device_id, devices::last_seen_at, devices::pending_messages, devices::pending_bytes))
         .load(c))?;
     let inactive_before = now.saturating_sub(duration_ms(rules.device_inactivity));
     let candidates: Vec<_> = rows

@@ -9,8 +9,6 @@ mod send;
 mod status;
 mod sync;
 
-use std::collections::HashMap;
-
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -141,7 +139,9 @@ pub(crate) fn remove_deliveries(
         deliveries::body_bytes,
     ))
     .get_results(c))?;
-    let mut per_device: HashMap<i64, (i64, i64)> = HashMap::new();
+    // Ordered by device so concurrent removals lock rows in one order.
+    let mut per_device: std::collections::BTreeMap<i64, (i64, i64)> =
+        std::collections::BTreeMap::new();
     for row in &removed {
         let entry = per_device.entry(row.device_row).or_default();
         entry.0 += 1;

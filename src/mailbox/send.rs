@@ -12,7 +12,9 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::deliver::{check_recipient, store_deliveries, CheckRules, MessageRef, RecipientCheck};
+use super::deliver::{
+    check_recipient, store_deliveries, CheckRules, MessageRef, Plan, RecipientCheck,
+};
 use super::{valid_message_id, DeliveryMode, MailboxError, NewDelivery};
 use crate::address::{Address, ServerName};
 use crate::config::{FederationSettings, Limits};
@@ -351,9 +353,13 @@ fn store(
             address: plan.address.clone(),
             status: status.into(),
         });
-        if !plan.full {
-            new_deliveries.extend(store_deliveries(conn, &message, plan, now)?);
-        }
+    }
+    // Devices are locked in one global order (accounts, then device rows),
+    // so concurrent sends to overlapping recipients never deadlock.
+    let mut ordered: Vec<&Plan> = plans.iter().filter(|plan| !plan.full).collect();
+    ordered.sort_by(|a, b| a.recipient_account.cmp(&b.recipient_account));
+    for plan in ordered {
+        new_deliveries.extend(store_deliveries(conn, &message, plan, now)?);
     }
     for (destination, recipients) in &remote {
         crate::federation::outbox::ensure_destination(conn, destination)?;
