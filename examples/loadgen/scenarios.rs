@@ -167,7 +167,7 @@ pub async fn e2e(postgres: Option<&str>, duration: Duration, rate: u64) -> anyho
         }));
         count += 1;
         // Every 100th message, time a full sync as well.
-        if count % 100 == 0 {
+        if count.is_multiple_of(100) {
             let started = Instant::now();
             if bob_server.sync(0, 100).await.is_ok() {
                 sync_ms.push(started.elapsed().as_secs_f64() * 1000.0);
