@@ -119,6 +119,7 @@ impl Application {
             key_id = state.server_key.key_id(),
             "homingd ready"
         );
+        crate::gateway::cluster::spawn_listener(&state.db, &state.hub, state.replica_id.clone());
         let background = vec![
             tokio::spawn(crate::background::purge_loop(state.clone())),
             tokio::spawn(crate::federation::relay::relay_loop(state.clone())),

@@ -6,8 +6,9 @@ use serde_json::json;
 
 use super::auth::{too_many, Authenticated};
 use crate::error::ApiError;
+use crate::gateway::cluster::{self, ClusterEvent};
 use crate::gateway::GatewayEvent;
-use crate::mailbox::{self, Retention, SendContext, SendRequest, Sender, StatusEvent};
+use crate::mailbox::{self, NewDelivery, Retention, SendContext, SendRequest, Sender, StatusEvent};
 use crate::startup::AppState;
 
 fn send_context(state: &AppState) -> SendContext {
@@ -24,12 +25,54 @@ fn send_context(state: &AppState) -> SendContext {
 
 /// Tells the senders' devices what changed.
 pub fn publish_status(state: &AppState, events: Vec<StatusEvent>) {
+    let mut cluster = Vec::with_capacity(events.len());
     for event in events {
         let account = event.sender_account.clone();
+        cluster.push(ClusterEvent::Status {
+            event: event.clone(),
+            account: account.clone(),
+        });
         state
             .hub
             .notify_account(&account, GatewayEvent::DeliveryStatus(event));
     }
+    to_other_replicas(state, cluster);
+}
+
+/// Wakes the devices that got new deliveries, here and on other replicas.
+pub fn publish_deliveries(state: &AppState, deliveries: Vec<NewDelivery>) {
+    let mut cluster = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        cluster.push(ClusterEvent::Notify {
+            device_row: delivery.device_row,
+            cursor: delivery.cursor,
+        });
+        state.hub.notify_device(
+            delivery.device_row,
+            GatewayEvent::DmNotify {
+                cursor: delivery.cursor,
+                message: delivery.inline,
+            },
+        );
+    }
+    to_other_replicas(state, cluster);
+}
+
+/// Hands events to the other replicas without holding up the answer; a
+/// lost hint costs latency only (devices resume from their cursor).
+fn to_other_replicas(state: &AppState, events: Vec<ClusterEvent>) {
+    if events.is_empty() || state.db.backend() != crate::storage::Backend::Postgres {
+        return;
+    }
+    let (db, replica) = (state.db.clone(), state.replica_id.clone());
+    tokio::spawn(async move {
+        let published = db
+            .run(move |conn| cluster::publish(conn, &replica, events))
+            .await;
+        if let Err(error) = published {
+            tracing::warn!(%error, "publishing gateway events to other replicas failed");
+        }
+    });
 }
 
 pub async fn send(
@@ -63,15 +106,7 @@ pub async fn send(
     if !outcome.queued_destinations.is_empty() {
         state.relay_wake.notify_one();
     }
-    for delivery in outcome.new_deliveries {
-        state.hub.notify_device(
-            delivery.device_row,
-            GatewayEvent::DmNotify {
-                cursor: delivery.cursor,
-                message: delivery.inline,
-            },
-        );
-    }
+    publish_deliveries(&state, outcome.new_deliveries);
     Ok(HttpResponse::Accepted().json(outcome.response))
 }
 

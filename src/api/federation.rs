@@ -10,7 +10,6 @@ use crate::error::ApiError;
 use crate::federation::inbound::{self, InboundError};
 use crate::federation::outbox;
 use crate::federation::wire::Transaction;
-use crate::gateway::GatewayEvent;
 use crate::mailbox::InboundRules;
 use crate::startup::AppState;
 
@@ -67,15 +66,7 @@ pub async fn put_txn(
             .inbound_messages
             .inc_by(outcome.response.results.len() as u64);
     }
-    for delivery in outcome.new_deliveries {
-        state.hub.notify_device(
-            delivery.device_row,
-            GatewayEvent::DmNotify {
-                cursor: delivery.cursor,
-                message: delivery.inline,
-            },
-        );
-    }
+    super::dms::publish_deliveries(&state, outcome.new_deliveries);
     Ok(HttpResponse::Ok().json(outcome.response))
 }
 

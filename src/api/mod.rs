@@ -17,7 +17,7 @@ use actix_web::web;
 
 use crate::config::Settings;
 
-pub use dms::publish_status;
+pub use dms::{publish_deliveries, publish_status};
 pub use extract::json_config;
 
 /// Registers every route and the request-body limits.

@@ -78,6 +78,7 @@ pub struct RawDatabase {
 pub struct RawFederation {
     pub allow_insecure_http: bool,
     pub request_timeout: String,
+    pub relay_lease: String,
     pub nameservers: Vec<String>,
     pub extra_ca_file: String,
     pub allow: Vec<String>,
@@ -195,6 +196,9 @@ pub struct FederationSettings {
     pub allow_insecure_http: bool,
     /// How long one request to a peer may take before it counts as failed.
     pub request_timeout: Duration,
+    /// How long a replica's claim on a destination lasts without renewal
+    /// (how soon another replica takes over from a dead one).
+    pub relay_lease: Duration,
     pub nameservers: Vec<SocketAddr>,
     pub extra_ca_file: Option<PathBuf>,
     pub allow: Vec<ServerName>,
@@ -432,6 +436,7 @@ impl RawSettings {
                     "federation.request_timeout",
                     &self.federation.request_timeout,
                 )?,
+                relay_lease: duration("federation.relay_lease", &self.federation.relay_lease)?,
                 nameservers,
                 extra_ca_file,
                 allow: server_names("federation.allow", &self.federation.allow)?,

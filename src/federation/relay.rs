@@ -12,8 +12,6 @@ use crate::address::ServerName;
 use crate::startup::AppState;
 use crate::storage::StorageError;
 
-/// How long a lease lasts; a replica renews it with every batch.
-const LEASE: Duration = Duration::from_secs(120);
 /// Most destinations worked on at once by one replica.
 const MAX_PARALLEL: usize = 64;
 /// Longest the loop sleeps without a wake-up.
@@ -116,7 +114,8 @@ async fn deliver_destination(state: &AppState, destination: &str) {
         .db
         .run({
             let owner = owner.clone();
-            move |conn| outbox::claim(conn, &name, &owner, crate::time::now_ms(), LEASE)
+            let lease = state.settings.federation.relay_lease;
+            move |conn| outbox::claim(conn, &name, &owner, crate::time::now_ms(), lease)
         })
         .await;
     if !matches!(claimed, Ok(true)) {
@@ -176,7 +175,10 @@ async fn drain(state: &AppState, destination: &str, owner: &str) -> anyhow::Resu
         let (name, owner) = (destination.to_string(), owner.to_string());
         state
             .db
-            .run(move |conn| outbox::claim(conn, &name, &owner, crate::time::now_ms(), LEASE))
+            .run({
+                let lease = state.settings.federation.relay_lease;
+                move |conn| outbox::claim(conn, &name, &owner, crate::time::now_ms(), lease)
+            })
             .await?;
     }
 }

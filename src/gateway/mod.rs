@@ -1,6 +1,7 @@
 //! The real-time gateway: WebSocket sessions of devices and the hub that
 //! tells them something changed.
 
+pub mod cluster;
 mod hub;
 mod session;
 

@@ -92,6 +92,7 @@ where
 pub struct Database {
     pool: Pool<connection::Manager>,
     backend: Backend,
+    url: DatabaseUrl,
 }
 
 impl std::fmt::Debug for Database {
@@ -128,11 +129,23 @@ impl Database {
             .connection_timeout(settings.connect_timeout)
             .build(manager)
             .map_err(|e| StorageError::Unavailable(e.to_string()))?;
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            url: settings.url.clone(),
+        })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The PostgreSQL URL, for connections outside the pool (LISTEN).
+    pub fn postgres_url(&self) -> Option<String> {
+        match &self.url {
+            DatabaseUrl::Postgres(url) => Some(url.clone()),
+            DatabaseUrl::Sqlite(_) => None,
+        }
     }
 
     /// A connection for blocking code (the admin CLI, migrations).
@@ -236,7 +249,7 @@ pub(crate) fn open_sqlite(
     Ok(conn)
 }
 
-pub(crate) fn open_postgres(url: &str) -> Result<PgConnection, String> {
+pub fn open_postgres(url: &str) -> Result<PgConnection, String> {
     PgConnection::establish(url).map_err(|e| {
         format!(
             "cannot connect to PostgreSQL at {}: {}",

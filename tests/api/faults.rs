@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::helpers::{message_to, spawn_app_with, TestApp};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Fault {
+pub enum Fault {
     /// Forward everything.
     Pass,
     /// Close every connection at once.
@@ -26,14 +26,14 @@ enum Fault {
     Delay(Duration),
 }
 
-struct Proxy {
-    address: String,
+pub struct Proxy {
+    pub address: String,
     fault: Arc<Mutex<Fault>>,
-    upstream: Arc<Mutex<String>>,
+    pub upstream: Arc<Mutex<String>>,
 }
 
 impl Proxy {
-    async fn start() -> Self {
+    pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let fault = Arc::new(Mutex::new(Fault::Pass));
@@ -66,7 +66,7 @@ impl Proxy {
         }
     }
 
-    fn set(&self, fault: Fault) {
+    pub fn set(&self, fault: Fault) {
         *self.fault.lock().unwrap() = fault;
     }
 }

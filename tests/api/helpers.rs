@@ -68,6 +68,44 @@ pub async fn spawn_app_with(extra_env: Vec<(&str, &str)>) -> TestApp {
     }
 }
 
+/// Another replica of `primary`'s server: same name, same database, its
+/// own port.
+pub async fn spawn_replica(primary: &TestApp, extra_env: Vec<(&str, &str)>) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    let database = TestDatabase {
+        url: primary.database.url.clone(),
+        postgres: primary.database.postgres.clone(),
+        owned: false,
+    };
+    let mut extra: Vec<(String, String)> =
+        vec![("HOMING__SERVER__NAME".into(), primary.server_name.clone())];
+    extra.extend(
+        primary
+            .extra_env
+            .iter()
+            .filter(|(k, _)| k != "HOMING__SERVER__NAME")
+            .cloned(),
+    );
+    extra.extend(
+        extra_env
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let (state, server) = start(&listener, data_dir.path(), &database.url, &extra).await;
+    let listen = listener.local_addr().expect("address");
+    TestApp {
+        address: format!("http://{listen}"),
+        server_name: state.settings.server_name.to_string(),
+        http: reqwest::Client::new(),
+        state,
+        database,
+        server: Some(server),
+        extra_env: extra,
+        _data_dir: data_dir,
+    }
+}
+
 /// A daemon running on a tokio task, with the handle to stop it.
 pub struct RunningServer {
     handle: actix_web::dev::ServerHandle,
@@ -150,6 +188,8 @@ impl TestApp {
 pub struct TestDatabase {
     pub url: String,
     postgres: Option<(String, String)>,
+    /// Replicas share the primary's database and do not drop it.
+    owned: bool,
 }
 
 impl TestDatabase {
@@ -165,11 +205,13 @@ impl TestDatabase {
                 Self {
                     url: replace_database(&base, &name),
                     postgres: Some((base, name)),
+                    owned: true,
                 }
             }
             _ => Self {
                 url: format!("sqlite://{}", dir.join("homing.db").display()),
                 postgres: None,
+                owned: true,
             },
         }
     }
@@ -181,6 +223,9 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         if let Some((base, name)) = &self.postgres {
             postgres_admin(
                 base,

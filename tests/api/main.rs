@@ -14,6 +14,7 @@ mod hostile;
 mod identity;
 mod mailbox;
 mod properties;
+mod replicas;
 mod resolver;
 mod schema;
 mod test_servers;

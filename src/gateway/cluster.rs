@@ -1,0 +1,143 @@
+//! Gateway events across replicas. Several `homingd` replicas on one
+//! PostgreSQL database each hold some devices' WebSocket sessions; an event
+//! raised on one replica reaches the others through PostgreSQL
+//! `LISTEN/NOTIFY` (channel `homing_events`). On SQLite there is only one
+//! replica and this is a no-op.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+use serde::{Deserialize, Serialize};
+
+use super::hub::{GatewayEvent, Hub};
+use crate::mailbox::StatusEvent;
+use crate::storage::{Database, DbConnection, StorageError};
+
+const CHANNEL: &str = "homing_events";
+/// PostgreSQL caps a payload at 8000 bytes; stay well below.
+const MAX_PAYLOAD: usize = 7_000;
+/// How often the listener looks for notifications (the latency it adds
+/// across replicas).
+const POLL: Duration = Duration::from_millis(5);
+
+/// One event as it travels between replicas: only what a hub needs, never
+/// a message body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ClusterEvent {
+    Notify { device_row: i64, cursor: i64 },
+    Status { event: StatusEvent, account: String },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Envelope {
+    from: String,
+    events: Vec<ClusterEvent>,
+}
+
+/// Sends `events` to the other replicas (PostgreSQL only).
+pub fn publish(
+    conn: &mut DbConnection,
+    replica: &str,
+    events: Vec<ClusterEvent>,
+) -> Result<(), StorageError> {
+    let DbConnection::Postgres(pg) = conn else {
+        return Ok(());
+    };
+    let mut batch: Vec<ClusterEvent> = Vec::new();
+    let mut size = 0;
+    let flush = |pg: &mut diesel::PgConnection,
+                 batch: &mut Vec<ClusterEvent>|
+     -> Result<(), StorageError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let payload = serde_json::to_string(&Envelope {
+            from: replica.to_string(),
+            events: std::mem::take(batch),
+        })
+        .map_err(|e| StorageError::Migration(e.to_string()))?;
+        diesel::sql_query("SELECT pg_notify($1, $2)")
+            .bind::<Text, _>(CHANNEL)
+            .bind::<Text, _>(payload)
+            .execute(pg)?;
+        Ok(())
+    };
+    for event in events {
+        let approx = serde_json::to_string(&event)
+            .map(|s| s.len())
+            .unwrap_or(256);
+        if size + approx > MAX_PAYLOAD {
+            flush(pg, &mut batch)?;
+            size = 0;
+        }
+        size += approx;
+        batch.push(event);
+    }
+    flush(pg, &mut batch)
+}
+
+/// Listens for other replicas' events and hands them to this replica's hub,
+/// on a thread of its own (libpq's notification polling is blocking). Runs
+/// until the process ends; reconnects after errors.
+pub fn spawn_listener(db: &Database, hub: &Arc<Hub>, replica: String) {
+    if db.backend() != crate::storage::Backend::Postgres {
+        return;
+    }
+    let db = db.clone();
+    // Weak: when the daemon (its hub) is gone, the listener stops too.
+    let hub = Arc::downgrade(hub);
+    let spawned = std::thread::Builder::new()
+        .name("homing-cluster".into())
+        .spawn(move || {
+            while hub.strong_count() > 0 {
+                if let Err(error) = listen(&db, &hub, &replica) {
+                    tracing::warn!(%error, "cluster listener failed; reconnecting");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::error!(%error, "cannot start the cluster listener");
+    }
+}
+
+fn listen(db: &Database, hub: &std::sync::Weak<Hub>, replica: &str) -> Result<(), StorageError> {
+    let url = db
+        .postgres_url()
+        .ok_or_else(|| StorageError::Unavailable("not PostgreSQL".into()))?;
+    let mut conn = crate::storage::open_postgres(&url).map_err(StorageError::Unavailable)?;
+    conn.batch_execute(&format!("LISTEN {CHANNEL}"))?;
+    loop {
+        let Some(hub) = hub.upgrade() else {
+            return Ok(());
+        };
+        for notification in conn.notifications_iter() {
+            let notification = notification?;
+            let Ok(envelope) = serde_json::from_str::<Envelope>(&notification.payload) else {
+                continue;
+            };
+            if envelope.from == replica {
+                continue;
+            }
+            for event in envelope.events {
+                match event {
+                    ClusterEvent::Notify { device_row, cursor } => hub.notify_device(
+                        device_row,
+                        GatewayEvent::DmNotify {
+                            cursor,
+                            message: None,
+                        },
+                    ),
+                    ClusterEvent::Status { event, account } => {
+                        hub.notify_account(&account, GatewayEvent::DeliveryStatus(event))
+                    }
+                }
+            }
+        }
+        std::thread::sleep(POLL);
+    }
+}
