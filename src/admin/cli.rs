@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use serde::Serialize;
 
-use super::{federation, invites};
+use super::{federation, invites, users};
 use crate::address::ServerName;
 use crate::config::Settings;
 use crate::federation::policy::{self, Rule};
@@ -24,6 +24,13 @@ pub enum AdminCommand {
     /// Run-time federation rules (in addition to federation.allow/deny).
     #[command(subcommand)]
     Federation(FederationCommand),
+    /// Accounts on this server.
+    #[command(subcommand)]
+    Users(UserCommand),
+    /// Server-wide figures: accounts, devices, pending and queued mail.
+    Stats,
+    /// Run the purge (expiry, inactivity, finished mail, bounces) now.
+    Purge,
     /// Make a new server signing key; the old one stays valid for --grace.
     RotateKey {
         #[arg(long, default_value = "1d", value_parser = parse_duration)]
@@ -46,6 +53,18 @@ pub enum InviteCommand {
     List,
     /// Revoke an invite by id.
     Revoke { invite_id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Every account with its devices and pending mail.
+    List,
+    /// Stop an account: its sessions end and its identity is not served.
+    Disable { alias: String },
+    /// Undo `disable`.
+    Enable { alias: String },
+    /// Delete an account with its devices and pending mail.
+    Delete { alias: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,6 +189,37 @@ pub fn run(settings: &Settings, json: bool, command: AdminCommand) -> anyhow::Re
             })
         }
         AdminCommand::Federation(command) => federation_rules(conn, json, command),
+        AdminCommand::Users(command) => user_command(conn, json, command),
+        AdminCommand::Stats => {
+            let stats = users::stats(conn)?;
+            print(json, &stats, || {
+                println!(
+                    "accounts              {} ({} disabled)",
+                    stats.accounts, stats.disabled_accounts
+                );
+                println!("active devices        {}", stats.active_devices);
+                println!("messages held         {}", stats.messages_held);
+                println!("pending deliveries    {}", stats.pending_deliveries);
+                println!("queued for relay      {}", stats.queued_remote);
+                println!("destinations failing  {}", stats.destinations_failing);
+            })
+        }
+        AdminCommand::Purge => {
+            let purge = crate::mailbox::PurgeSettings {
+                max_pending_age: settings.retention.max_pending_age,
+                device_inactivity: settings.retention.device_inactivity,
+                batch: 100_000,
+            };
+            let report = crate::mailbox::purge_once(conn, &purge, crate::time::now_ms())?;
+            let value = serde_json::json!({
+                "expired_deliveries": report.expired_deliveries,
+                "inactive_deliveries": report.inactive_deliveries,
+                "finished_messages": report.finished_messages,
+                "bounced": report.bounced,
+                "bookkeeping_rows": report.bookkeeping_rows,
+            });
+            print(json, &value, || println!("purged: {value}"))
+        }
         AdminCommand::RotateKey { grace } => {
             let key_id = crate::server_key::rotate(conn, grace)?;
             print(
@@ -181,6 +231,58 @@ pub fn run(settings: &Settings, json: bool, command: AdminCommand) -> anyhow::Re
                         grace.as_secs()
                     )
                 },
+            )
+        }
+    }
+}
+
+fn user_command(
+    conn: &mut crate::storage::DbConnection,
+    json: bool,
+    command: UserCommand,
+) -> anyhow::Result<()> {
+    match command {
+        UserCommand::List => {
+            let list = users::list(conn)?;
+            print(json, &list, || {
+                println!("{:<24} {:>8} {:>8}  status", "alias", "devices", "pending");
+                for user in &list {
+                    let status = if user.disabled_at.is_some() {
+                        "disabled"
+                    } else {
+                        "active"
+                    };
+                    println!(
+                        "{:<24} {:>8} {:>8}  {status}",
+                        user.alias, user.active_devices, user.pending_deliveries
+                    );
+                }
+            })
+        }
+        UserCommand::Disable { alias } => {
+            if !users::set_disabled(conn, &alias, true)? {
+                anyhow::bail!("no account {alias}");
+            }
+            print(json, &serde_json::json!({ "disabled": alias }), || {
+                println!("{alias} disabled")
+            })
+        }
+        UserCommand::Enable { alias } => {
+            if !users::set_disabled(conn, &alias, false)? {
+                anyhow::bail!("no account {alias}");
+            }
+            print(json, &serde_json::json!({ "enabled": alias }), || {
+                println!("{alias} enabled")
+            })
+        }
+        UserCommand::Delete { alias } => {
+            let Some(removed) = users::delete(conn, &alias)? else {
+                anyhow::bail!("no account {alias}");
+            };
+            print(
+                json,
+                &serde_json::json!({ "deleted": alias, "pending_dropped": removed }),
+                || println!("{alias} deleted with {removed} pending deliveries"),
             )
         }
     }

@@ -4,3 +4,4 @@
 pub mod cli;
 pub mod federation;
 pub mod invites;
+pub mod users;

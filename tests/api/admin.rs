@@ -257,3 +257,55 @@ async fn hello_from_a_recovered_server_ends_the_back_off() {
     let token = b.sign_in(&bob.account, &bob.device(0).keys).await;
     crate::federation::wait_for_items(&b, &token, 2, Duration::from_secs(10)).await;
 }
+
+#[tokio::test]
+async fn users_can_be_listed_disabled_enabled_and_deleted() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let message = message_to(&app, &[(&bob, &[0])], b"for bob", "all");
+    app.post_json("/api/v1/dms/send", &message, Some(&alice.device(0).token))
+        .await;
+
+    let users = admin_json(&app, &["users", "list"]);
+    let bob_row = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["alias"] == "bob")
+        .unwrap()
+        .clone();
+    assert_eq!(bob_row["pending_deliveries"], 1);
+    assert_eq!(bob_row["active_devices"], 1);
+    let stats = admin_json(&app, &["stats"]);
+    assert_eq!(stats["accounts"], 2);
+    assert_eq!(stats["pending_deliveries"], 1);
+    assert!(String::from_utf8_lossy(&admin(&app, &["stats"]).stdout).contains("pending deliveries"));
+
+    admin_json(&app, &["users", "disable", "bob"]);
+    assert_eq!(
+        app.get_auth("/api/v1/account", &bob.device(0).token)
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        app.get("/.well-known/homing/identity/bob").await.status(),
+        404
+    );
+    admin_json(&app, &["users", "enable", "bob"]);
+    assert_eq!(
+        app.get_auth("/api/v1/account", &bob.device(0).token)
+            .await
+            .status(),
+        200
+    );
+
+    let deleted = admin_json(&app, &["users", "delete", "bob"]);
+    assert_eq!(deleted["pending_dropped"], 1);
+    assert_eq!(app.count("messages"), 0);
+    assert_eq!(app.count("devices"), 1);
+    assert!(!admin(&app, &["users", "delete", "bob"]).status.success());
+    let purged = admin_json(&app, &["purge"]);
+    assert!(purged["finished_messages"].is_number());
+}

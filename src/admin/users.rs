@@ -1,0 +1,110 @@
+//! Admin views and actions on accounts, and server-wide figures.
+
+use diesel::prelude::*;
+use serde::Serialize;
+
+use crate::storage::schema::{accounts, deliveries, destinations, devices, messages, outbox};
+use crate::storage::{write_transaction, DbConnection, StorageError};
+use crate::with_backend;
+
+/// One account as an admin sees it (no keys beyond the public account key).
+#[derive(Debug, Clone, Serialize)]
+pub struct UserInfo {
+    pub alias: String,
+    pub account_key: String,
+    pub created_at: i64,
+    pub disabled_at: Option<i64>,
+    pub active_devices: i64,
+    pub pending_deliveries: i64,
+}
+
+pub fn list(conn: &mut DbConnection) -> Result<Vec<UserInfo>, StorageError> {
+    let rows: Vec<(String, String, i64, Option<i64>)> = with_backend!(conn, c => accounts::table
+        .order(accounts::alias.asc())
+        .select((accounts::alias, accounts::account_key, accounts::created_at, accounts::disabled_at))
+        .load(c))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (alias, account_key, created_at, disabled_at) in rows {
+        let (active_devices, pending): (i64, Option<i64>) = with_backend!(conn, c => devices::table
+            .filter(devices::account_key.eq(&account_key))
+            .filter(devices::revoked_at.is_null())
+            .select((
+                diesel::dsl::count_star(),
+                diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
+                    "CAST(SUM(pending_messages) AS BIGINT)",
+                ),
+            ))
+            .first(c))?;
+        out.push(UserInfo {
+            alias,
+            account_key,
+            created_at,
+            disabled_at,
+            active_devices,
+            pending_deliveries: pending.unwrap_or(0),
+        });
+    }
+    Ok(out)
+}
+
+/// Disables (or re-enables) an account: its tokens stop working and its
+/// identity is no longer served. False when there is no such alias.
+pub fn set_disabled(
+    conn: &mut DbConnection,
+    alias: &str,
+    disabled: bool,
+) -> Result<bool, StorageError> {
+    let value = disabled.then(crate::time::now_ms);
+    let updated = with_backend!(conn, c => diesel::update(accounts::table.filter(accounts::alias.eq(alias)))
+        .set(accounts::disabled_at.eq(value))
+        .execute(c))?;
+    Ok(updated == 1)
+}
+
+/// Deletes an account with its devices, tokens and pending mail. Returns
+/// how many pending deliveries went with it, or `None` for no such alias.
+pub fn delete(conn: &mut DbConnection, alias: &str) -> Result<Option<usize>, StorageError> {
+    write_transaction(conn, |conn| {
+        let key: Option<String> = with_backend!(conn, c => accounts::table
+            .filter(accounts::alias.eq(alias))
+            .select(accounts::account_key)
+            .first(c)
+            .optional())?;
+        let Some(key) = key else {
+            return Ok(None);
+        };
+        let message_rows: Vec<i64> = with_backend!(conn, c => deliveries::table
+            .filter(deliveries::recipient_account.eq(&key))
+            .select(deliveries::message_row)
+            .distinct()
+            .load(c))?;
+        let removed = with_backend!(conn, c => diesel::delete(deliveries::table.filter(deliveries::recipient_account.eq(&key))).execute(c))?;
+        with_backend!(conn, c => diesel::delete(accounts::table.find(&key)).execute(c))?;
+        crate::mailbox::remove_finished_messages(conn, &message_rows)?;
+        Ok(Some(removed))
+    })
+}
+
+/// Server-wide figures for `homingd admin stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stats {
+    pub accounts: i64,
+    pub disabled_accounts: i64,
+    pub active_devices: i64,
+    pub messages_held: i64,
+    pub pending_deliveries: i64,
+    pub queued_remote: i64,
+    pub destinations_failing: i64,
+}
+
+pub fn stats(conn: &mut DbConnection) -> Result<Stats, StorageError> {
+    Ok(with_backend!(conn, c => Stats {
+        accounts: accounts::table.count().get_result(c)?,
+        disabled_accounts: accounts::table.filter(accounts::disabled_at.is_not_null()).count().get_result(c)?,
+        active_devices: devices::table.filter(devices::revoked_at.is_null()).count().get_result(c)?,
+        messages_held: messages::table.count().get_result(c)?,
+        pending_deliveries: deliveries::table.count().get_result(c)?,
+        queued_remote: outbox::table.count().get_result(c)?,
+        destinations_failing: destinations::table.filter(destinations::failures.gt(0)).count().get_result(c)?,
+    }))
+}
