@@ -33,6 +33,8 @@ pub struct AppState {
     pub peer_keys: Arc<PeerKeys>,
     pub relay_wake: Arc<tokio::sync::Notify>,
     pub relay_in_flight: Arc<InFlight>,
+    /// Group commit for local sends.
+    pub send_queue: Arc<crate::mailbox::SendQueue>,
     /// Identifies this daemon in relay leases.
     pub replica_id: String,
 }
@@ -104,6 +106,10 @@ impl Application {
             peer_keys: Arc::new(PeerKeys::new(db.clone())),
             relay_wake: Arc::new(tokio::sync::Notify::new()),
             relay_in_flight: Arc::new(InFlight::default()),
+            send_queue: Arc::new(crate::mailbox::SendQueue::start(
+                db.clone(),
+                settings.database.writers,
+            )),
             replica_id: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
             settings: Arc::new(settings),
             db,

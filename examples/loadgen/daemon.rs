@@ -221,6 +221,7 @@ pub async fn fill_backlog(
         pool_size: 1,
         connect_timeout: Duration::from_secs(10),
         sqlite_synchronous: homing::config::SqliteSynchronous::Normal,
+        writers: 1,
     })?;
     let alias = owner
         .address

@@ -1,5 +1,7 @@
 //! `/api/v1/dms/*`: send, sync, ack and delivery status.
 
+use std::sync::Arc;
+
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
@@ -8,7 +10,9 @@ use super::auth::{too_many, Authenticated};
 use crate::error::ApiError;
 use crate::gateway::cluster::{self, ClusterEvent};
 use crate::gateway::GatewayEvent;
-use crate::mailbox::{self, NewDelivery, Retention, SendContext, SendRequest, Sender, StatusEvent};
+use crate::mailbox::{
+    self, NewDelivery, PreparedSend, Retention, SendContext, SendRequest, Sender, StatusEvent,
+};
 use crate::startup::AppState;
 
 fn send_context(state: &AppState) -> SendContext {
@@ -86,16 +90,13 @@ pub async fn send(
         .send_per_device
         .check(&device.device_row)
         .map_err(too_many)?;
-    let context = send_context(&state);
+    let context = Arc::new(send_context(&state));
     let sender = Sender {
         account_key: device.account_key,
         device_id: device.device_id,
     };
-    let request = body.into_inner();
-    let outcome = state
-        .db
-        .run(move |conn| mailbox::send(conn, &context, &sender, &request))
-        .await?;
+    let prepared = PreparedSend::new(body.into_inner(), &context.limits)?;
+    let outcome = state.send_queue.send(context, sender, prepared).await?;
     if !outcome.replayed {
         state.metrics.messages_accepted.inc();
         state

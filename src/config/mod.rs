@@ -72,6 +72,7 @@ pub struct RawDatabase {
     pub pool_size: u32,
     pub connect_timeout: String,
     pub sqlite_synchronous: String,
+    pub writers: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -189,6 +190,8 @@ pub struct DatabaseSettings {
     pub pool_size: u32,
     pub connect_timeout: Duration,
     pub sqlite_synchronous: SqliteSynchronous,
+    /// Threads committing sends in groups; at least one.
+    pub writers: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -361,6 +364,13 @@ impl RawSettings {
                 "must be between 1 and 256",
             ));
         }
+        if self.database.writers == 0 || self.database.writers > 32 {
+            return Err(invalid(
+                "database.writers",
+                self.database.writers.to_string(),
+                "must be between 1 and 32",
+            ));
+        }
         let sqlite_synchronous = match self.database.sqlite_synchronous.as_str() {
             "normal" => SqliteSynchronous::Normal,
             "full" => SqliteSynchronous::Full,
@@ -429,6 +439,7 @@ impl RawSettings {
                     &self.database.connect_timeout,
                 )?,
                 sqlite_synchronous,
+                writers: self.database.writers,
             },
             federation: FederationSettings {
                 allow_insecure_http: self.federation.allow_insecure_http,

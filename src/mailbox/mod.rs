@@ -4,6 +4,7 @@
 //! return.
 
 mod deliver;
+mod group_commit;
 mod purge;
 mod send;
 mod status;
@@ -17,10 +18,11 @@ use crate::storage::{DbConnection, StorageError};
 use crate::with_backend;
 
 pub use deliver::{deliver_inbound, InboundRules};
+pub use group_commit::SendQueue;
 pub use purge::{purge_once, PurgeReport, PurgeSettings};
 pub use send::{
-    send, DeviceWrap, RecipientStatus, RecipientWraps, SendContext, SendOutcome, SendRequest,
-    SendResponse, Sender,
+    send, send_within, DeviceWrap, PreparedSend, RecipientStatus, RecipientWraps, SendContext,
+    SendOutcome, SendRequest, SendResponse, Sender,
 };
 pub use status::{delivery_status, set_retention, Retention, StatusEvent};
 pub use sync::{ack, latest_pending, sync, AckOutcome, SyncItem, SyncPage, MAX_SYNC_LIMIT};

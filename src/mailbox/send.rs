@@ -104,11 +104,13 @@ pub struct SendOutcome {
     pub body_bytes: usize,
 }
 
+#[derive(Debug)]
 struct ParsedRecipient {
     address: Address,
     wraps: HashMap<String, Vec<u8>>,
 }
 
+#[derive(Debug)]
 struct Parsed {
     body: Vec<u8>,
     recipients: Vec<ParsedRecipient>,
@@ -195,25 +197,59 @@ fn request_digest(request: &SendRequest) -> Result<Vec<u8>, MailboxError> {
     Ok(Sha256::digest(bytes).to_vec())
 }
 
-/// Stores `request` from `sender`, or answers a retry from the record.
+/// A send request checked and decoded, ready to be committed. Parsing
+/// happens before the request waits for a writer.
+#[derive(Debug)]
+pub struct PreparedSend {
+    request: SendRequest,
+    parsed: Parsed,
+}
+
+impl PreparedSend {
+    pub fn new(request: SendRequest, limits: &Limits) -> Result<Self, MailboxError> {
+        let parsed = parse(&request, limits)?;
+        Ok(Self { request, parsed })
+    }
+
+    pub fn message_id(&self) -> &str {
+        &self.request.message_id
+    }
+}
+
+/// Stores `request` from `sender` in a transaction of its own, or answers
+/// a retry from the record.
 pub fn send(
     conn: &mut DbConnection,
     context: &SendContext,
     sender: &Sender,
     request: &SendRequest,
 ) -> Result<SendOutcome, MailboxError> {
-    let parsed = parse(request, &context.limits)?;
-    let result = write_transaction(conn, |conn| {
-        if let Some(outcome) = replay(conn, sender, request, &parsed)? {
+    let prepared = PreparedSend::new(request.clone(), &context.limits)?;
+    write_transaction(conn, |conn| send_within(conn, context, sender, &prepared))
+}
+
+/// Stores a prepared send inside the caller's transaction, in a savepoint
+/// of its own: a refused send (stale devices, a reused id) rolls back alone
+/// and the others in the same group commit stand.
+pub fn send_within(
+    conn: &mut DbConnection,
+    context: &SendContext,
+    sender: &Sender,
+    prepared: &PreparedSend,
+) -> Result<SendOutcome, MailboxError> {
+    use diesel::Connection;
+    let (request, parsed) = (&prepared.request, &prepared.parsed);
+    let result = conn.transaction(|conn| {
+        if let Some(outcome) = replay(conn, sender, request, parsed)? {
             return Ok(outcome);
         }
-        store(conn, context, sender, request, &parsed)
+        store(conn, context, sender, request, parsed)
     });
     match result {
         Err(MailboxError::Storage(StorageError::Query(error))) if is_unique_violation(&error) => {
             // A concurrent identical retry won, or another sender of this
             // server took the id: the record tells which.
-            replay(conn, sender, request, &parsed)?
+            replay(conn, sender, request, parsed)?
                 .ok_or_else(|| MailboxError::MessageIdReused(request.message_id.clone()))
         }
         other => other,

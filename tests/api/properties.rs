@@ -109,6 +109,7 @@ fn arbitrary_inbound_messages_never_panic() {
         pool_size: 1,
         connect_timeout: std::time::Duration::from_secs(5),
         sqlite_synchronous: SqliteSynchronous::Normal,
+        writers: 1,
     })
     .unwrap();
     db.run_migrations().unwrap();
