@@ -230,6 +230,36 @@ async fn retried_sends_store_once_and_reused_ids_conflict() {
 }
 
 #[tokio::test]
+async fn concurrent_sends_committed_together_keep_their_own_answers() {
+    // Concurrent sends share a transaction; a refused one must not take the
+    // others with it, and retries inside one batch must store once.
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let mut bob = app.register("bob").await;
+    app.add_device(&mut bob, "phone").await;
+    let token = alice.device(0).token.clone();
+    let distinct: Vec<Value> = (0..20u8)
+        .map(|i| message_to(&app, &[(&bob, &[0, 1])], &[i], "all"))
+        .collect();
+    let retried = message_to(&app, &[(&bob, &[0, 1])], b"retried", "all");
+    let stale = message_to(&app, &[(&bob, &[0])], b"stale", "all");
+    let mut requests: Vec<(&Value, u16)> = distinct.iter().map(|m| (m, 202)).collect();
+    requests.extend((0..5).map(|_| (&retried, 202)));
+    requests.push((&stale, 409));
+    let answers = futures_util::future::join_all(
+        requests
+            .iter()
+            .map(|(message, _)| send(&app, &token, message)),
+    )
+    .await;
+    for ((message, expected), answer) in requests.iter().zip(answers) {
+        assert_eq!(answer.status(), *expected, "{}", message["message_id"]);
+    }
+    assert_eq!(app.count("messages"), 21);
+    assert_eq!(app.count("deliveries"), 42);
+}
+
+#[tokio::test]
 async fn a_stale_device_list_gets_409_with_missing_and_extra() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;
@@ -323,6 +353,52 @@ async fn sync_pages_in_server_order_with_a_cursor() {
         .post_json("/api/v1/dms/sync", &json!({"limit": 100_000}), Some(token))
         .await;
     assert_eq!(bad.status(), 400);
+}
+
+#[tokio::test]
+async fn a_cursor_kept_across_an_emptied_mailbox_still_sees_new_mail() {
+    // Clients keep their cursor; if ids were reused once a mailbox empties,
+    // new mail would sort at or below it and never be synced.
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let token = &bob.device(0).token;
+    let mut ids = Vec::new();
+    for i in 0..3u8 {
+        let message = message_to(&app, &[(&bob, &[0])], &[i], "all");
+        assert_eq!(
+            send(&app, &alice.device(0).token, &message).await.status(),
+            202
+        );
+        ids.push(message["message_id"].as_str().unwrap().to_string());
+    }
+    let page = app.sync(token).await;
+    let cursor = page["cursor"].as_i64().unwrap();
+    let acked: Vec<&str> = ids.iter().map(String::as_str).collect();
+    app.ack(token, &acked).await;
+    assert_eq!(app.count("deliveries"), 0, "the mailbox is empty");
+
+    let later = message_to(&app, &[(&bob, &[0])], b"later", "all");
+    assert_eq!(
+        send(&app, &alice.device(0).token, &later).await.status(),
+        202
+    );
+    let page: Value = app
+        .post_json(
+            "/api/v1/dms/sync",
+            &json!({ "cursor": cursor }),
+            Some(token),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let got: Vec<&str> = items(&page)
+        .iter()
+        .map(|i| i["message_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, [later["message_id"].as_str().unwrap()]);
+    assert!(page["cursor"].as_i64().unwrap() > cursor);
 }
 
 #[tokio::test]
