@@ -4,4 +4,5 @@
 pub mod cli;
 pub mod federation;
 pub mod invites;
+pub mod migrate_store;
 pub mod users;

@@ -179,12 +179,7 @@ impl Database {
         let mut conn = self.get()?;
         match &mut *conn {
             DbConnection::Sqlite(c) => apply(c, SQLITE_MIGRATIONS),
-            DbConnection::Postgres(c) => {
-                c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID})"))?;
-                let applied = apply(c, POSTGRES_MIGRATIONS);
-                c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})"))?;
-                applied
-            }
+            DbConnection::Postgres(c) => migrate_postgres(c),
         }
     }
 
@@ -201,6 +196,16 @@ impl Database {
         })
         .await
     }
+}
+
+/// Applies every pending PostgreSQL migration on `conn`, under a lock so
+/// that replicas starting together (or `migrate-store` preparing a target)
+/// do not race.
+pub fn migrate_postgres(conn: &mut PgConnection) -> Result<(), StorageError> {
+    conn.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_ID})"))?;
+    let applied = apply(conn, POSTGRES_MIGRATIONS);
+    conn.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_ID})"))?;
+    applied
 }
 
 fn apply<C>(conn: &mut C, migrations: EmbeddedMigrations) -> Result<(), StorageError>

@@ -45,9 +45,23 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the application with extra `HOMING__…` settings.
 pub async fn spawn_app_with(extra_env: Vec<(&str, &str)>) -> TestApp {
+    spawn_app_on(extra_env, false).await
+}
+
+/// Starts the application on SQLite even when the suite runs on
+/// PostgreSQL (for tests that move a server from one to the other).
+pub async fn spawn_app_on_sqlite() -> TestApp {
+    spawn_app_on(Vec::new(), true).await
+}
+
+async fn spawn_app_on(extra_env: Vec<(&str, &str)>, sqlite: bool) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temporary directory");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    let database = TestDatabase::create(data_dir.path()).await;
+    let database = if sqlite {
+        TestDatabase::sqlite(data_dir.path())
+    } else {
+        TestDatabase::create(data_dir.path()).await
+    };
     let extra: Vec<(String, String)> = extra_env
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -180,6 +194,14 @@ impl TestApp {
         self.state = state;
         self.server = Some(server);
     }
+
+    /// Stops the daemon and starts it again on the same port and data
+    /// directory but on `database` (which replaces the old one).
+    pub async fn restart_on(&mut self, database: TestDatabase) {
+        self.stop().await;
+        self.database = database;
+        self.restart().await;
+    }
 }
 
 /// A database used by one test: a SQLite file in the test's temporary
@@ -194,25 +216,36 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     pub async fn create(dir: &std::path::Path) -> Self {
-        match std::env::var(TEST_DATABASE_ENV) {
-            Ok(base) if !base.is_empty() => {
-                let name = format!("homing_test_{:016x}", rand::random::<u64>());
-                let admin_url = base.clone();
-                let statement = format!("CREATE DATABASE {name}");
-                tokio::task::spawn_blocking(move || postgres_admin(&admin_url, &statement))
-                    .await
-                    .expect("create database task");
-                Self {
-                    url: replace_database(&base, &name),
-                    postgres: Some((base, name)),
-                    owned: true,
-                }
-            }
-            _ => Self {
-                url: format!("sqlite://{}", dir.join("homing.db").display()),
-                postgres: None,
-                owned: true,
-            },
+        match Self::postgres().await {
+            Some(database) => database,
+            None => Self::sqlite(dir),
+        }
+    }
+
+    /// A fresh PostgreSQL database, when the suite has PostgreSQL.
+    pub async fn postgres() -> Option<Self> {
+        let base = std::env::var(TEST_DATABASE_ENV)
+            .ok()
+            .filter(|base| !base.is_empty())?;
+        let name = format!("homing_test_{:016x}", rand::random::<u64>());
+        let admin_url = base.clone();
+        let statement = format!("CREATE DATABASE {name}");
+        tokio::task::spawn_blocking(move || postgres_admin(&admin_url, &statement))
+            .await
+            .expect("create database task");
+        Some(Self {
+            url: replace_database(&base, &name),
+            postgres: Some((base, name)),
+            owned: true,
+        })
+    }
+
+    /// A SQLite file in `dir`.
+    pub fn sqlite(dir: &std::path::Path) -> Self {
+        Self {
+            url: format!("sqlite://{}", dir.join("homing.db").display()),
+            postgres: None,
+            owned: true,
         }
     }
 
