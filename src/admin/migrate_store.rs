@@ -9,6 +9,7 @@
 
 mod tables;
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
@@ -141,7 +142,8 @@ fn copy_everything(
                     .with_context(|| format!("copying table {table}"))?;
                 progress(table, copied);
             }
-            advance_sequences(pg).context("advancing the target's id sequences")
+            let high_water = id_high_water(source).context("reading the source's id counters")?;
+            advance_sequences(pg, &high_water).context("advancing the target's id sequences")
         })
     })
 }
@@ -248,11 +250,44 @@ struct SerialColumn {
     column_name: String,
 }
 
+#[derive(QueryableByName)]
+struct IdCounter {
+    #[diesel(sql_type = Text)]
+    table_name: String,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    last_id: i64,
+}
+
+/// The largest id each table of the source ever handed out, which can be
+/// above the largest id it still holds: delivery ids are clients' sync
+/// cursors, so the target must not hand out again an id of mail that was
+/// already purged (a device holding that cursor would skip the new mail).
+fn id_high_water(source: &mut DbConnection) -> QueryResult<HashMap<String, i64>> {
+    let counters: Vec<IdCounter> = match source {
+        DbConnection::Sqlite(c) => diesel::sql_query(
+            "SELECT name AS table_name, CAST(seq AS BIGINT) AS last_id FROM sqlite_sequence",
+        )
+        .load(c)?,
+        DbConnection::Postgres(c) => diesel::sql_query(
+            "SELECT table_name::text AS table_name, COALESCE(pg_sequence_last_value(\
+             pg_get_serial_sequence(quote_ident(table_name), column_name)::regclass), 0) \
+             AS last_id FROM information_schema.columns WHERE table_schema = current_schema() \
+             AND (column_default LIKE 'nextval(%' OR is_identity = 'YES')",
+        )
+        .load(c)?,
+    };
+    Ok(counters
+        .into_iter()
+        .map(|counter| (counter.table_name, counter.last_id))
+        .collect())
+}
+
 /// Rows were inserted with their ids, which does not move the sequences
-/// behind `BIGSERIAL` columns: set each to follow the largest copied id so
-/// the daemon's next insert does not collide. Read from the catalogue so a
-/// serial column added later is covered too.
-fn advance_sequences(pg: &mut PgConnection) -> QueryResult<()> {
+/// behind `BIGSERIAL` columns: set each past both the largest copied id and
+/// the source's own counter, so the daemon's next insert neither collides
+/// nor reuses a purged id. Read from the catalogue so a serial column added
+/// later is covered too.
+fn advance_sequences(pg: &mut PgConnection, high_water: &HashMap<String, i64>) -> QueryResult<()> {
     let columns: Vec<SerialColumn> = diesel::sql_query(
         "SELECT table_name::text AS table_name, column_name::text AS column_name \
          FROM information_schema.columns WHERE table_schema = current_schema() \
@@ -266,13 +301,15 @@ fn advance_sequences(pg: &mut PgConnection) -> QueryResult<()> {
     {
         let table = quote_ident(&table_name);
         let column = quote_ident(&column_name);
-        // is_called = false: the next nextval() returns exactly MAX + 1.
+        let source_counter = high_water.get(&table_name).copied().unwrap_or(0);
+        // is_called = false: the next nextval() returns exactly this value.
         diesel::sql_query(format!(
             "SELECT setval(pg_get_serial_sequence($1, $2), \
-             COALESCE((SELECT MAX({column}) FROM {table}), 0) + 1, false)"
+             GREATEST(COALESCE((SELECT MAX({column}) FROM {table}), 0), $3) + 1, false)"
         ))
         .bind::<Text, _>(&table)
         .bind::<Text, _>(&column_name)
+        .bind::<diesel::sql_types::BigInt, _>(source_counter)
         .execute(pg)?;
     }
     Ok(())

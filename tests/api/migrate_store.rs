@@ -85,6 +85,19 @@ async fn a_sqlite_server_moves_to_postgres_and_keeps_working() {
         .post_json("/api/v1/dms/send", &remote, Some(alice_token))
         .await;
     assert_eq!(response.status(), 202);
+    // The newest delivery is read and purged before the move: its id is a
+    // cursor alice's device keeps, so the target must not hand it out again.
+    let read = message_to(&app, &[(&alice, &[0])], b"read", "all");
+    let response = app
+        .post_json("/api/v1/dms/send", &read, Some(&bob.device(0).token))
+        .await;
+    assert_eq!(response.status(), 202);
+    let alice_page = app.sync(alice_token).await;
+    let alice_cursor = items(&alice_page).last().unwrap()["cursor"]
+        .as_i64()
+        .unwrap();
+    app.ack(alice_token, &[read["message_id"].as_str().unwrap()])
+        .await;
     let source_url = app.database.url.clone();
     let invite = admin_json(&source_url, &["invite", "create", "--uses", "3"]);
     admin_json(&source_url, &["federation", "deny", "bad.example"]);
@@ -182,6 +195,24 @@ async fn a_sqlite_server_moves_to_postgres_and_keeps_working() {
     assert_eq!(app.count("messages"), before["messages"]);
 
     // New rows get ids after the copied ones: the sequences moved on.
+    let after_move = message_to(&app, &[(&alice, &[0])], b"after", "all");
+    let response = app
+        .post_json("/api/v1/dms/send", &after_move, Some(&bob.device(0).token))
+        .await;
+    assert_eq!(response.status(), 202);
+    let alice_page: Value = app
+        .post_json(
+            "/api/v1/dms/sync",
+            &json!({ "cursor": alice_cursor }),
+            Some(alice_token),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(items(&alice_page).len(), 1, "{alice_page}");
+    assert_eq!(items(&alice_page)[0]["body"], after_move["body"]);
+
     let carol = app.register("carol").await;
     let fresh = message_to(&app, &[(&bob, &[0, 1]), (&carol, &[0])], b"fourth", "all");
     let response = app

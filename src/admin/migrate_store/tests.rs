@@ -14,6 +14,7 @@ fn migrated_sqlite(dir: &std::path::Path) -> Database {
         pool_size: 1,
         connect_timeout: Duration::from_secs(5),
         sqlite_synchronous: SqliteSynchronous::Normal,
+        writers: 1,
     })
     .expect("open SQLite");
     db.run_migrations().expect("migrate SQLite");
