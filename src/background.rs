@@ -31,7 +31,8 @@ pub async fn purge_loop(state: AppState) {
             Ok((report, pending)) => {
                 let removed = report.expired_deliveries + report.inactive_deliveries;
                 state.metrics.deliveries_expired.inc_by(removed as u64);
-                state.metrics.pending_deliveries.set(pending);
+                state.metrics.pending_deliveries.set(pending.0);
+                state.metrics.pending_bytes.set(pending.1);
                 let saturated = report.saturated(PURGE_BATCH);
                 crate::api::publish_status(&state, report.status_events);
                 saturated

@@ -17,6 +17,28 @@ pub struct RequestLabels {
     pub status: u16,
 }
 
+/// Labels of a destination server's queue. Only the servers with the
+/// largest queues get a series (see `MAX_DESTINATION_SERIES`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationLabels {
+    pub destination: String,
+}
+
+/// Why a relay attempt failed, from a short fixed list.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabels {
+    pub cause: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    state: &'static str,
+}
+
+/// Destinations with a series of their own: a server federating with
+/// thousands of others still exports a bounded number of series.
+pub const MAX_DESTINATION_SERIES: usize = 50;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: String,
@@ -34,9 +56,17 @@ pub struct Metrics {
     pub deliveries_expired: Counter,
     pub gateway_sessions: Gauge,
     pub pending_deliveries: Gauge,
+    pub pending_bytes: Gauge,
     pub relayed_messages: Counter,
-    pub relay_failures: Counter,
+    pub relay_failures: Family<CauseLabels, Counter>,
     pub inbound_messages: Counter,
+    pub outbox_queued: Gauge,
+    pub outbox_depth: Family<DestinationLabels, Gauge>,
+    pub outbox_oldest_age_seconds: Family<DestinationLabels, Gauge>,
+    pub send_queue_depth: Gauge,
+    pub send_batch_size: Histogram,
+    db_pool_connections: Family<PoolLabels, Gauge>,
+    db_pool_max: Gauge,
 }
 
 impl Metrics {
@@ -106,10 +136,10 @@ impl Metrics {
             "Remote recipients whose server confirmed custody",
             relayed_messages.clone(),
         );
-        let relay_failures = Counter::default();
+        let relay_failures = Family::<CauseLabels, Counter>::default();
         registry.register(
             "relay_failures",
-            "Failed relay attempts (any destination)",
+            "Failed relay attempts by cause (resolve, connect, timeout, rejected, remote_error, bad_response, storage, other)",
             relay_failures.clone(),
         );
         let inbound_messages = Counter::default();
@@ -118,8 +148,64 @@ impl Metrics {
             "Messages received from other servers",
             inbound_messages.clone(),
         );
+        let pending_bytes = Gauge::default();
+        registry.register(
+            "pending_bytes",
+            "Body bytes waiting for acknowledgements, counted per target device (as of the last purge pass)",
+            pending_bytes.clone(),
+        );
+        let outbox_queued = Gauge::default();
+        registry.register(
+            "outbox_queued",
+            "Messages waiting to be relayed, all destinations",
+            outbox_queued.clone(),
+        );
+        let outbox_depth = Family::<DestinationLabels, Gauge>::default();
+        registry.register(
+            "outbox_depth",
+            "Messages waiting for one destination server (the largest queues only)",
+            outbox_depth.clone(),
+        );
+        let outbox_oldest_age_seconds = Family::<DestinationLabels, Gauge>::default();
+        registry.register(
+            "outbox_oldest_age_seconds",
+            "Age of the oldest message waiting for one destination server",
+            outbox_oldest_age_seconds.clone(),
+        );
+        let send_queue_depth = Gauge::default();
+        registry.register(
+            "send_queue_depth",
+            "Sends waiting for a group commit",
+            send_queue_depth.clone(),
+        );
+        let send_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 9));
+        registry.register(
+            "send_batch_size",
+            "Sends committed together in one transaction",
+            send_batch_size.clone(),
+        );
+        let db_pool_connections = Family::<PoolLabels, Gauge>::default();
+        registry.register(
+            "db_pool_connections",
+            "Database connections by state (in_use, idle)",
+            db_pool_connections.clone(),
+        );
+        let db_pool_max = Gauge::default();
+        registry.register(
+            "db_pool_max",
+            "Most database connections the pool opens",
+            db_pool_max.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
+            pending_bytes,
+            outbox_queued,
+            outbox_depth,
+            outbox_oldest_age_seconds,
+            send_queue_depth,
+            send_batch_size,
+            db_pool_connections,
+            db_pool_max,
             relayed_messages,
             relay_failures,
             inbound_messages,
@@ -146,6 +232,49 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// Registers the database pool's checkout-wait histogram.
+    pub fn register_database(&self, db: &crate::storage::Database) {
+        if let Ok(mut registry) = self.registry.lock() {
+            let pool_wait: Histogram = db.pool_wait_histogram();
+            registry.register(
+                "db_pool_wait_seconds",
+                "Time a request waited for a free database connection",
+                pool_wait,
+            );
+        }
+    }
+
+    /// Records the pool's occupancy now.
+    pub fn observe_pool(&self, pool: crate::storage::PoolState) {
+        let in_use = pool.open.saturating_sub(pool.idle);
+        let gauge = |state| {
+            self.db_pool_connections
+                .get_or_create(&PoolLabels { state })
+        };
+        gauge("in_use").set(i64::from(in_use));
+        gauge("idle").set(i64::from(pool.idle));
+        self.db_pool_max.set(i64::from(pool.max));
+    }
+
+    /// Replaces the per-destination queue series with `queues` (largest
+    /// first, already cut to `MAX_DESTINATION_SERIES`), so a destination
+    /// that drained stops being reported.
+    pub fn observe_outbox(&self, total: i64, queues: &[DestinationQueue], now_ms: i64) {
+        self.outbox_queued.set(total);
+        self.outbox_depth.clear();
+        self.outbox_oldest_age_seconds.clear();
+        for queue in queues {
+            let labels = DestinationLabels {
+                destination: queue.destination.clone(),
+            };
+            self.outbox_depth.get_or_create(&labels).set(queue.queued);
+            let age = (now_ms - queue.oldest_created_at).max(0) / 1000;
+            self.outbox_oldest_age_seconds
+                .get_or_create(&labels)
+                .set(age);
+        }
+    }
+
     /// The exposition text.
     pub fn render(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();
@@ -153,6 +282,14 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &registry)?;
         Ok(text)
     }
+}
+
+/// One destination's relay queue.
+#[derive(Debug, Clone)]
+pub struct DestinationQueue {
+    pub destination: String,
+    pub queued: i64,
+    pub oldest_created_at: i64,
 }
 
 /// 100 µs to about 6.5 s.

@@ -96,6 +96,8 @@ impl Application {
             Backend::Sqlite => "sqlite",
             Backend::Postgres => "postgres",
         };
+        let metrics = Arc::new(Metrics::new(backend));
+        metrics.register_database(&db);
         let state = AppState {
             rate_limits: Arc::new(RateLimiters::new(&settings.rate_limits)),
             hub: Arc::new(Hub::default()),
@@ -109,11 +111,12 @@ impl Application {
             send_queue: Arc::new(crate::mailbox::SendQueue::start(
                 db.clone(),
                 settings.database.writers,
+                metrics.send_batch_size.clone(),
             )),
             replica_id: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
             settings: Arc::new(settings),
             db,
-            metrics: Arc::new(Metrics::new(backend)),
+            metrics: metrics.clone(),
             server_key: Arc::new(server_key),
         };
         let port = listener.local_addr()?.port();

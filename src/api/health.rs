@@ -1,9 +1,11 @@
 //! Liveness, readiness and metrics.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
+use crate::federation::outbox;
 use crate::startup::AppState;
 
 /// The process is up and serving HTTP.
@@ -25,14 +27,55 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     }
 }
 
-/// Prometheus text exposition.
-pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    state
-        .metrics
+/// Prometheus text exposition, for the configured token or, without one,
+/// for loopback peers only: the figures name the servers this server's
+/// users write to.
+pub async fn metrics(
+    request: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if !may_scrape(&request, state.settings.metrics_token_digest.as_ref()) {
+        return Err(ApiError::Unauthorized {
+            code: "metrics_token_required",
+            message: "/metrics needs the metrics token (server.metrics_token)".into(),
+        });
+    }
+    let metrics = &state.metrics;
+    metrics
         .gateway_sessions
         .set(state.hub.session_count() as i64);
+    metrics
+        .send_queue_depth
+        .set(state.send_queue.depth() as i64);
+    metrics.observe_pool(state.db.pool_state());
+    // Read at scrape time so the queue figures are never a pass behind.
+    let limit = crate::metrics::MAX_DESTINATION_SERIES as i64;
+    match state
+        .db
+        .run(move |conn| outbox::queue_summary(conn, limit))
+        .await
+    {
+        Ok((total, queues)) => metrics.observe_outbox(total, &queues, crate::time::now_ms()),
+        Err(error) => tracing::warn!(%error, "reading the relay queues for metrics failed"),
+    }
     let body = state.metrics.render().map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(body))
+}
+
+fn may_scrape(request: &HttpRequest, token_digest: Option<&[u8; 32]>) -> bool {
+    let Some(expected) = token_digest else {
+        return request
+            .peer_addr()
+            .is_some_and(|peer| peer.ip().is_loopback());
+    };
+    let presented = request
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    // Comparing digests: equal-length values whose timing tells nothing
+    // about the token itself.
+    presented.is_some_and(|token| Sha256::digest(token.as_bytes()).as_slice() == expected)
 }

@@ -64,6 +64,7 @@ pub struct RawServer {
     pub client_timeout: String,
     pub trust_forwarded_for: bool,
     pub public_hosts: Vec<String>,
+    pub metrics_token: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -180,6 +181,10 @@ pub struct Settings {
     /// a `.well-known` delegation); signed requests must name one of these
     /// or the server name.
     pub public_hosts: Vec<ServerName>,
+    /// SHA-256 of the bearer token `/metrics` asks for; `None`: only
+    /// loopback peers may scrape. The digest, so the token is never in a
+    /// debug print of the settings.
+    pub metrics_token_digest: Option<[u8; 32]>,
     pub log_format: LogFormat,
     pub log_filter: String,
 }
@@ -495,6 +500,7 @@ impl RawSettings {
             },
             gateway: self.gateway.validate()?,
             trust_forwarded_for: self.server.trust_forwarded_for,
+            metrics_token_digest: metrics_token_digest(&self.server.metrics_token)?,
             public_hosts: server_names("server.public_hosts", &self.server.public_hosts)?,
             log_format,
             log_filter: self.log.filter,
@@ -596,3 +602,18 @@ impl DatabaseUrl {
 
 #[cfg(test)]
 mod tests;
+
+fn metrics_token_digest(token: &str) -> Result<Option<[u8; 32]>, ConfigError> {
+    use sha2::{Digest, Sha256};
+    if token.is_empty() {
+        return Ok(None);
+    }
+    if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            "server.metrics_token",
+            "(hidden)".to_string(),
+            "must be at least 16 printable characters without spaces",
+        ));
+    }
+    Ok(Some(Sha256::digest(token.as_bytes()).into()))
+}

@@ -24,6 +24,8 @@ pub enum RequestError {
     Resolve(String),
     #[error("connection failed: {0}")]
     Connect(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
     #[error("the peer answered {status}: {body}")]
     Status { status: u16, body: String },
     #[error("unreadable answer: {0}")]
@@ -86,7 +88,13 @@ pub async fn send_signed(
         .timeout(timeout)
         .send()
         .await
-        .map_err(|e| RequestError::Connect(e.to_string()))?;
+        .map_err(|e| {
+            if e.is_timeout() {
+                RequestError::Timeout(e.to_string())
+            } else {
+                RequestError::Connect(e.to_string())
+            }
+        })?;
     let status = response.status();
     let body = read_limited(response, MAX_RESPONSE_BYTES)
         .await

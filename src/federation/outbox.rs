@@ -55,6 +55,36 @@ pub fn due_destinations(
         .load(c))?)
 }
 
+/// Messages queued in all, and the `limit` destinations with the most
+/// queued, largest first, for the metrics.
+pub fn queue_summary(
+    conn: &mut DbConnection,
+    limit: i64,
+) -> Result<(i64, Vec<crate::metrics::DestinationQueue>), StorageError> {
+    let total: i64 = with_backend!(conn, c => outbox::table.count().get_result(c))?;
+    let rows: Vec<(String, i64, Option<i64>)> = with_backend!(conn, c => outbox::table
+        .group_by(outbox::destination)
+        .select((
+            outbox::destination,
+            diesel::dsl::count_star(),
+            diesel::dsl::min(outbox::created_at),
+        ))
+        .order(diesel::dsl::count_star().desc())
+        .limit(limit)
+        .load(c))?;
+    let queues = rows
+        .into_iter()
+        .map(
+            |(destination, queued, oldest)| crate::metrics::DestinationQueue {
+                destination,
+                queued,
+                oldest_created_at: oldest.unwrap_or_else(crate::time::now_ms),
+            },
+        )
+        .collect();
+    Ok((total, queues))
+}
+
 /// The earliest time any destination with mail becomes due, if any.
 pub fn next_due_at(conn: &mut DbConnection) -> Result<Option<i64>, StorageError> {
     Ok(with_backend!(conn, c => destinations::table

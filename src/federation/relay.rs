@@ -6,9 +6,11 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::client::{put_transaction, Signer};
+use super::client::{put_transaction, RequestError, Signer};
 use super::outbox;
+use super::resolver::ResolveError;
 use crate::address::ServerName;
+use crate::metrics::CauseLabels;
 use crate::startup::AppState;
 use crate::storage::StorageError;
 
@@ -131,7 +133,13 @@ async fn deliver_destination(state: &AppState, destination: &str) {
         {
             tracing::warn!(destination, %error, "recording a relay failure failed");
         }
-        state.metrics.relay_failures.inc();
+        state
+            .metrics
+            .relay_failures
+            .get_or_create(&CauseLabels {
+                cause: failure_cause(&error),
+            })
+            .inc();
     }
     let name = destination.to_string();
     let _ = state
@@ -213,5 +221,28 @@ pub async fn say_hello(state: AppState) {
         if let Err(error) = super::client::post_hello(&signer, &target).await {
             tracing::debug!(peer, %error, "hello not delivered");
         }
+    }
+}
+
+/// The metrics label for a failed relay attempt: a short fixed list, so
+/// what a remote server answers cannot create new series.
+fn failure_cause(error: &anyhow::Error) -> &'static str {
+    if let Some(error) = error.downcast_ref::<RequestError>() {
+        return match error {
+            RequestError::Resolve(_) => "resolve",
+            RequestError::Connect(_) => "connect",
+            RequestError::Timeout(_) => "timeout",
+            RequestError::Status { status, .. } if (400..500).contains(status) => "rejected",
+            RequestError::Status { .. } => "remote_error",
+            RequestError::Body(_) => "bad_response",
+            RequestError::Sign(_) => "other",
+        };
+    }
+    if error.downcast_ref::<ResolveError>().is_some() {
+        "resolve"
+    } else if error.downcast_ref::<StorageError>().is_some() {
+        "storage"
+    } else {
+        "other"
     }
 }

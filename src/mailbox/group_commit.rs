@@ -7,6 +7,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
 use super::send::{send_within, PreparedSend, SendContext, SendOutcome, Sender};
@@ -33,19 +34,25 @@ pub struct SendQueue {
 impl SendQueue {
     /// Starts `writers` writer threads (SQLite: one is right, it has one
     /// write lock; PostgreSQL: a few overlap their commits).
-    pub fn start(db: Database, writers: usize) -> Self {
+    /// `batch_sizes` hears how many sends each transaction held.
+    pub fn start(db: Database, writers: usize, batch_sizes: Histogram) -> Self {
         let (jobs, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
         for index in 0..writers.max(1) {
-            let (db, receiver) = (db.clone(), receiver.clone());
+            let (db, receiver, sizes) = (db.clone(), receiver.clone(), batch_sizes.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("homing-writer-{index}"))
-                .spawn(move || writer(db, receiver));
+                .spawn(move || writer(db, receiver, sizes));
             if let Err(error) = spawned {
                 tracing::error!(%error, "cannot start a send writer");
             }
         }
         Self { jobs }
+    }
+
+    /// Sends waiting for a writer.
+    pub fn depth(&self) -> usize {
+        self.jobs.max_capacity() - self.jobs.capacity()
     }
 
     /// Queues a send and waits for the commit that holds it.
@@ -89,9 +96,10 @@ fn next_batch(receiver: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
     Some(batch)
 }
 
-fn writer(db: Database, receiver: Arc<Mutex<mpsc::Receiver<Job>>>) {
+fn writer(db: Database, receiver: Arc<Mutex<mpsc::Receiver<Job>>>, sizes: Histogram) {
     while let Some(mut batch) = next_batch(&receiver) {
         for attempt in 1..=ATTEMPTS {
+            sizes.observe(batch.len() as f64);
             let results = commit(&db, &batch);
             let mut retry = Vec::new();
             for (job, result) in batch.into_iter().zip(results) {

@@ -182,14 +182,18 @@ pub fn remove_finished_messages(
     .execute(c))?)
 }
 
-/// All pending deliveries on this server, from the per-device counters.
-pub fn pending_total(conn: &mut DbConnection) -> Result<i64, MailboxError> {
+/// Pending deliveries on this server and their body bytes (per target
+/// device), from the per-device counters.
+pub fn pending_total(conn: &mut DbConnection) -> Result<(i64, i64), MailboxError> {
     use diesel::sql_types::BigInt;
     // SUM over BIGINT is NUMERIC on PostgreSQL; cast back so both backends
     // return a plain integer.
-    let total: i64 = with_backend!(conn, c => devices::table
+    let totals: (i64, i64) = with_backend!(conn, c => devices::table
         .filter(devices::revoked_at.is_null())
-        .select(diesel::dsl::sql::<BigInt>("CAST(COALESCE(SUM(pending_messages), 0) AS BIGINT)"))
+        .select((
+            diesel::dsl::sql::<BigInt>("CAST(COALESCE(SUM(pending_messages), 0) AS BIGINT)"),
+            diesel::dsl::sql::<BigInt>("CAST(COALESCE(SUM(pending_bytes), 0) AS BIGINT)"),
+        ))
         .first(c))?;
-    Ok(total)
+    Ok(totals)
 }

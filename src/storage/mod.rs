@@ -12,6 +12,7 @@ use diesel::connection::SimpleConnection;
 use diesel::r2d2::{Pool, PooledConnection};
 use diesel::{Connection, PgConnection, SqliteConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
 use crate::config::{DatabaseSettings, DatabaseUrl, SqliteSynchronous};
 
@@ -87,12 +88,35 @@ where
     }
 }
 
+/// The pool's occupancy at one moment.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolState {
+    pub open: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+fn checkout(
+    pool: &Pool<connection::Manager>,
+    waits: &Histogram,
+) -> Result<PooledConnection<connection::Manager>, StorageError> {
+    let started = std::time::Instant::now();
+    let conn = pool
+        .get()
+        .map_err(|e| StorageError::Unavailable(e.to_string()));
+    waits.observe(started.elapsed().as_secs_f64());
+    conn
+}
+
 /// A pooled handle on the database, cheap to clone.
 #[derive(Clone)]
 pub struct Database {
     pool: Pool<connection::Manager>,
     backend: Backend,
     url: DatabaseUrl,
+    /// Seconds each checkout waited for a free connection: the pool's
+    /// saturation, which an operator pages on before requests time out.
+    pool_wait: Histogram,
 }
 
 impl std::fmt::Debug for Database {
@@ -133,6 +157,7 @@ impl Database {
             pool,
             backend,
             url: settings.url.clone(),
+            pool_wait: Histogram::new(exponential_buckets(0.00001, 4.0, 10)),
         })
     }
 
@@ -150,9 +175,22 @@ impl Database {
 
     /// A connection for blocking code (the admin CLI, migrations).
     pub fn get(&self) -> Result<PooledConnection<connection::Manager>, StorageError> {
-        self.pool
-            .get()
-            .map_err(|e| StorageError::Unavailable(e.to_string()))
+        checkout(&self.pool, &self.pool_wait)
+    }
+
+    /// The checkout wait histogram, for the metrics registry.
+    pub fn pool_wait_histogram(&self) -> Histogram {
+        self.pool_wait.clone()
+    }
+
+    /// Connections open and idle, and the most the pool opens.
+    pub fn pool_state(&self) -> PoolState {
+        let state = self.pool.state();
+        PoolState {
+            open: state.connections,
+            idle: state.idle_connections,
+            max: self.pool.max_size(),
+        }
     }
 
     /// Runs `work` on a pooled connection on the blocking thread pool, so the
@@ -163,11 +201,9 @@ impl Database {
         T: Send + 'static,
         E: From<StorageError> + Send + 'static,
     {
-        let pool = self.pool.clone();
+        let (pool, waits) = (self.pool.clone(), self.pool_wait.clone());
         tokio::task::spawn_blocking(move || {
-            let mut conn = pool
-                .get()
-                .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+            let mut conn = checkout(&pool, &waits)?;
             work(&mut conn)
         })
         .await

@@ -1,6 +1,6 @@
-use serde_json::Value;
+use serde_json::{json, Value};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{message_to, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn healthz_and_readyz_answer_200() {
@@ -72,4 +72,109 @@ async fn keys_document_lists_the_current_key() {
     assert_eq!(keys[0]["key_id"], current);
     assert_eq!(keys[0]["public_key"], app.state.server_key.public_key_b64());
     assert!(keys[0]["expires_at"].is_null());
+}
+
+/// The value of the first exposition line starting with `series`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_show_queues_failures_pool_and_group_commits() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let mut remote = message_to(&app, &[(&bob, &[0])], b"far", "all");
+    // Port 9 on loopback refuses connections: the relay fails to connect.
+    remote["recipients"][0]["address"] = json!("ghost@127.0.0.1:9");
+    let response = app
+        .post_json("/api/v1/dms/send", &remote, Some(&alice.device(0).token))
+        .await;
+    assert_eq!(response.status(), 202);
+
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = app.get("/metrics").await.text().await.unwrap();
+        if text.contains(r#"homing_relay_failures_total{cause="connect"}"#) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        sample(&text, r#"homing_outbox_depth{destination="127.0.0.1:9"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "homing_outbox_queued"), Some(1.0), "{text}");
+    assert!(sample(
+        &text,
+        r#"homing_outbox_oldest_age_seconds{destination="127.0.0.1:9"}"#
+    )
+    .is_some());
+    assert!(
+        sample(&text, r#"homing_relay_failures_total{cause="connect"}"#).unwrap_or(0.0) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        sample(&text, "homing_send_batch_size_count").unwrap_or(0.0) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        sample(&text, "homing_db_pool_wait_seconds_count").unwrap_or(0.0) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        sample(&text, "homing_db_pool_max").unwrap_or(0.0) >= 1.0,
+        "{text}"
+    );
+    assert!(
+        sample(&text, r#"homing_db_pool_connections{state="idle"}"#).is_some(),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "homing_send_queue_depth"),
+        Some(0.0),
+        "{text}"
+    );
+
+    // Dropping the queue drops the destination's series.
+    let mut conn = app.state.db.get().unwrap();
+    homing::admin::federation::drop_queue(&mut conn, "127.0.0.1:9").unwrap();
+    let text = app.get("/metrics").await.text().await.unwrap();
+    assert_eq!(
+        sample(&text, r#"homing_outbox_depth{destination="127.0.0.1:9"}"#),
+        None,
+        "{text}"
+    );
+    assert_eq!(sample(&text, "homing_outbox_queued"), Some(0.0), "{text}");
+}
+
+#[tokio::test]
+async fn a_metrics_token_is_required_once_configured() {
+    let token = "scrape-token-0123456789";
+    let app = spawn_app_with(vec![("HOMING__SERVER__METRICS_TOKEN", token)]).await;
+    let without = app.get("/metrics").await;
+    assert_eq!(without.status(), 401);
+    let body: Value = without.json().await.unwrap();
+    assert_eq!(body["error"], "metrics_token_required");
+    for presented in ["wrong-token-0123456789", "", token.trim_end_matches('9')] {
+        let response = app
+            .http
+            .get(app.url("/metrics"))
+            .bearer_auth(presented)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{presented:?}");
+    }
+    let response = app
+        .http
+        .get(app.url("/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.text().await.unwrap().contains("homing_build_info"));
 }
