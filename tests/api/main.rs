@@ -13,6 +13,7 @@ mod helpers;
 mod hostile;
 mod identity;
 mod mailbox;
+mod openapi;
 mod properties;
 mod replicas;
 mod resolver;
