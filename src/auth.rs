@@ -44,14 +44,14 @@ impl From<diesel::result::Error> for AuthError {
 }
 
 /// A fresh challenge for a device to sign.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Challenge {
     pub nonce: String,
     pub expires_at: i64,
 }
 
 /// A token handed to a device. The plain token exists only here.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct TokenGrant {
     pub token: String,
     pub expires_at: i64,

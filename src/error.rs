@@ -4,7 +4,10 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::mailbox::StaleRecipient;
 
 /// An error that ends an HTTP request.
 #[derive(Debug, thiserror::Error)]
@@ -17,11 +20,14 @@ pub enum ApiError {
     Forbidden { code: &'static str, message: String },
     #[error("{message}")]
     NotFound { code: &'static str, message: String },
+    /// The path exists, the method does not (see `api::resource`).
+    #[error("{0}")]
+    MethodNotAllowed(String),
     #[error("{message}")]
     Conflict {
         code: &'static str,
         message: String,
-        details: Value,
+        details: ConflictDetails,
     },
     #[error("{message}")]
     PayloadTooLarge { message: String, limit: u64 },
@@ -52,7 +58,11 @@ impl ApiError {
         }
     }
 
-    pub fn conflict(code: &'static str, message: impl Into<String>, details: Value) -> Self {
+    pub fn conflict(
+        code: &'static str,
+        message: impl Into<String>,
+        details: ConflictDetails,
+    ) -> Self {
         Self::Conflict {
             code,
             message: message.into(),
@@ -86,6 +96,7 @@ impl ApiError {
             | Self::Forbidden { code, .. }
             | Self::NotFound { code, .. } => code,
             Self::Unauthorized { code, .. } => code,
+            Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::TooManyRequests { .. } => "rate_limited",
             Self::QuotaExceeded { .. } => "mailbox_full",
@@ -115,6 +126,7 @@ impl ResponseError for ApiError {
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -129,29 +141,6 @@ impl ResponseError for ApiError {
         if let Self::Internal(cause) = self {
             tracing::error!(error = ?cause, "internal error");
         }
-        let mut body = json!({ "error": self.code(), "message": self.to_string() });
-        match self {
-            Self::Conflict { details, .. } => {
-                if let (Some(body), Some(extra)) = (body.as_object_mut(), details.as_object()) {
-                    body.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
-                }
-            }
-            Self::PayloadTooLarge { limit, .. } => body["limit"] = json!(limit),
-            Self::QuotaExceeded {
-                limit_messages,
-                limit_bytes,
-                ..
-            } => {
-                body["limit"] = json!({
-                    "max_pending_messages_per_device": limit_messages,
-                    "max_pending_bytes_per_device": limit_bytes,
-                });
-            }
-            Self::TooManyRequests {
-                retry_after_secs, ..
-            } => body["retry_after_secs"] = json!(retry_after_secs),
-            _ => {}
-        }
         let mut response = HttpResponse::build(self.status_code());
         if let Self::TooManyRequests {
             retry_after_secs, ..
@@ -162,8 +151,87 @@ impl ResponseError for ApiError {
         if let Self::Unauthorized { .. } = self {
             response.insert_header(("WWW-Authenticate", "Bearer"));
         }
-        response.json(body)
+        response.json(self.body())
     }
+}
+
+impl ApiError {
+    /// The response body. Built through `ErrorBody`, so the published
+    /// schema is the shape actually sent.
+    pub fn body(&self) -> ErrorBody {
+        let mut body = ErrorBody {
+            error: self.code().to_string(),
+            message: self.to_string(),
+            limit: None,
+            retry_after_secs: None,
+            details: ConflictDetails::default(),
+        };
+        match self {
+            Self::Conflict { details, .. } => body.details = details.clone(),
+            Self::PayloadTooLarge { limit, .. } => body.limit = Some(ErrorLimit::Bytes(*limit)),
+            Self::QuotaExceeded {
+                limit_messages,
+                limit_bytes,
+                ..
+            } => {
+                body.limit = Some(ErrorLimit::Mailbox {
+                    max_pending_messages_per_device: *limit_messages,
+                    max_pending_bytes_per_device: *limit_bytes,
+                });
+            }
+            Self::TooManyRequests {
+                retry_after_secs, ..
+            } => body.retry_after_secs = Some(*retry_after_secs),
+            _ => {}
+        }
+        body
+    }
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Machine-readable code to branch on, e.g. `invalid_token`,
+    /// `alias_taken`, `stale_devices`, `rate_limited`, `unavailable`.
+    pub error: String,
+    /// A human-readable explanation; its wording may change.
+    pub message: String,
+    /// The limit that was exceeded: bytes for `payload_too_large`, the
+    /// mailbox quota for `mailbox_full`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<ErrorLimit>,
+    /// For `rate_limited`: seconds to wait (also in `Retry-After`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
+    #[serde(flatten)]
+    pub details: ConflictDetails,
+}
+
+/// What a size or quota error was measured against.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum ErrorLimit {
+    /// Bytes.
+    Bytes(u64),
+    /// A recipient device's mailbox quota.
+    Mailbox {
+        max_pending_messages_per_device: u32,
+        max_pending_bytes_per_device: u64,
+    },
+}
+
+/// Extra members of some `409 Conflict` answers.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct ConflictDetails {
+    /// For `account_exists`: the alias the account key already holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// For `device_list_rollback`: the stored device-list version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<u64>,
+    /// For `stale_devices`: the device ids to add or drop per recipient.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recipients: Option<Vec<StaleRecipient>>,
 }
 
 impl From<crate::auth::AuthError> for ApiError {
@@ -198,12 +266,21 @@ impl From<crate::identity::IdentityError> for ApiError {
             E::InviteRequired => Self::forbidden("invite_required", message),
             E::InviteInvalid => Self::forbidden("invite_invalid", message),
             E::AliasReserved(_) => Self::bad_request("alias_reserved", message),
-            E::AliasTaken => Self::conflict("alias_taken", message, Value::Null),
-            E::AccountExists(alias) => {
-                Self::conflict("account_exists", message, json!({ "alias": alias }))
+            E::AliasTaken => Self::conflict("alias_taken", message, ConflictDetails::default()),
+            E::AccountExists(alias) => Self::conflict(
+                "account_exists",
+                message,
+                ConflictDetails {
+                    alias: Some(alias),
+                    ..Default::default()
+                },
+            ),
+            E::DeviceKeyInUse => {
+                Self::conflict("device_key_in_use", message, ConflictDetails::default())
             }
-            E::DeviceKeyInUse => Self::conflict("device_key_in_use", message, Value::Null),
-            E::DeviceIdUsed(_) => Self::conflict("device_id_used", message, Value::Null),
+            E::DeviceIdUsed(_) => {
+                Self::conflict("device_id_used", message, ConflictDetails::default())
+            }
             E::Document(DocumentError::Crypto(CryptoError::BadSignature)) | E::BadProof => {
                 Self::bad_request("bad_signature", message)
             }
@@ -211,9 +288,14 @@ impl From<crate::identity::IdentityError> for ApiError {
             E::Rollback { current, .. } => Self::conflict(
                 "device_list_rollback",
                 message,
-                json!({ "current_version": current }),
+                ConflictDetails {
+                    current_version: Some(current),
+                    ..Default::default()
+                },
             ),
-            E::ListMismatch(_) => Self::conflict("device_list_mismatch", message, Value::Null),
+            E::ListMismatch(_) => {
+                Self::conflict("device_list_mismatch", message, ConflictDetails::default())
+            }
             E::UnknownDevice => Self::not_found("unknown_device", message),
             E::UnknownAccount => Self::not_found("unknown_account", message),
             E::Storage(cause) => cause.into(),
@@ -228,7 +310,9 @@ impl From<crate::mailbox::MailboxError> for ApiError {
         match error {
             E::Invalid(_) => Self::bad_request("invalid_request", message),
             E::TooLarge { limit } => Self::PayloadTooLarge { message, limit },
-            E::MessageIdReused(_) => Self::conflict("message_id_reused", message, Value::Null),
+            E::MessageIdReused(_) => {
+                Self::conflict("message_id_reused", message, ConflictDetails::default())
+            }
             E::UnknownRecipient(address) => Self::NotFound {
                 code: "unknown_recipient",
                 message: format!("no such recipient: {address}"),
@@ -237,7 +321,10 @@ impl From<crate::mailbox::MailboxError> for ApiError {
             E::StaleDevices(recipients) => Self::conflict(
                 "stale_devices",
                 message,
-                json!({ "recipients": recipients }),
+                ConflictDetails {
+                    recipients: Some(recipients),
+                    ..Default::default()
+                },
             ),
             E::MailboxFull {
                 limit_messages,

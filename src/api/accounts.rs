@@ -1,29 +1,62 @@
 //! Registration, the caller's account, and device management.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::auth::{limit_by_ip, Authenticated};
 use crate::address::{Address, Alias};
 use crate::crypto::identity::{DeviceId, SignedDeviceCertificate, SignedDeviceList};
 use crate::crypto::{PublicKey, SignatureBytes};
 use crate::error::ApiError;
-use crate::identity::{self, Registration};
+use crate::identity::{self, DeviceInfo, Registration};
 use crate::startup::AppState;
 
-#[derive(Debug, Deserialize)]
+/// A new identity: its alias, account key and first device, with a proof
+/// that the account key chose this alias on this server.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterBody {
+    /// Case-insensitive; stored lower-cased.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     alias: String,
     account_key: PublicKey,
     device_certificate: SignedDeviceCertificate,
     device_list: SignedDeviceList,
     proof: SignatureBytes,
+    /// Required when the server registers by invite only.
     #[serde(default)]
     invite: Option<String>,
 }
 
+/// A registered identity.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Registered {
+    /// `alias@server`.
+    pub address: String,
+    pub alias: String,
+    pub device_list_version: u64,
+}
+
+/// Registers an identity.
+///
+/// Repeating the same registration answers 200 with the same body, so a
+/// client whose first answer was lost can retry.
+#[utoipa::path(
+    post,
+    path = "/api/v1/accounts",
+    tag = "accounts",
+    request_body = RegisterBody,
+    responses(
+        (status = 201, description = "Registered.", body = Registered),
+        (status = 200, description = "This registration already existed.", body = Registered),
+        (status = 400, description = "Invalid alias, document or signature."),
+        (status = 403, description = "Registration is closed, or the invite is missing or invalid."),
+        (status = 409, description = "The alias, the account key or a device key is taken."),
+        (status = 429, description = "Too many registrations from this address."),
+        (status = 503, description = "The database is unavailable."),
+    )
+)]
 pub async fn register(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -53,12 +86,11 @@ pub async fn register(
         .db
         .run(move |conn| identity::register(conn, &server, policy, registration))
         .await?;
-    let address = format!("{}@{}", outcome.alias, state.settings.server_name);
-    let body = json!({
-        "address": address,
-        "alias": outcome.alias,
-        "device_list_version": outcome.device_list_version,
-    });
+    let body = Registered {
+        address: format!("{}@{}", outcome.alias, state.settings.server_name),
+        alias: outcome.alias,
+        device_list_version: outcome.device_list_version,
+    };
     Ok(if outcome.created {
         HttpResponse::Created().json(body)
     } else {
@@ -66,7 +98,27 @@ pub async fn register(
     })
 }
 
+/// The caller's account and device.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountInfo {
+    pub address: String,
+    pub account_key: String,
+    pub device_id: String,
+    pub device_list_version: u64,
+}
+
 /// The caller's own account.
+#[utoipa::path(
+    get,
+    path = "/api/v1/account",
+    tag = "accounts",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The signed-in account.", body = AccountInfo),
+        (status = 404, description = "The account is gone."),
+        (status = 503, description = "The database is unavailable."),
+    )
+)]
 pub async fn me(
     state: web::Data<AppState>,
     device: Authenticated,
@@ -81,14 +133,31 @@ pub async fn me(
         Alias::parse(&account.alias).map_err(ApiError::internal)?,
         state.settings.server_name.clone(),
     );
-    Ok(HttpResponse::Ok().json(json!({
-        "address": address.to_string(),
-        "account_key": account.account_key.to_string(),
-        "device_id": device.0.device_id,
-        "device_list_version": account.signed_device_list.device_list.version,
-    })))
+    Ok(HttpResponse::Ok().json(AccountInfo {
+        address: address.to_string(),
+        account_key: account.account_key.to_string(),
+        device_id: device.0.device_id,
+        device_list_version: account.signed_device_list.device_list.version,
+    }))
 }
 
+/// Every device the account ever had.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceListing {
+    pub devices: Vec<DeviceInfo>,
+}
+
+/// The caller's devices, revoked ones included.
+#[utoipa::path(
+    get,
+    path = "/api/v1/devices",
+    tag = "devices",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The account's devices.", body = DeviceListing),
+        (status = 503, description = "The database is unavailable."),
+    )
+)]
 pub async fn list_devices(
     state: web::Data<AppState>,
     device: Authenticated,
@@ -98,16 +167,38 @@ pub async fn list_devices(
         .db
         .run(move |conn| identity::list_devices(conn, &key))
         .await?;
-    Ok(HttpResponse::Ok().json(json!({ "devices": devices })))
+    Ok(HttpResponse::Ok().json(DeviceListing { devices }))
 }
 
-#[derive(Debug, Deserialize)]
+/// A new device's certificate and the device list that adds it.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddDeviceBody {
     device_certificate: SignedDeviceCertificate,
     device_list: SignedDeviceList,
 }
 
+/// The version of the account's device list after a change.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceListVersion {
+    pub device_list_version: u64,
+}
+
+/// Adds a device to the caller's account.
+#[utoipa::path(
+    post,
+    path = "/api/v1/devices",
+    tag = "devices",
+    security(("bearer" = [])),
+    request_body = AddDeviceBody,
+    responses(
+        (status = 201, description = "Added.", body = DeviceListVersion),
+        (status = 400, description = "An invalid certificate, list or signature."),
+        (status = 404, description = "The account is gone."),
+        (status = 409, description = "The list does not match, rolls back, or reuses a key or device id."),
+        (status = 503, description = "The database is unavailable."),
+    )
+)]
 pub async fn add_device(
     state: web::Data<AppState>,
     device: Authenticated,
@@ -121,15 +212,34 @@ pub async fn add_device(
             identity::add_device(conn, &account, body.device_certificate, body.device_list)
         })
         .await?;
-    Ok(HttpResponse::Created().json(json!({ "device_list_version": version })))
+    Ok(HttpResponse::Created().json(DeviceListVersion {
+        device_list_version: version,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+/// The device list without the revoked device.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeDeviceBody {
     device_list: SignedDeviceList,
 }
 
+/// Revokes one of the caller's devices: its tokens and pending mail go.
+#[utoipa::path(
+    post,
+    path = "/api/v1/devices/{device_id}/revoke",
+    tag = "devices",
+    security(("bearer" = [])),
+    params(("device_id" = DeviceId, Path, description = "The device to revoke.")),
+    request_body = RevokeDeviceBody,
+    responses(
+        (status = 200, description = "Revoked.", body = DeviceListVersion),
+        (status = 400, description = "An invalid device id, list or signature."),
+        (status = 404, description = "No such device or account."),
+        (status = 409, description = "The list does not match or rolls back."),
+        (status = 503, description = "The database is unavailable."),
+    )
+)]
 pub async fn revoke_device(
     state: web::Data<AppState>,
     device: Authenticated,
@@ -144,7 +254,9 @@ pub async fn revoke_device(
         .db
         .run(move |conn| identity::revoke_device(conn, &account, &device_id, list))
         .await?;
-    Ok(HttpResponse::Ok().json(json!({ "device_list_version": version })))
+    Ok(HttpResponse::Ok().json(DeviceListVersion {
+        device_list_version: version,
+    }))
 }
 
 fn parse_own_key(device: &Authenticated) -> Result<PublicKey, ApiError> {

@@ -8,7 +8,7 @@ use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse};
 use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
 
-use crate::auth::{self, AuthError, AuthenticatedDevice, TokenRequest};
+use crate::auth::{self, AuthError, AuthenticatedDevice, Challenge, TokenGrant, TokenRequest};
 use crate::crypto::identity::DeviceId;
 use crate::crypto::{PublicKey, SignatureBytes};
 use crate::error::ApiError;
@@ -56,36 +56,18 @@ async fn authenticate(
         .await?)
 }
 
-/// Client routes that need a device token. They are checked before any
-/// other extractor runs, so a stranger gets 401 whatever the body holds
-/// (extractors race, and a body error would otherwise answer first).
-const AUTHENTICATED: &[(&str, &str)] = &[
-    ("GET", "/api/v1/account"),
-    ("PUT", "/api/v1/account/retention"),
-    ("DELETE", "/api/v1/auth/token"),
-    ("GET", "/api/v1/devices"),
-    ("POST", "/api/v1/devices"),
-    ("POST", "/api/v1/devices/{device_id}/revoke"),
-    ("GET", "/api/v1/directory/{address}"),
-    ("POST", "/api/v1/dms/send"),
-    ("POST", "/api/v1/dms/sync"),
-    ("POST", "/api/v1/dms/ack"),
-    ("GET", "/api/v1/dms/status/{message_id}"),
-    ("GET", "/api/v1/gateway"),
-    ("PUT", "/api/v1/links/{link_id}/response"),
-];
-
-/// Middleware: authenticates the routes in `AUTHENTICATED` up front.
+/// Middleware: authenticates the routes whose OpenAPI operation requires a
+/// bearer token, before any other extractor runs, so a stranger gets 401
+/// whatever the body holds (extractors race, and a body error would
+/// otherwise answer first). Taking the list from the document keeps what
+/// is enforced and what is published the same.
 pub async fn require_device<B: actix_web::body::MessageBody + 'static>(
     request: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<B>,
 ) -> Result<actix_web::dev::ServiceResponse<actix_web::body::EitherBody<B>>, actix_web::Error> {
-    let method = request.method().as_str().to_string();
-    let needed = request.match_pattern().is_some_and(|pattern| {
-        AUTHENTICATED
-            .iter()
-            .any(|(m, p)| *m == method && *p == pattern)
-    });
+    let needed = request
+        .match_pattern()
+        .is_some_and(|pattern| super::openapi::requires_bearer(request.method(), &pattern));
     if needed {
         let state = request.app_data::<web::Data<AppState>>().cloned();
         let token = bearer_token(request.request());
@@ -143,6 +125,17 @@ pub fn limit_by_ip(
     }
 }
 
+/// A single-use challenge for a device to sign in with.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/challenge",
+    tag = "auth",
+    responses(
+        (status = 200, description = "A fresh challenge.", body = Challenge),
+        (status = 429, description = "Too many sign-in attempts from this address."),
+        (status = 503, description = "The database is unavailable."),
+    )
+)]
 pub async fn challenge(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -156,7 +149,8 @@ pub async fn challenge(
     Ok(HttpResponse::Ok().json(challenge))
 }
 
-#[derive(Debug, Deserialize)]
+/// A challenge signed by a device key, together with the server's name.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenBody {
     account_key: PublicKey,
@@ -165,6 +159,19 @@ pub struct TokenBody {
     signature: SignatureBytes,
 }
 
+/// Exchanges a signed challenge for a bearer token.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/token",
+    tag = "auth",
+    request_body = TokenBody,
+    responses(
+        (status = 200, description = "Signed in.", body = TokenGrant),
+        (status = 401, description = "Unknown challenge or device, or a bad signature."),
+        (status = 429, description = "Too many sign-in attempts from this address or account."),
+        (status = 503, description = "The database is unavailable."),
+    )
+)]
 pub async fn token(
     state: web::Data<AppState>,
     request: HttpRequest,
@@ -194,6 +201,16 @@ pub async fn token(
 }
 
 /// Signs this device out: the presented token stops working.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/auth/token",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Signed out."),
+        (status = 503, description = "The database is unavailable."),
+    )
+)]
 pub async fn logout(
     state: web::Data<AppState>,
     device: Authenticated,

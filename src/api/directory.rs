@@ -10,6 +10,7 @@ use crate::address::{Address, Alias};
 use crate::crypto::identity::SignedDeviceList;
 use crate::crypto::PublicKey;
 use crate::error::ApiError;
+use crate::federation::directory::RemoteIdentity;
 use crate::identity::{self, Identity};
 use crate::startup::AppState;
 
@@ -17,7 +18,7 @@ use crate::startup::AppState;
 pub const IDENTITY_REL: &str = "urn:homing:rel:identity";
 
 /// The identity document served for an address.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IdentityDocument {
     pub address: String,
     pub account_key: PublicKey,
@@ -46,7 +47,27 @@ async fn local_by_alias(state: &AppState, alias: Alias) -> Result<IdentityDocume
     document(state, found.ok_or_else(|| unknown(alias.as_str()))?)
 }
 
-/// `GET /api/v1/users/{account_key}/devices`: the signed device list.
+/// An account key's current signed device list.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AccountDevices {
+    pub account_key: PublicKey,
+    pub signed_device_list: SignedDeviceList,
+}
+
+/// The signed device list of a local account, by account key. Public:
+/// the list is signed by the account key, so whoever reads it can check it.
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/{account_key}/devices",
+    tag = "directory",
+    params(("account_key" = PublicKey, Path, description = "The account key.")),
+    responses(
+        (status = 200, description = "The signed device list.", body = AccountDevices),
+        (status = 400, description = "Not a valid account key."),
+        (status = 404, description = "No local account has this key."),
+        (status = 503, description = "The database is unavailable."),
+    )
+)]
 pub async fn devices_by_key(
     state: web::Data<AppState>,
     path: web::Path<String>,
@@ -61,10 +82,10 @@ pub async fn devices_by_key(
         .ok_or_else(|| unknown("this account key"))?;
     Ok(HttpResponse::Ok()
         .insert_header(("Access-Control-Allow-Origin", "*"))
-        .json(json!({
-            "account_key": found.account_key,
-            "signed_device_list": found.signed_device_list,
-        })))
+        .json(AccountDevices {
+            account_key: found.account_key,
+            signed_device_list: found.signed_device_list,
+        }))
 }
 
 /// `GET /.well-known/homing/identity/{alias}`.
@@ -124,8 +145,24 @@ pub async fn webfinger(
         .body(jrd.to_string()))
 }
 
-/// `GET /api/v1/directory/{address}`: the identity behind any address, for
-/// this server's own clients.
+/// The identity behind any address, local or on another server, for this
+/// server's own clients. Remote answers are cached and their account key
+/// pinned: `key_changed` says the served key is not the first one seen.
+#[utoipa::path(
+    get,
+    path = "/api/v1/directory/{address}",
+    tag = "directory",
+    security(("bearer" = [])),
+    params(("address" = String, Path, description = "`alias@server`.")),
+    responses(
+        (status = 200, description = "The identity document.", body = RemoteIdentity),
+        (status = 400, description = "Not a valid address."),
+        (status = 403, description = "This server does not federate with that server."),
+        (status = 404, description = "No identity at that address."),
+        (status = 502, description = "The other server could not be reached or answered badly."),
+        (status = 503, description = "The database is unavailable."),
+    )
+)]
 pub async fn directory(
     state: web::Data<AppState>,
     _device: Authenticated,
@@ -149,11 +186,9 @@ pub async fn directory(
     }
     let doc = local_by_alias(&state, address.alias().clone()).await?;
     let pinned = doc.account_key.to_string();
-    Ok(
-        HttpResponse::Ok().json(crate::federation::directory::RemoteIdentity {
-            document: doc,
-            pinned_account_key: pinned,
-            key_changed: false,
-        }),
-    )
+    Ok(HttpResponse::Ok().json(RemoteIdentity {
+        document: doc,
+        pinned_account_key: pinned,
+        key_changed: false,
+    }))
 }

@@ -3,15 +3,16 @@
 use std::sync::Arc;
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::auth::{too_many, Authenticated};
 use crate::error::ApiError;
 use crate::gateway::cluster::{self, ClusterEvent};
 use crate::gateway::GatewayEvent;
 use crate::mailbox::{
-    self, NewDelivery, PreparedSend, Retention, SendContext, SendRequest, Sender, StatusEvent,
+    self, NewDelivery, PreparedSend, Retention, SendContext, SendRequest, SendResponse, Sender,
+    StatusEvent, SyncPage,
 };
 use crate::startup::AppState;
 
@@ -79,6 +80,27 @@ fn to_other_replicas(state: &AppState, events: Vec<ClusterEvent>) {
     });
 }
 
+/// Sends an encrypted message to up to 100 recipients.
+///
+/// Idempotent by `message_id`: a retry with the same content gets the
+/// first answer again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/dms/send",
+    tag = "dms",
+    security(("bearer" = [])),
+    request_body = SendRequest,
+    responses(
+        (status = 202, description = "Accepted for every recipient; see each one's status.", body = SendResponse),
+        (status = 400, description = "An invalid message id, body, address or key wrap."),
+        (status = 403, description = "This server does not federate with a recipient's server."),
+        (status = 404, description = "A local recipient does not exist."),
+        (status = 409, description = "The device lists are stale (`stale_devices`), or the message id was used for other content."),
+        (status = 413, description = "The body is larger than the server accepts."),
+        (status = 429, description = "Sending too fast, or every recipient's mailbox is full (`mailbox_full`)."),
+        (status = 503, description = "The database is unavailable."),
+    )
+)]
 pub async fn send(
     state: web::Data<AppState>,
     device: Authenticated,
@@ -111,12 +133,16 @@ pub async fn send(
     Ok(HttpResponse::Accepted().json(outcome.response))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Where to continue, and how many items at most.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncBody {
+    /// The cursor of the last item already processed; 0 to start.
     #[serde(default)]
+    #[schema(minimum = 0)]
     cursor: i64,
     #[serde(default = "default_limit")]
+    #[schema(minimum = 1, maximum = 500, default = 100)]
     limit: i64,
 }
 
@@ -124,6 +150,19 @@ fn default_limit() -> i64 {
     100
 }
 
+/// The device's pending messages after `cursor`, oldest first.
+#[utoipa::path(
+    post,
+    path = "/api/v1/dms/sync",
+    tag = "dms",
+    security(("bearer" = [])),
+    request_body = SyncBody,
+    responses(
+        (status = 200, description = "A page of pending messages.", body = SyncPage),
+        (status = 400, description = "A negative cursor or a limit out of range."),
+        (status = 503, description = "The database is unavailable."),
+    )
+)]
 pub async fn sync(
     state: web::Data<AppState>,
     device: Authenticated,
@@ -147,12 +186,36 @@ pub async fn sync(
     Ok(HttpResponse::Ok().json(page))
 }
 
-#[derive(Debug, Deserialize)]
+/// Messages this device has stored and no longer needs from the server.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AckBody {
+    #[schema(max_items = 500)]
     message_ids: Vec<String>,
 }
 
+/// What an acknowledgement did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AckResponse {
+    /// Deliveries to this device that were acknowledged now.
+    pub acknowledged: usize,
+    /// Messages removed from the server as a result.
+    pub purged: usize,
+}
+
+/// Acknowledges deliveries to this device.
+#[utoipa::path(
+    post,
+    path = "/api/v1/dms/ack",
+    tag = "dms",
+    security(("bearer" = [])),
+    request_body = AckBody,
+    responses(
+        (status = 200, description = "Acknowledged.", body = AckResponse),
+        (status = 400, description = "Too many message ids."),
+        (status = 503, description = "The database is unavailable."),
+    )
+)]
 pub async fn ack(
     state: web::Data<AppState>,
     device: Authenticated,
@@ -170,12 +233,36 @@ pub async fn ack(
         .deliveries_acked
         .inc_by(outcome.acknowledged as u64);
     publish_status(&state, outcome.status_events);
-    Ok(HttpResponse::Ok().json(json!({
-        "acknowledged": outcome.acknowledged,
-        "purged": outcome.purged_messages,
-    })))
+    Ok(HttpResponse::Ok().json(AckResponse {
+        acknowledged: outcome.acknowledged,
+        purged: outcome.purged_messages,
+    }))
 }
 
+/// What the server knows of the delivery of one sent message.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryStatus {
+    pub message_id: String,
+    pub recipients: Vec<StatusEvent>,
+}
+
+/// The delivery state of the caller's message, per recipient.
+#[utoipa::path(
+    get,
+    path = "/api/v1/dms/status/{message_id}",
+    tag = "dms",
+    security(("bearer" = [])),
+    params(
+        ("message_id" = String, Path, pattern = "^[A-Za-z0-9_-]{16,64}$",
+            description = "The id the message was sent with."),
+    ),
+    responses(
+        (status = 200, description = "Each recipient's state.", body = DeliveryStatus),
+        (status = 400, description = "Not a valid message id."),
+        (status = 404, description = "The caller sent no message with this id."),
+        (status = 503, description = "The database is unavailable."),
+    )
+)]
 pub async fn status(
     state: web::Data<AppState>,
     device: Authenticated,
@@ -194,9 +281,24 @@ pub async fn status(
         .db
         .run(move |conn| mailbox::delivery_status(conn, &account, &lookup))
         .await?;
-    Ok(HttpResponse::Ok().json(json!({ "message_id": message_id, "recipients": recipients })))
+    Ok(HttpResponse::Ok().json(DeliveryStatus {
+        message_id,
+        recipients,
+    }))
 }
 
+/// Sets how long the caller's delivered messages stay on the server.
+#[utoipa::path(
+    put,
+    path = "/api/v1/account/retention",
+    tag = "accounts",
+    security(("bearer" = [])),
+    request_body = Retention,
+    responses(
+        (status = 200, description = "The retention now in force, capped by the server.", body = Retention),
+        (status = 503, description = "The database is unavailable."),
+    )
+)]
 pub async fn set_retention(
     state: web::Data<AppState>,
     device: Authenticated,

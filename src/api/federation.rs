@@ -30,7 +30,7 @@ impl From<InboundError> for ApiError {
         match error {
             InboundError::Invalid(_) => ApiError::bad_request("invalid_transaction", message),
             InboundError::TxnReused(_) => {
-                ApiError::conflict("txn_reused", message, serde_json::Value::Null)
+                ApiError::conflict("txn_reused", message, Default::default())
             }
             InboundError::Mailbox(cause) => cause.into(),
         }

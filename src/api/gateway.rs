@@ -9,12 +9,28 @@ use crate::gateway::{run_session, GatewayEvent, SessionConfig};
 use crate::mailbox;
 use crate::startup::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct GatewayQuery {
     /// The last cursor this device saw; anything newer is announced at once.
     resume: Option<i64>,
 }
 
+/// Upgrades to the WebSocket gateway, where the server pushes `DM_NOTIFY`
+/// and `DELIVERY_STATUS` events as they happen.
+#[utoipa::path(
+    get,
+    path = "/api/v1/gateway",
+    tag = "gateway",
+    security(("bearer" = [])),
+    params(GatewayQuery),
+    responses(
+        (status = 101, description = "Switched to the WebSocket protocol."),
+        (status = 400, description = "Not a WebSocket upgrade request, or a bad `resume`."),
+        (status = 429, description = "This device has too many gateway sessions open."),
+        (status = 503, description = "The database is unavailable."),
+    )
+)]
 pub async fn gateway(
     request: HttpRequest,
     payload: web::Payload,

@@ -1,22 +1,44 @@
 //! Liveness, readiness and metrics.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::ApiError;
 use crate::federation::outbox;
 use crate::startup::AppState;
 
+/// A probe's answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Health {
+    /// `ok` (live) or `ready`.
+    pub status: &'static str,
+}
+
 /// The process is up and serving HTTP.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "server",
+    responses((status = 200, description = "Live.", body = Health))
+)]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok" }))
+    HttpResponse::Ok().json(Health { status: "ok" })
 }
 
 /// The database answers and every migration is applied.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "server",
+    responses(
+        (status = 200, description = "Ready to serve.", body = Health),
+        (status = 503, description = "The database is unreachable or migrations are pending."),
+    )
+)]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     match state.db.is_ready().await {
-        Ok(true) => Ok(HttpResponse::Ok().json(json!({ "status": "ready" }))),
+        Ok(true) => Ok(HttpResponse::Ok().json(Health { status: "ready" })),
         Ok(false) => Err(ApiError::Unavailable(
             "database migrations are pending".into(),
         )),

@@ -7,13 +7,14 @@ use serde::Deserialize;
 
 use super::auth::{limit_by_ip, Authenticated};
 use crate::error::ApiError;
-use crate::identity::links::{self, MAX_LINK_BLOB};
+use crate::identity::links::{self, Link, MAX_LINK_BLOB};
 use crate::startup::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlobBody {
-    /// Opaque to the server, base64url.
+    /// Opaque to the server: 1 to 4096 bytes as unpadded base64url.
+    #[schema(pattern = "^[A-Za-z0-9_-]+$")]
     blob: String,
 }
 
@@ -43,7 +44,19 @@ fn valid_id(id: &str) -> Result<(), ApiError> {
 }
 
 /// A new device (not signed in yet) leaves its request.
-pub async fn create(
+#[utoipa::path(
+    post,
+    path = "/api/v1/links",
+    tag = "devices",
+    request_body = BlobBody,
+    responses(
+        (status = 201, description = "The link, valid for ten minutes.", body = Link),
+        (status = 400, description = "The blob is not 1 to 4096 bytes of base64url."),
+        (status = 429, description = "Too many links from this address."),
+        (status = 503, description = "The database is unavailable."),
+    )
+)]
+pub async fn create_link(
     state: web::Data<AppState>,
     request: HttpRequest,
     body: web::Json<BlobBody>,
@@ -55,7 +68,19 @@ pub async fn create(
 }
 
 /// Either side reads the link; the id is an unguessable capability.
-pub async fn get(
+#[utoipa::path(
+    get,
+    path = "/api/v1/links/{link_id}",
+    tag = "devices",
+    params(("link_id" = String, Path, pattern = "^[A-Za-z0-9_-]{22}$", description = "The link's id.")),
+    responses(
+        (status = 200, description = "The link and its answer, once given.", body = Link),
+        (status = 404, description = "No such link, or it expired."),
+        (status = 429, description = "Too many look-ups from this address."),
+        (status = 503, description = "The database is unavailable."),
+    )
+)]
+pub async fn get_link(
     state: web::Data<AppState>,
     request: HttpRequest,
     path: web::Path<String>,
@@ -72,7 +97,22 @@ pub async fn get(
 }
 
 /// A signed-in device of the account answers the link once.
-pub async fn answer(
+#[utoipa::path(
+    put,
+    path = "/api/v1/links/{link_id}/response",
+    tag = "devices",
+    security(("bearer" = [])),
+    params(("link_id" = String, Path, pattern = "^[A-Za-z0-9_-]{22}$", description = "The link's id.")),
+    request_body = BlobBody,
+    responses(
+        (status = 204, description = "Answered."),
+        (status = 400, description = "The blob is not 1 to 4096 bytes of base64url."),
+        (status = 404, description = "Not a valid link id."),
+        (status = 409, description = "The link is unknown, expired or already answered."),
+        (status = 503, description = "The database is unavailable."),
+    )
+)]
+pub async fn answer_link(
     state: web::Data<AppState>,
     _device: Authenticated,
     path: web::Path<String>,
@@ -89,7 +129,7 @@ pub async fn answer(
         return Err(ApiError::conflict(
             "link_closed",
             "the link is unknown, expired or already answered",
-            serde_json::Value::Null,
+            Default::default(),
         ));
     }
     Ok(HttpResponse::NoContent().finish())

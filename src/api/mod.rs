@@ -10,73 +10,91 @@ mod gateway;
 mod health;
 pub mod keys;
 mod links;
+pub mod openapi;
 pub mod server_info;
 mod signed;
 
-use actix_web::web;
+use actix_web::dev::{HttpServiceFactory, ServiceResponse};
+use actix_web::http::{header, StatusCode};
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
+use actix_web::{web, ResponseError};
 
 use crate::config::Settings;
+use crate::error::ApiError;
 
 pub use dms::{publish_deliveries, publish_status};
 pub use extract::json_config;
 
-/// Registers every route and the request-body limits.
+/// Registers every route and the request-body limits. Client routes come
+/// from the OpenAPI document (see `openapi`); the rest are for other
+/// servers and operators and are listed here.
 pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
     cfg.app_data(json_config(settings.limits.max_request_bytes))
         .app_data(extract::path_config())
-        .app_data(extract::query_config())
-        .route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(health::metrics))
-        .route(
-            "/.well-known/homing/server-info",
-            web::get().to(server_info::server_info),
-        )
-        .route("/.well-known/homing/keys", web::get().to(keys::keys))
-        .route(
+        .app_data(extract::query_config());
+    let mut client =
+        web::scope("/api/v1").wrap(actix_web::middleware::from_fn(auth::require_device));
+    for (path, routes) in openapi::routes() {
+        match path.strip_prefix("/api/v1") {
+            Some(rest) => client = client.service(resource(rest, routes)),
+            None => {
+                cfg.service(resource(&path, routes));
+            }
+        }
+    }
+    cfg.service(resource("/metrics", vec![web::get().to(health::metrics)]))
+        .service(resource(
+            "/.well-known/homing/keys",
+            vec![web::get().to(keys::keys)],
+        ))
+        .service(resource(
             "/.well-known/homing/identity/{alias}",
-            web::get().to(directory::identity_by_alias),
-        )
-        .route(
+            vec![web::get().to(directory::identity_by_alias)],
+        ))
+        .service(resource(
             "/.well-known/webfinger",
-            web::get().to(directory::webfinger),
-        )
-        .service(
-            web::scope("/api/v1")
-                .wrap(actix_web::middleware::from_fn(auth::require_device))
-                .route("/accounts", web::post().to(accounts::register))
-                .route("/account", web::get().to(accounts::me))
-                .route("/auth/challenge", web::post().to(auth::challenge))
-                .route("/auth/token", web::post().to(auth::token))
-                .route("/auth/token", web::delete().to(auth::logout))
-                .route("/devices", web::get().to(accounts::list_devices))
-                .route("/devices", web::post().to(accounts::add_device))
-                .route(
-                    "/devices/{device_id}/revoke",
-                    web::post().to(accounts::revoke_device),
-                )
-                .route(
-                    "/users/{account_key}/devices",
-                    web::get().to(directory::devices_by_key),
-                )
-                .route("/directory/{address}", web::get().to(directory::directory))
-                .route("/account/retention", web::put().to(dms::set_retention))
-                .route("/dms/send", web::post().to(dms::send))
-                .route("/dms/sync", web::post().to(dms::sync))
-                .route("/dms/ack", web::post().to(dms::ack))
-                .route("/dms/status/{message_id}", web::get().to(dms::status))
-                .route("/gateway", web::get().to(gateway::gateway))
-                .route("/links", web::post().to(links::create))
-                .route("/links/{link_id}", web::get().to(links::get))
-                .route("/links/{link_id}/response", web::put().to(links::answer)),
-        )
+            vec![web::get().to(directory::webfinger)],
+        ))
+        .service(client)
         .service(
             web::scope("/federation/v1")
                 .app_data(web::PayloadConfig::new(
                     crate::federation::wire::MAX_TXN_REQUEST_BYTES,
                 ))
-                .route("/txn/{txn_id}", web::put().to(federation::put_txn))
-                .route("/hello", web::post().to(federation::hello)),
+                .service(resource(
+                    "/txn/{txn_id}",
+                    vec![web::put().to(federation::put_txn)],
+                ))
+                .service(resource("/hello", vec![web::post().to(federation::hello)])),
         )
         .default_service(web::to(extract::not_found));
+}
+
+/// One path and every method served there. A known path asked with
+/// another method gets 405 with `Allow` (computed by actix from the routes
+/// it holds) and the usual JSON error body, rather than a 404 that would
+/// say the path does not exist.
+fn resource(path: &str, routes: Vec<actix_web::Route>) -> impl HttpServiceFactory + 'static {
+    routes
+        .into_iter()
+        .fold(web::resource(path), |resource, route| resource.route(route))
+        .wrap(ErrorHandlers::new().handler(StatusCode::METHOD_NOT_ALLOWED, method_not_allowed))
+}
+
+fn method_not_allowed<B>(
+    response: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let (request, old) = response.into_parts();
+    let error = ApiError::MethodNotAllowed(format!(
+        "{} is not served at {}",
+        request.method(),
+        request.path()
+    ));
+    let mut answer = error.error_response();
+    if let Some(allow) = old.headers().get(header::ALLOW) {
+        answer.headers_mut().insert(header::ALLOW, allow.clone());
+    }
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(request, answer).map_into_right_body(),
+    ))
 }

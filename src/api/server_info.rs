@@ -8,18 +8,19 @@ use crate::config::{Limits, RegistrationPolicy};
 use crate::startup::AppState;
 
 /// The public description of this server.
-#[derive(Debug, Serialize, serde::Deserialize)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ServerInfo {
     pub server_name: String,
     pub software: String,
     pub version: String,
+    /// `open`, `invite` or `closed`.
     pub registration: String,
-    pub limits: serde_json::Value,
+    pub limits: Limits,
     pub retention: RetentionInfo,
 }
 
 /// Retention caps, in seconds.
-#[derive(Debug, Serialize, serde::Deserialize)]
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct RetentionInfo {
     pub default_policy: String,
     pub max_pending_age_secs: u64,
@@ -27,6 +28,13 @@ pub struct RetentionInfo {
     pub device_inactivity_secs: u64,
 }
 
+/// What this server is, its registration policy, limits and retention.
+#[utoipa::path(
+    get,
+    path = "/.well-known/homing/server-info",
+    tag = "server",
+    responses((status = 200, description = "The server's public description.", body = ServerInfo))
+)]
 pub async fn server_info(state: web::Data<AppState>) -> HttpResponse {
     let settings = &state.settings;
     let registration = match settings.registration_policy {
@@ -40,7 +48,7 @@ pub async fn server_info(state: web::Data<AppState>) -> HttpResponse {
         software: "homing".into(),
         version: env!("CARGO_PKG_VERSION").into(),
         registration: registration.into(),
-        limits: serde_json::to_value(limits).unwrap_or_default(),
+        limits: limits.clone(),
         retention: RetentionInfo {
             default_policy: "purge-on-ack".into(),
             max_pending_age_secs: settings.retention.max_pending_age.as_secs(),

@@ -214,7 +214,7 @@ pub struct FederationSettings {
 }
 
 /// Limits on what a client or a peer can make the server hold.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Limits {
     pub max_message_bytes: usize,
     pub max_pending_messages_per_device: u32,

@@ -66,6 +66,19 @@ impl<'de> Deserialize<'de> for DeviceId {
     }
 }
 
+impl utoipa::PartialSchema for DeviceId {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("A device's name within its account."))
+            .pattern(Some("^[A-Za-z0-9_-]{1,64}$"))
+            .build()
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for DeviceId {}
+
 impl std::fmt::Display for DeviceId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -96,9 +109,10 @@ fn verify_document<T: Serialize>(
 }
 
 /// A device's keys, vouched for by the account key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceCertificate {
+    /// Always `homing.device_certificate.v1`.
     #[serde(rename = "type")]
     pub kind: String,
     pub account_key: PublicKey,
@@ -145,7 +159,7 @@ impl DeviceCertificate {
 }
 
 /// A certificate with the account key's signature over it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignedDeviceCertificate {
     pub certificate: DeviceCertificate,
@@ -163,9 +177,10 @@ impl SignedDeviceCertificate {
 
 /// Every current device of an account, with a version that only grows, so a
 /// server can neither add a device unnoticed nor roll the list back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceList {
+    /// Always `homing.device_list.v1`.
     #[serde(rename = "type")]
     pub kind: String,
     pub account_key: PublicKey,
@@ -199,7 +214,7 @@ impl DeviceList {
 }
 
 /// A device list with the account key's signature over it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignedDeviceList {
     pub device_list: DeviceList,

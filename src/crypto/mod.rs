@@ -151,3 +151,43 @@ macro_rules! string_serde {
 string_serde!(PublicKey);
 string_serde!(BoxPublicKey);
 string_serde!(SignatureBytes);
+
+/// OpenAPI schemas for the wire encodings above: strings of a fixed shape,
+/// so generated clients and fuzzers produce values of the right form.
+mod schemas {
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    use utoipa::openapi::RefOr;
+    use utoipa::{PartialSchema, ToSchema};
+
+    use super::{BoxPublicKey, PublicKey, SignatureBytes};
+
+    fn base64url(description: &str, chars: usize) -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(description))
+            .pattern(Some(format!("^[A-Za-z0-9_-]{{{chars}}}$")))
+            .build()
+            .into()
+    }
+
+    impl PartialSchema for PublicKey {
+        fn schema() -> RefOr<Schema> {
+            base64url("An ed25519 public key, 32 bytes as unpadded base64url.", 43)
+        }
+    }
+    impl ToSchema for PublicKey {}
+
+    impl PartialSchema for BoxPublicKey {
+        fn schema() -> RefOr<Schema> {
+            base64url("An X25519 public key, 32 bytes as unpadded base64url.", 43)
+        }
+    }
+    impl ToSchema for BoxPublicKey {}
+
+    impl PartialSchema for SignatureBytes {
+        fn schema() -> RefOr<Schema> {
+            base64url("An ed25519 signature, 64 bytes as unpadded base64url.", 86)
+        }
+    }
+    impl ToSchema for SignatureBytes {}
+}

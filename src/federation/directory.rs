@@ -33,7 +33,7 @@ pub enum DirectoryError {
 }
 
 /// A verified remote identity and what the pin says about it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct RemoteIdentity {
     #[serde(flatten)]
     pub document: IdentityDocument,

@@ -15,7 +15,7 @@ use crate::storage::{is_unique_violation, write_transaction, DbConnection, Stora
 use crate::with_backend;
 
 /// A device as its owner sees it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct DeviceInfo {
     pub device_id: String,
     pub sign_key: String,

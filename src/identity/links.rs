@@ -22,7 +22,7 @@ pub const LINK_TTL: Duration = Duration::from_secs(600);
 pub const MAX_LINK_BLOB: usize = 4 * 1024;
 
 /// A link as the devices see it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Link {
     pub link_id: String,
     /// The new device's request, base64url.

@@ -69,7 +69,7 @@ pub struct NewDelivery {
 }
 
 /// Which device ids a sender must add or drop for one recipient.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StaleRecipient {
     pub address: String,
     pub missing: Vec<String>,
@@ -78,7 +78,7 @@ pub struct StaleRecipient {
 
 /// Whether every target device must acknowledge (`all`) or the first ack
 /// ends the message for all of a recipient's devices (`any`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryMode {
     #[default]

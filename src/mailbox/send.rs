@@ -32,40 +32,51 @@ pub const MAX_RECIPIENTS: usize = 100;
 const MAX_KEY_WRAP_BYTES: usize = 256;
 
 /// `POST /api/v1/dms/send`, as the client sends it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SendRequest {
+    /// Chosen by the client, random; a retry with the same id and content
+    /// is answered from the record instead of sending twice.
+    #[schema(pattern = "^[A-Za-z0-9_-]{16,64}$")]
     pub message_id: String,
     /// The encrypted body, unpadded base64url.
+    #[schema(pattern = "^[A-Za-z0-9_-]+$")]
     pub body: String,
     #[serde(default)]
     pub delivery: DeliveryMode,
+    #[schema(min_items = 1, max_items = 100)]
     pub recipients: Vec<RecipientWraps>,
 }
 
 /// One recipient address and a key wrap per target device.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecipientWraps {
+    /// `alias@server`.
     pub address: String,
+    #[schema(min_items = 1, max_items = 32)]
     pub devices: Vec<DeviceWrap>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The message's content key sealed to one device.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceWrap {
     pub device_id: String,
+    /// Unpadded base64url, at most 256 bytes decoded.
+    #[schema(pattern = "^[A-Za-z0-9_-]+$")]
     pub key_wrap: String,
 }
 
 /// The answer to a send, stored so that a retry gets it again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SendResponse {
     pub message_id: String,
     pub recipients: Vec<RecipientStatus>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Where the message stands for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecipientStatus {
     pub address: String,
     /// `stored`, or `mailbox_full` when that recipient's devices are over quota.

@@ -13,7 +13,7 @@ use crate::time::duration_ms;
 use crate::with_backend;
 
 /// A change in what the sender knows about one recipient of its message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StatusEvent {
     /// Who sent it (a local account); the event goes to its devices.
     #[serde(skip)]
@@ -135,7 +135,7 @@ pub fn delivery_status(
 }
 
 /// A recipient's retention choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "policy", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Retention {
     /// Purge a message as soon as its delivery condition is met.

@@ -23,7 +23,7 @@ pub const MAX_ACK_IDS: usize = 500;
 const SEEN_GRANULARITY_MS: i64 = 60_000;
 
 /// One pending message for the syncing device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SyncItem {
     /// Server order; pass the last one back as the cursor.
     pub cursor: i64,
@@ -39,7 +39,7 @@ pub struct SyncItem {
 }
 
 /// A page of a sync.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SyncPage {
     pub items: Vec<SyncItem>,
     /// The cursor to continue from (the last item's, or the one given).

@@ -14,6 +14,7 @@ mod hostile;
 mod identity;
 mod mailbox;
 mod migrate_store;
+mod openapi;
 mod properties;
 mod replicas;
 mod resolver;
