@@ -63,8 +63,8 @@ pub struct Metrics {
     pub outbox_queued: Gauge,
     pub outbox_depth: Family<DestinationLabels, Gauge>,
     pub outbox_oldest_age_seconds: Family<DestinationLabels, Gauge>,
-    pub send_queue_depth: Gauge,
-    pub send_batch_size: Histogram,
+    pub write_queue_depth: Gauge,
+    pub write_batch_size: Histogram,
     db_pool_connections: Family<PoolLabels, Gauge>,
     db_pool_max: Gauge,
 }
@@ -172,17 +172,17 @@ impl Metrics {
             "Age of the oldest message waiting for one destination server",
             outbox_oldest_age_seconds.clone(),
         );
-        let send_queue_depth = Gauge::default();
+        let write_queue_depth = Gauge::default();
         registry.register(
-            "send_queue_depth",
-            "Sends waiting for a group commit",
-            send_queue_depth.clone(),
+            "write_queue_depth",
+            "Sends and acks waiting for a group commit",
+            write_queue_depth.clone(),
         );
-        let send_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 9));
+        let write_batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 9));
         registry.register(
-            "send_batch_size",
-            "Sends committed together in one transaction",
-            send_batch_size.clone(),
+            "write_batch_size",
+            "Sends and acks committed together in one transaction",
+            write_batch_size.clone(),
         );
         let db_pool_connections = Family::<PoolLabels, Gauge>::default();
         registry.register(
@@ -202,8 +202,8 @@ impl Metrics {
             outbox_queued,
             outbox_depth,
             outbox_oldest_age_seconds,
-            send_queue_depth,
-            send_batch_size,
+            write_queue_depth,
+            write_batch_size,
             db_pool_connections,
             db_pool_max,
             relayed_messages,

@@ -33,8 +33,8 @@ pub struct AppState {
     pub peer_keys: Arc<PeerKeys>,
     pub relay_wake: Arc<tokio::sync::Notify>,
     pub relay_in_flight: Arc<InFlight>,
-    /// Group commit for local sends.
-    pub send_queue: Arc<crate::mailbox::SendQueue>,
+    /// Group commit for sends and acks.
+    pub write_queue: Arc<crate::mailbox::WriteQueue>,
     /// Identifies this daemon in relay leases.
     pub replica_id: String,
 }
@@ -108,10 +108,10 @@ impl Application {
             peer_keys: Arc::new(PeerKeys::new(db.clone())),
             relay_wake: Arc::new(tokio::sync::Notify::new()),
             relay_in_flight: Arc::new(InFlight::default()),
-            send_queue: Arc::new(crate::mailbox::SendQueue::start(
+            write_queue: Arc::new(crate::mailbox::WriteQueue::start(
                 db.clone(),
                 settings.database.writers,
-                metrics.send_batch_size.clone(),
+                metrics.write_batch_size.clone(),
             )),
             replica_id: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
             settings: Arc::new(settings),
@@ -194,6 +194,10 @@ fn http_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server>
     })
     .client_request_timeout(client_timeout)
     .client_disconnect_timeout(Duration::from_secs(1))
+    // Gateway frames are small writes; with Nagle's algorithm each waited
+    // for the client's delayed ACK (up to 40 ms) once notifications came
+    // faster than one per round trip.
+    .tcp_nodelay(true)
     .listen(listener)?
     .shutdown_timeout(shutdown_secs)
     .run();

@@ -158,12 +158,17 @@ pub async fn e2e(postgres: Option<&str>, duration: Duration, rate: u64) -> anyho
             .ok();
         let (http, url, token) = (http.clone(), daemon.url.clone(), alice.tokens[0].clone());
         sends.push(tokio::spawn(async move {
-            let _ = http
+            let started = Instant::now();
+            let answer = http
                 .post(format!("{url}/api/v1/dms/send"))
                 .bearer_auth(&token)
                 .json(&request)
                 .send()
                 .await;
+            answer
+                .ok()
+                .filter(|response| response.status().is_success())
+                .map(|_| started.elapsed().as_secs_f64() * 1000.0)
         }));
         count += 1;
         // Every 100th message, time a full sync as well.
@@ -174,8 +179,11 @@ pub async fn e2e(postgres: Option<&str>, duration: Duration, rate: u64) -> anyho
             }
         }
     }
+    let mut send_ms = Vec::new();
     for send in sends {
-        let _ = send.await;
+        if let Ok(Some(ms)) = send.await {
+            send_ms.push(ms);
+        }
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     receiver.abort();
@@ -188,6 +196,8 @@ pub async fn e2e(postgres: Option<&str>, duration: Duration, rate: u64) -> anyho
         "e2e_p50_ms": percentile(&mut samples, 0.50),
         "e2e_p99_ms": percentile(&mut samples, 0.99),
         "e2e_max_ms": percentile(&mut samples, 1.0),
+        "send_p50_ms": percentile(&mut send_ms, 0.50),
+        "send_p99_ms": percentile(&mut send_ms, 0.99),
         "sync_p50_ms": percentile(&mut sync_ms, 0.50),
         "sync_p99_ms": percentile(&mut sync_ms, 0.99),
     }))

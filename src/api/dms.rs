@@ -118,7 +118,7 @@ pub async fn send(
         device_id: device.device_id,
     };
     let prepared = PreparedSend::new(body.into_inner(), &context.limits)?;
-    let outcome = state.send_queue.send(context, sender, prepared).await?;
+    let outcome = state.write_queue.send(context, sender, prepared).await?;
     if !outcome.replayed {
         state.metrics.messages_accepted.inc();
         state
@@ -224,9 +224,10 @@ pub async fn ack(
     let device_row = device.0.device_row;
     let ids = body.into_inner().message_ids;
     let max_keep = state.settings.retention.max_keep;
+    mailbox::check_ack(&ids)?;
     let outcome = state
-        .db
-        .run(move |conn| mailbox::ack(conn, device_row, &ids, max_keep))
+        .write_queue
+        .run(move |conn| mailbox::ack_within(conn, device_row, &ids, max_keep))
         .await?;
     state
         .metrics

@@ -67,8 +67,8 @@ pub async fn metrics(
         .gateway_sessions
         .set(state.hub.session_count() as i64);
     metrics
-        .send_queue_depth
-        .set(state.send_queue.depth() as i64);
+        .write_queue_depth
+        .set(state.write_queue.depth() as i64);
     metrics.observe_pool(state.db.pool_state());
     // Read at scrape time so the queue figures are never a pass behind.
     let limit = crate::metrics::MAX_DESTINATION_SERIES as i64;

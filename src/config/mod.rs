@@ -195,7 +195,7 @@ pub struct DatabaseSettings {
     pub pool_size: u32,
     pub connect_timeout: Duration,
     pub sqlite_synchronous: SqliteSynchronous,
-    /// Threads committing sends in groups; at least one.
+    /// Threads committing sends and acks in groups; at least one.
     pub writers: usize,
 }
 

@@ -1,9 +1,10 @@
-//! Group commit for sends: concurrent sends wait in a bounded queue, a
-//! writer takes everything waiting (up to a batch), stores each send in a
-//! savepoint of one transaction, commits once, and only then answers each
-//! of them. Throughput is then bounded by the disk's flush rate times the
-//! batch size instead of one flush per message, and durability is
-//! unchanged: nobody is answered before the commit that holds their send.
+//! Group commit for the mailbox's hot writes (sends and acks): concurrent
+//! writes wait in a bounded queue, a writer takes everything waiting (up to
+//! a batch), runs each in a savepoint of one transaction, commits once, and
+//! only then answers each of them. Throughput is then bounded by the disk's
+//! flush rate times the batch size instead of one flush per request, and
+//! durability is unchanged: nobody is answered before the commit that holds
+//! their write.
 
 use std::sync::{Arc, Mutex};
 
@@ -12,29 +13,66 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::send::{send_within, PreparedSend, SendContext, SendOutcome, Sender};
 use super::MailboxError;
-use crate::storage::{write_transaction, Database, StorageError};
+use crate::storage::{write_transaction, Database, DbConnection, StorageError};
 
-/// Most sends in one transaction.
+/// Most writes in one transaction.
 const MAX_BATCH: usize = 256;
-/// Sends waiting for a writer before new ones wait to enter (backpressure).
+/// Writes waiting for a writer before new ones wait to enter (backpressure).
 const QUEUE: usize = 4_096;
+/// Tries a write gets when PostgreSQL picks it as a deadlock victim or the
+/// batch's commit fails for a reason that a second try can clear.
+const ATTEMPTS: usize = 3;
 
-struct Job {
-    context: Arc<SendContext>,
-    sender: Sender,
-    prepared: PreparedSend,
-    reply: oneshot::Sender<Result<SendOutcome, MailboxError>>,
+/// One queued write, type-erased so sends and acks share the writers.
+trait Work: Send {
+    /// Runs inside the batch's transaction, in a savepoint of its own (the
+    /// closure takes it), and keeps the result. True when it failed in a
+    /// way the next transaction may not.
+    fn run(&mut self, conn: &mut DbConnection) -> bool;
+    /// Answers the caller once the batch's fate is known.
+    fn answer(self: Box<Self>, commit: Result<(), String>);
 }
+
+struct Job<T, F> {
+    work: F,
+    result: Option<Result<T, MailboxError>>,
+    reply: oneshot::Sender<Result<T, MailboxError>>,
+}
+
+impl<T, F> Work for Job<T, F>
+where
+    T: Send,
+    F: FnMut(&mut DbConnection) -> Result<T, MailboxError> + Send,
+{
+    fn run(&mut self, conn: &mut DbConnection) -> bool {
+        let result = (self.work)(conn);
+        let transient = result.as_ref().is_err_and(is_transient);
+        self.result = Some(result);
+        transient
+    }
+
+    fn answer(self: Box<Self>, commit: Result<(), String>) {
+        let answer = match (commit, self.result) {
+            (Ok(()), Some(result)) => result,
+            // The commit failed: nothing in the batch is stored.
+            (Err(error), _) => Err(StorageError::Unavailable(error).into()),
+            (Ok(()), None) => Err(StorageError::Unavailable("the write did not run".into()).into()),
+        };
+        let _ = self.reply.send(answer);
+    }
+}
+
+type Queued = Box<dyn Work>;
 
 /// The queue in front of the writers.
-pub struct SendQueue {
-    jobs: mpsc::Sender<Job>,
+pub struct WriteQueue {
+    jobs: mpsc::Sender<Queued>,
 }
 
-impl SendQueue {
-    /// Starts `writers` writer threads (SQLite: one is right, it has one
-    /// write lock; PostgreSQL: a few overlap their commits).
-    /// `batch_sizes` hears how many sends each transaction held.
+impl WriteQueue {
+    /// Starts `writers` writer threads (one is right for SQLite, which has
+    /// one write lock, and for PostgreSQL when writes share rows).
+    /// `batch_sizes` hears how many writes each transaction held.
     pub fn start(db: Database, writers: usize, batch_sizes: Histogram) -> Self {
         let (jobs, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
@@ -44,15 +82,39 @@ impl SendQueue {
                 .name(format!("homing-writer-{index}"))
                 .spawn(move || writer(db, receiver, sizes));
             if let Err(error) = spawned {
-                tracing::error!(%error, "cannot start a send writer");
+                tracing::error!(%error, "cannot start a writer");
             }
         }
         Self { jobs }
     }
 
-    /// Sends waiting for a writer.
+    /// Writes waiting for a writer.
     pub fn depth(&self) -> usize {
         self.jobs.max_capacity() - self.jobs.capacity()
+    }
+
+    /// Queues `work` and waits for the commit that holds it. `work` runs
+    /// inside a shared transaction: it must put its statements in a
+    /// savepoint (`conn.transaction`) so that its failure rolls back alone,
+    /// and it may run again in a later transaction after a deadlock.
+    pub async fn run<T, F>(&self, work: F) -> Result<T, MailboxError>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut DbConnection) -> Result<T, MailboxError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(Job {
+            work,
+            result: None,
+            reply,
+        });
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| StorageError::Unavailable("the writers stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StorageError::Unavailable("the writer failed".into()))?
     }
 
     /// Queues a send and waits for the commit that holds it.
@@ -62,25 +124,13 @@ impl SendQueue {
         sender: Sender,
         prepared: PreparedSend,
     ) -> Result<SendOutcome, MailboxError> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            context,
-            sender,
-            prepared,
-            reply,
-        };
-        self.jobs
-            .send(job)
+        self.run(move |conn| send_within(conn, &context, &sender, &prepared))
             .await
-            .map_err(|_| StorageError::Unavailable("the send writers stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| StorageError::Unavailable("the send writer failed".into()))?
     }
 }
 
 /// Takes what is waiting, up to a batch; blocks for the first job only.
-fn next_batch(receiver: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
+fn next_batch(receiver: &Mutex<mpsc::Receiver<Queued>>) -> Option<Vec<Queued>> {
     let mut receiver = match receiver.lock() {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),
@@ -96,17 +146,18 @@ fn next_batch(receiver: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
     Some(batch)
 }
 
-fn writer(db: Database, receiver: Arc<Mutex<mpsc::Receiver<Job>>>, sizes: Histogram) {
+fn writer(db: Database, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>, sizes: Histogram) {
     while let Some(mut batch) = next_batch(&receiver) {
         for attempt in 1..=ATTEMPTS {
             sizes.observe(batch.len() as f64);
-            let results = commit(&db, &batch);
+            let (committed, transient) = commit(&db, &mut batch);
+            let last = attempt == ATTEMPTS;
             let mut retry = Vec::new();
-            for (job, result) in batch.into_iter().zip(results) {
-                if attempt < ATTEMPTS && result.as_ref().is_err_and(is_transient) {
+            for (job, transient) in batch.into_iter().zip(transient) {
+                if !last && (transient || committed.is_err()) {
                     retry.push(job);
                 } else {
-                    let _ = job.reply.send(result);
+                    job.answer(committed.clone());
                 }
             }
             if retry.is_empty() {
@@ -117,14 +168,30 @@ fn writer(db: Database, receiver: Arc<Mutex<mpsc::Receiver<Job>>>, sizes: Histog
     }
 }
 
-/// Tries a send gets when PostgreSQL picks it as a deadlock victim or the
-/// batch's commit fails for a reason that a second try can clear.
-const ATTEMPTS: usize = 3;
+/// Runs one transaction over `batch`; says whether it committed and, per
+/// job, whether it failed transiently.
+fn commit(db: &Database, batch: &mut [Queued]) -> (Result<(), String>, Vec<bool>) {
+    let mut conn = match db.get() {
+        Ok(conn) => conn,
+        Err(error) => return (Err(error.to_string()), vec![true; batch.len()]),
+    };
+    let mut transient = Vec::with_capacity(batch.len());
+    let committed = write_transaction(&mut conn, |conn| {
+        for job in batch.iter_mut() {
+            transient.push(job.run(conn));
+        }
+        Ok::<_, MailboxError>(())
+    });
+    match committed {
+        Ok(()) => (Ok(()), transient),
+        Err(error) => (Err(error.to_string()), vec![true; batch.len()]),
+    }
+}
 
-/// Sends of one batch lock the recipients' device rows in whatever order
-/// they arrive, so two writers can deadlock; PostgreSQL then fails one
-/// statement, which its savepoint rolls back alone. Such a send is tried
-/// again in the next transaction instead of failing the request.
+/// Writes of one batch lock rows in whatever order they arrive, so two
+/// writers can deadlock; PostgreSQL then fails one statement, which its
+/// savepoint rolls back alone. Such a write is tried again in the next
+/// transaction instead of failing the request.
 fn is_transient(error: &MailboxError) -> bool {
     use diesel::result::{DatabaseErrorKind, Error};
     match error {
@@ -135,35 +202,5 @@ fn is_transient(error: &MailboxError) -> bool {
         }
         MailboxError::Storage(StorageError::Unavailable(_)) => true,
         _ => false,
-    }
-}
-
-/// Runs one transaction over `batch`: one result per job, in order. When
-/// the commit itself fails nothing in the batch is stored, and every job
-/// gets that failure.
-fn commit(db: &Database, batch: &[Job]) -> Vec<Result<SendOutcome, MailboxError>> {
-    let failed = |error: String| {
-        (0..batch.len())
-            .map(|_| {
-                Err(MailboxError::Storage(StorageError::Unavailable(
-                    error.clone(),
-                )))
-            })
-            .collect()
-    };
-    let mut conn = match db.get() {
-        Ok(conn) => conn,
-        Err(error) => return failed(error.to_string()),
-    };
-    let mut results = Vec::with_capacity(batch.len());
-    let committed = write_transaction(&mut conn, |conn| {
-        for job in batch {
-            results.push(send_within(conn, &job.context, &job.sender, &job.prepared));
-        }
-        Ok::<_, MailboxError>(())
-    });
-    match committed {
-        Ok(()) => results,
-        Err(error) => failed(error.to_string()),
     }
 }

@@ -143,15 +143,37 @@ pub fn ack(
     message_ids: &[String],
     max_keep: Duration,
 ) -> Result<AckOutcome, MailboxError> {
+    check_ack(message_ids)?;
+    if message_ids.is_empty() {
+        return Ok(AckOutcome::default());
+    }
+    write_transaction(conn, |conn| {
+        ack_within(conn, device_row, message_ids, max_keep)
+    })
+}
+
+/// Checks an ack's size before it queues for a writer.
+pub fn check_ack(message_ids: &[String]) -> Result<(), MailboxError> {
     if message_ids.len() > MAX_ACK_IDS {
         return Err(MailboxError::Invalid(format!(
             "at most {MAX_ACK_IDS} ids per ack"
         )));
     }
+    Ok(())
+}
+
+/// Applies an ack inside the caller's transaction, in a savepoint of its
+/// own (for the group commit). `message_ids` must have passed `check_ack`.
+pub fn ack_within(
+    conn: &mut DbConnection,
+    device_row: i64,
+    message_ids: &[String],
+    max_keep: Duration,
+) -> Result<AckOutcome, MailboxError> {
     if message_ids.is_empty() {
         return Ok(AckOutcome::default());
     }
-    write_transaction(conn, |conn| {
+    conn.transaction(|conn| {
         let now = crate::time::now_ms();
         let own: Vec<(i64, i64, String, String)> = with_backend!(conn, c => deliveries::table
             .inner_join(messages::table)

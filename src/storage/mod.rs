@@ -264,7 +264,10 @@ fn create_parent_dir(path: &Path) -> Result<(), StorageError> {
     }
 }
 
-/// SQLite settings applied to every new connection.
+/// SQLite settings applied to every new connection. The WAL is folded back
+/// into the database every 4,000 pages (16 MiB) rather than SQLite's 1,000:
+/// under a steady send load the checkpoints, which run on the committing
+/// writer, were a sixth of its time (measured in BENCHMARKS.md).
 fn sqlite_pragmas(synchronous: SqliteSynchronous) -> String {
     let synchronous = match synchronous {
         SqliteSynchronous::Normal => "NORMAL",
@@ -274,7 +277,8 @@ fn sqlite_pragmas(synchronous: SqliteSynchronous) -> String {
         "PRAGMA busy_timeout = {};
          PRAGMA journal_mode = WAL;
          PRAGMA synchronous = {synchronous};
-         PRAGMA foreign_keys = ON;",
+         PRAGMA foreign_keys = ON;
+         PRAGMA wal_autocheckpoint = 4000;",
         Duration::from_secs(10).as_millis()
     )
 }

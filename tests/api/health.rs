@@ -117,7 +117,7 @@ async fn metrics_show_queues_failures_pool_and_group_commits() {
         "{text}"
     );
     assert!(
-        sample(&text, "homing_send_batch_size_count").unwrap_or(0.0) >= 1.0,
+        sample(&text, "homing_write_batch_size_count").unwrap_or(0.0) >= 1.0,
         "{text}"
     );
     assert!(
@@ -133,7 +133,7 @@ async fn metrics_show_queues_failures_pool_and_group_commits() {
         "{text}"
     );
     assert_eq!(
-        sample(&text, "homing_send_queue_depth"),
+        sample(&text, "homing_write_queue_depth"),
         Some(0.0),
         "{text}"
     );
