@@ -277,17 +277,20 @@ pub async fn fanout(postgres: Option<&str>, connections: usize) -> anyhow::Resul
         .send()
         .await?;
     let mut latencies = Vec::with_capacity(sockets.len());
+    // Each session's own arrival time: taken when its frame is read, not
+    // when the last of them arrived.
     let waits = sockets.iter_mut().map(|socket| async move {
         tokio::time::timeout(Duration::from_secs(30), socket.next())
             .await
             .ok()
-            .map(|_| ())
+            .map(|_| started.elapsed().as_secs_f64() * 1000.0)
     });
-    for done in futures_util::future::join_all(waits).await {
-        if done.is_some() {
-            latencies.push(started.elapsed().as_secs_f64() * 1000.0);
-        }
-    }
+    latencies.extend(
+        futures_util::future::join_all(waits)
+            .await
+            .into_iter()
+            .flatten(),
+    );
     let per_connection = after.saturating_sub(before) as f64 / connections.max(1) as f64;
     Ok(json!({
         "connections": connections,

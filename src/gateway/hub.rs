@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -28,17 +28,31 @@ pub enum GatewayEvent {
 /// Frames queued per session before it counts as too slow.
 const SESSION_QUEUE: usize = 256;
 
+/// An event as the text frame sessions send: serialised once however many
+/// sessions get it (a shared, reference-counted buffer).
+pub type Frame = bytestring::ByteString;
+
+fn frame(event: &GatewayEvent) -> Option<Frame> {
+    match serde_json::to_string(event) {
+        Ok(text) => Some(Frame::from(text)),
+        Err(error) => {
+            tracing::error!(%error, "a gateway event could not be serialised");
+            None
+        }
+    }
+}
+
 struct SessionSlot {
     id: u64,
     account: String,
-    sender: mpsc::Sender<Arc<GatewayEvent>>,
+    sender: mpsc::Sender<Frame>,
 }
 
 /// A registered session: its id and its event queue.
 pub struct SessionTicket {
     pub id: u64,
     pub device_row: i64,
-    pub events: mpsc::Receiver<Arc<GatewayEvent>>,
+    pub events: mpsc::Receiver<Frame>,
 }
 
 /// Why a session could not be registered.
@@ -103,7 +117,9 @@ impl Hub {
 
     /// Queues `event` for every session of `device_row`.
     pub fn notify_device(&self, device_row: i64, event: GatewayEvent) {
-        let event = Arc::new(event);
+        let Some(event) = frame(&event) else {
+            return;
+        };
         let mut sessions = self.sessions();
         if let Some(slots) = sessions.get_mut(&device_row) {
             // A full queue drops the slot: the session sees its queue close
@@ -114,7 +130,9 @@ impl Hub {
 
     /// Queues `event` for every session of every device of `account`.
     pub fn notify_account(&self, account: &str, event: GatewayEvent) {
-        let event = Arc::new(event);
+        let Some(event) = frame(&event) else {
+            return;
+        };
         let mut sessions = self.sessions();
         for slots in sessions.values_mut() {
             slots.retain(|slot| {
@@ -148,7 +166,8 @@ mod tests {
         let _second = hub.register(1, "acct-a", 2).unwrap();
         assert!(hub.register(1, "acct-a", 2).is_err());
         hub.notify_device(1, notify(7));
-        assert_eq!(*a.events.try_recv().unwrap(), notify(7));
+        let expected = serde_json::to_string(&notify(7)).unwrap();
+        assert_eq!(&*a.events.try_recv().unwrap(), expected.as_str());
         assert!(b.events.try_recv().is_err());
         hub.unregister(1, a.id);
         assert_eq!(hub.session_count(), 2);

@@ -97,7 +97,7 @@ pub async fn run_session(
                 }
             }
             event = ticket.events.recv() => match event {
-                Some(event) => alive = send_event(&mut session, &event).await,
+                Some(frame) => alive = session.text(frame).await.is_ok(),
                 None => break close(CloseCode::Again, "too slow: reconnect and resume"),
             },
             _ = ticker.tick() => {
