@@ -276,7 +276,7 @@ pub fn fingerprint(key: &str) -> String {
 /// Prints `value` as JSON, or `human` for people.
 pub fn output(options: &Options, value: &Value, human: impl FnOnce()) {
     if options.json {
-        println!("{value}");
+        out!("{value}");
     } else {
         human();
     }

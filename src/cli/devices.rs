@@ -67,7 +67,7 @@ pub async fn devices(options: &Options, command: DevicesCommand) -> Result<(), C
                     } else {
                         ""
                     };
-                    println!("{id:<20} {state}{this}");
+                    out!("{id:<20} {state}{this}");
                 }
             });
         }
@@ -91,7 +91,7 @@ pub async fn devices(options: &Options, command: DevicesCommand) -> Result<(), C
                     &json!({ "device_list": list }),
                 )
                 .await?;
-            output(options, &answer, || println!("device {device_id} revoked"));
+            output(options, &answer, || out!("device {device_id} revoked"));
         }
     }
     Ok(())
@@ -141,11 +141,11 @@ async fn link_new(options: &Options, address: &str, device: &str) -> Result<(), 
     let link_id = link["link_id"].as_str().unwrap_or_default().to_string();
     let code = link_code(&link_id, &request);
     if options.json {
-        println!("{}", json!({ "code": code }));
+        out!("{}", json!({ "code": code }));
     } else {
-        println!("On a device of {address} that holds the account key, run:\n\n  homing link accept {code}\n");
+        out!("On a device of {address} that holds the account key, run:\n\n  homing link accept {code}\n");
         if let Ok(qr) = qrcode::QrCode::new(code.as_bytes()) {
-            println!(
+            out!(
                 "{}",
                 qr.render::<qrcode::render::unicode::Dense1x2>()
                     .quiet_zone(true)
@@ -201,7 +201,7 @@ async fn link_new(options: &Options, address: &str, device: &str) -> Result<(), 
         options,
         &json!({ "address": address.to_string(), "device_id": keys.device_id }),
         || {
-            println!("This device is now {address} ({}).", keys.device_id);
+            out!("This device is now {address} ({}).", keys.device_id);
         },
     );
     Ok(())
@@ -280,7 +280,7 @@ async fn link_accept(options: &Options, code: &str) -> Result<(), CliError> {
         )
         .await?;
     output(options, &json!({ "linked": device_id }), || {
-        println!(
+        out!(
             "linked device {device_id} ({})",
             fingerprint(&sign_key.to_string())
         );
@@ -309,7 +309,7 @@ pub async fn keys(options: &Options, command: KeysCommand) -> Result<(), CliErro
             }
             let document = crate::crypto::backup::export(&seed, &passphrase)
                 .map_err(|e| CliError::Crypto(e.to_string()))?;
-            println!("{document}");
+            out!("{document}");
             eprintln!(
                 "backup of {} written; keep it and the passphrase apart and safe",
                 identity.address
@@ -334,7 +334,7 @@ pub async fn keys(options: &Options, command: KeysCommand) -> Result<(), CliErro
             }
             save_secret(&store, "account.key", &account_secret(&account))?;
             output(options, &json!({ "imported": identity.address }), || {
-                println!(
+                out!(
                     "account key of {} restored on this device",
                     identity.address
                 )

@@ -66,19 +66,19 @@ pub async fn init(
         "home": store.dir().display().to_string(),
     });
     output(options, &value, || {
-        println!("You are {address}.");
-        println!(
+        out!("You are {address}.");
+        out!(
             "Account key fingerprint: {}",
             fingerprint(&account_key.to_string())
         );
-        println!(
+        out!(
             "Keys are in {} (readable only by you).",
             store.dir().display()
         );
-        println!();
-        println!("Your identity is your account key. If you lose every device and have no");
-        println!("backup, it is gone for good and nobody can restore it. Make a backup now:");
-        println!("  homing keys export > homing-backup.json");
+        out!();
+        out!("Your identity is your account key. If you lose every device and have no");
+        out!("backup, it is gone for good and nobody can restore it. Make a backup now:");
+        out!("  homing keys export > homing-backup.json");
     });
     Ok(())
 }

@@ -133,7 +133,7 @@ pub async fn send(
     };
     let value = serde_json::to_value(&response).unwrap_or(Value::Null);
     output(options, &value, || {
-        println!("{}", response.message_id);
+        out!("{}", response.message_id);
         for recipient in &response.recipients {
             eprintln!("  {}: {}", recipient.address, recipient.status);
         }
@@ -218,7 +218,7 @@ async fn process_pending(context: &Context) -> Result<Vec<StoredMessage>, CliErr
 }
 
 fn print_message(message: &StoredMessage) {
-    println!(
+    out!(
         "{}  {}  {}",
         crate::time::format_rfc3339(message.sent_at),
         message.from,
@@ -235,9 +235,9 @@ pub async fn inbox(options: &Options, only_new: bool) -> Result<(), CliError> {
         context.store.messages()?
     };
     if options.json {
-        println!("{}", serde_json::to_string(&shown).unwrap_or_default());
+        out!("{}", serde_json::to_string(&shown).unwrap_or_default());
     } else if shown.is_empty() {
-        println!("no messages");
+        out!("no messages");
     } else {
         shown.iter().for_each(print_message);
     }
@@ -250,7 +250,7 @@ pub async fn listen(options: &Options, count: Option<usize>) -> Result<(), CliEr
     let show = |messages: Vec<StoredMessage>, printed: &mut usize| {
         for message in messages {
             if options.json {
-                println!("{}", serde_json::to_string(&message).unwrap_or_default());
+                out!("{}", serde_json::to_string(&message).unwrap_or_default());
             } else {
                 print_message(&message);
             }
@@ -297,7 +297,7 @@ pub async fn status(options: &Options, message_id: &str) -> Result<(), CliError>
     let status = context.server.status(message_id).await?;
     output(options, &status, || {
         for recipient in status["recipients"].as_array().into_iter().flatten() {
-            println!(
+            out!(
                 "{:<40} {}",
                 recipient["recipient"].as_str().unwrap_or("?"),
                 recipient["state"].as_str().unwrap_or("?")

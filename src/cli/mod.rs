@@ -1,5 +1,17 @@
 //! The `homing` command line: people's interface to their home server.
 
+/// `println!` that ends the program quietly when standard output is closed
+/// (`homing inbox | head -1`) instead of panicking; other write errors end
+/// it with a message and status 1.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(error) = writeln!(std::io::stdout(), $($arg)*) {
+            $crate::cli::stdout_failed(error);
+        }
+    }};
+}
+
 mod context;
 mod devices;
 mod init;
@@ -109,4 +121,15 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Keys(command) => devices::keys(&options, command).await,
         Command::ServerInfo { server } => people::server_info(&options, &server).await,
     }
+}
+
+/// Standard output failed: a closed pipe is the reader's choice, not an
+/// error. Nothing is lost by stopping: received messages are stored on the
+/// device before they are acknowledged or printed.
+pub(crate) fn stdout_failed(error: std::io::Error) -> ! {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("homing: error: cannot write output: {error}");
+    std::process::exit(1);
 }

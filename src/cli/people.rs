@@ -37,15 +37,15 @@ pub async fn whois(options: &Options, address: &str) -> Result<(), CliError> {
         "devices": devices,
     });
     output(options, &value, || {
-        println!("{}", identity.address);
-        println!("  account key  {}  ({pin})", fingerprint(&key));
-        println!(
+        out!("{}", identity.address);
+        out!("  account key  {}  ({pin})", fingerprint(&key));
+        out!(
             "  devices      {} (list version {})",
             identity.devices.len(),
             identity.version
         );
         for device in &identity.devices {
-            println!(
+            out!(
                 "    {}  {}",
                 device.device_id,
                 fingerprint(&device.sign_key.to_string())
@@ -73,7 +73,7 @@ pub async fn trust(options: &Options, address: &str) -> Result<(), CliError> {
         options,
         &json!({ "address": identity.address, "account_key": key }),
         || {
-            println!(
+            out!(
                 "{} is now pinned to {}",
                 identity.address,
                 fingerprint(&key)
@@ -88,20 +88,20 @@ pub async fn server_info(options: &Options, server: &str) -> Result<(), CliError
     let url = home_server_url(&name, options.server_url.as_deref(), options.insecure_http).await;
     let info = HomeServer::new(&url).server_info().await?;
     output(options, &info, || {
-        println!(
+        out!(
             "{} (Homing {})",
             info["server_name"].as_str().unwrap_or(server),
             info["version"].as_str().unwrap_or("?")
         );
-        println!(
+        out!(
             "  registration       {}",
             info["registration"].as_str().unwrap_or("?")
         );
-        println!(
+        out!(
             "  largest message    {} bytes",
             info["limits"]["max_message_bytes"]
         );
-        println!(
+        out!(
             "  pending per device {} messages",
             info["limits"]["max_pending_messages_per_device"]
         );
@@ -109,15 +109,15 @@ pub async fn server_info(options: &Options, server: &str) -> Result<(), CliError
             v.as_u64()
                 .map_or("?".to_string(), |s| format!("{} days", s / 86_400))
         };
-        println!(
+        out!(
             "  unread mail kept   {}",
             days(&info["retention"]["max_pending_age_secs"])
         );
-        println!(
+        out!(
             "  longest keep       {}",
             days(&info["retention"]["max_keep_secs"])
         );
-        println!(
+        out!(
             "  idle device limit  {}",
             days(&info["retention"]["device_inactivity_secs"])
         );

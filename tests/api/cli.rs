@@ -136,6 +136,41 @@ async fn users_on_two_federated_servers_talk_both_ways() {
 }
 
 #[tokio::test]
+async fn a_closed_output_pipe_ends_the_cli_quietly_and_loses_nothing() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    init(&alice, &format!("alice@{}", app.server_name)).await;
+    init(&bob, &format!("bob@{}", app.server_name)).await;
+    let bob_address = format!("bob@{}", app.server_name);
+    ok(homing(&alice, &["send", &bob_address, "--text", "read me later"]).await);
+
+    // `homing inbox | head -0`: standard output is a pipe nobody reads.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_homing"))
+        .arg("--home")
+        .arg(&bob)
+        .arg("--insecure-http")
+        .arg("inbox")
+        .env_remove("HOMING_PASSPHRASE")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        // Not `output()`: it would replace standard output with its own pipe.
+        .spawn()
+        .unwrap()
+        .wait_with_output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let messages = inbox(&bob).await;
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0]["content"], "read me later");
+}
+
+#[tokio::test]
 async fn listen_prints_a_message_within_a_second() {
     let app = spawn_app().await;
     let dir = tempfile::tempdir().unwrap();
