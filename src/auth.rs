@@ -174,6 +174,9 @@ pub fn authenticate(
     }
     let hash = token_hash(token);
     let now = now_ms();
+    // `load`, not `first`: the token hash is unique, and SQLite re-prepares a
+    // statement whose LIMIT is a bound parameter on every run, which made
+    // this check (one per request) a tenth of the daemon's time under load.
     let found: Option<(String, String, i64)> = with_backend!(conn, c => auth_tokens::table
         .inner_join(devices::table.inner_join(accounts::table))
         .filter(auth_tokens::token_hash.eq(&hash))
@@ -181,8 +184,9 @@ pub fn authenticate(
         .filter(devices::revoked_at.is_null())
         .filter(accounts::disabled_at.is_null())
         .select((devices::account_key, devices::device_id, devices::id))
-        .first(c)
-        .optional())?;
+        .load::<(String, String, i64)>(c))?
+    .into_iter()
+    .next();
     let (account_key, device_id, device_row) = found.ok_or(AuthError::InvalidToken)?;
     Ok(AuthenticatedDevice {
         account_key,

@@ -50,12 +50,15 @@ pub(crate) fn check_recipient(
     body_len: i64,
     now: i64,
 ) -> Result<RecipientCheck, MailboxError> {
+    // At most one row (a unique key): `load` rather than `first`, whose
+    // LIMIT parameter makes SQLite re-prepare the statement on every run.
     let account: Option<String> = with_backend!(conn, c => accounts::table
         .filter(accounts::alias.eq(address.alias().as_str()))
         .filter(accounts::disabled_at.is_null())
         .select(accounts::account_key)
-        .first(c)
-        .optional())?;
+        .load(c))?
+    .into_iter()
+    .next();
     let Some(account) = account else {
         return Ok(RecipientCheck::Unknown);
     };
@@ -221,12 +224,15 @@ pub fn deliver_inbound(
     let Some(body) = body.filter(|_| valid) else {
         return Ok((all("invalid"), Vec::new()));
     };
+    // At most one row (a unique key): `load` rather than `first`, whose
+    // LIMIT parameter makes SQLite re-prepare the statement on every run.
     let known: Option<i64> = with_backend!(conn, c => messages::table
         .filter(messages::origin.eq(origin))
         .filter(messages::message_id.eq(&message.message_id))
         .select(messages::id)
-        .first(c)
-        .optional())?;
+        .load(c))?
+    .into_iter()
+    .next();
     if known.is_some() {
         return Ok((all("accepted"), Vec::new()));
     }

@@ -273,11 +273,14 @@ fn replay(
     request: &SendRequest,
     parsed: &Parsed,
 ) -> Result<Option<SendOutcome>, MailboxError> {
+    // At most one row (a unique key): `load` rather than `first`, whose
+    // LIMIT parameter makes SQLite re-prepare the statement on every run.
     let record: Option<(Vec<u8>, String)> = with_backend!(conn, c => send_idempotency::table
         .find((&sender.account_key, &request.message_id))
         .select((send_idempotency::request_digest, send_idempotency::response))
-        .first(c)
-        .optional())?;
+        .load(c))?
+    .into_iter()
+    .next();
     let Some((digest, response)) = record else {
         return Ok(None);
     };
