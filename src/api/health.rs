@@ -88,9 +88,16 @@ pub async fn metrics(
 
 fn may_scrape(request: &HttpRequest, token_digest: Option<&[u8; 32]>) -> bool {
     let Some(expected) = token_digest else {
-        return request
-            .peer_addr()
-            .is_some_and(|peer| peer.ip().is_loopback());
+        // A reverse proxy on the same host connects from loopback too: a
+        // request it forwarded says so in its headers and is refused.
+        let headers = request.headers();
+        let forwarded = headers.contains_key("x-forwarded-for")
+            || headers.contains_key(actix_web::http::header::FORWARDED)
+            || headers.contains_key("x-real-ip");
+        return !forwarded
+            && request
+                .peer_addr()
+                .is_some_and(|peer| peer.ip().is_loopback());
     };
     let presented = request
         .headers()

@@ -376,6 +376,18 @@ impl RawSettings {
                 "must be between 1 and 32",
             ));
         }
+        if self.database.writers >= self.database.pool_size as usize {
+            // A writer holds a connection for each commit: the requests'
+            // reads and token checks need at least one more.
+            return Err(invalid(
+                "database.writers",
+                self.database.writers.to_string(),
+                format!(
+                    "must be less than database.pool_size ({})",
+                    self.database.pool_size
+                ),
+            ));
+        }
         let sqlite_synchronous = match self.database.sqlite_synchronous.as_str() {
             "normal" => SqliteSynchronous::Normal,
             "full" => SqliteSynchronous::Full,

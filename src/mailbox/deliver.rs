@@ -138,6 +138,15 @@ pub(crate) fn store_deliveries(
 ) -> Result<Vec<NewDelivery>, MailboxError> {
     let mut created = Vec::with_capacity(plan.targets.len());
     for (device_row, wrap) in &plan.targets {
+        // The counter update locks the device row before the delivery draws
+        // its id, so deliveries for one device commit in id order: a device
+        // that syncs past a cursor can never have a lower id commit later.
+        with_backend!(conn, c => diesel::update(devices::table.find(device_row))
+            .set((
+                devices::pending_messages.eq(devices::pending_messages + 1),
+                devices::pending_bytes.eq(devices::pending_bytes + message.body_len),
+            ))
+            .execute(c))?;
         let id: i64 = with_backend!(conn, c => diesel::insert_into(deliveries::table)
             .values((
                 deliveries::message_row.eq(message.row),
@@ -150,12 +159,6 @@ pub(crate) fn store_deliveries(
             ))
             .returning(deliveries::id)
             .get_result(c))?;
-        with_backend!(conn, c => diesel::update(devices::table.find(device_row))
-            .set((
-                devices::pending_messages.eq(devices::pending_messages + 1),
-                devices::pending_bytes.eq(devices::pending_bytes + message.body_len),
-            ))
-            .execute(c))?;
         let inline = message.inline_body.map(|body| SyncItem {
             cursor: id,
             message_id: message.message_id.to_string(),

@@ -53,6 +53,11 @@ where
 
     fn answer(self: Box<Self>, commit: Result<(), String>) {
         let answer = match (commit, self.result) {
+            // Out of tries on a deadlock or the like: say "try again" (503),
+            // not "server error".
+            (Ok(()), Some(Err(error))) if is_transient(&error) => {
+                Err(StorageError::Unavailable(error.to_string()).into())
+            }
             (Ok(()), Some(result)) => result,
             // The commit failed: nothing in the batch is stored.
             (Err(error), _) => Err(StorageError::Unavailable(error).into()),
@@ -150,7 +155,22 @@ fn writer(db: Database, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>, sizes: His
     while let Some(mut batch) = next_batch(&receiver) {
         for attempt in 1..=ATTEMPTS {
             sizes.observe(batch.len() as f64);
-            let (committed, transient) = commit(&db, &mut batch);
+            // A panic in one write must not take the writer (and with it
+            // every later send) down: its batch was not committed, so each
+            // caller is told to try again and the writer goes on.
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit(&db, &mut batch)));
+            let (committed, transient) = match outcome {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    tracing::error!("a write panicked; its batch was rolled back");
+                    let failed = Err("the write failed".to_string());
+                    for job in batch {
+                        job.answer(failed.clone());
+                    }
+                    break;
+                }
+            };
             let last = attempt == ATTEMPTS;
             let mut retry = Vec::new();
             for (job, transient) in batch.into_iter().zip(transient) {
@@ -180,12 +200,26 @@ fn commit(db: &Database, batch: &mut [Queued]) -> (Result<(), String>, Vec<bool>
         for job in batch.iter_mut() {
             transient.push(job.run(conn));
         }
-        Ok::<_, MailboxError>(())
+        still_open(conn)
     });
     match committed {
         Ok(()) => (Ok(()), transient),
         Err(error) => (Err(error.to_string()), vec![true; batch.len()]),
     }
+}
+
+/// PostgreSQL turns the `COMMIT` of a transaction that an error aborted
+/// into a silent rollback. Each write keeps its errors inside its savepoint,
+/// but should one escape, the batch must not be answered as committed: a
+/// statement on an aborted transaction fails, and the whole batch is then
+/// rolled back and tried again.
+fn still_open(conn: &mut DbConnection) -> Result<(), MailboxError> {
+    use diesel::connection::SimpleConnection;
+    if let DbConnection::Postgres(pg) = conn {
+        pg.batch_execute("SELECT 1")
+            .map_err(|error| MailboxError::Storage(StorageError::Query(error)))?;
+    }
+    Ok(())
 }
 
 /// Writes of one batch lock rows in whatever order they arrive, so two
@@ -202,5 +236,48 @@ fn is_transient(error: &MailboxError) -> bool {
         }
         MailboxError::Storage(StorageError::Unavailable(_)) => true,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{DatabaseSettings, DatabaseUrl, SqliteSynchronous};
+
+    fn queue(dir: &std::path::Path) -> WriteQueue {
+        let db = Database::connect(&DatabaseSettings {
+            url: DatabaseUrl::Sqlite(dir.join("homing.db")),
+            pool_size: 2,
+            connect_timeout: Duration::from_secs(5),
+            sqlite_synchronous: SqliteSynchronous::Normal,
+            writers: 1,
+        })
+        .expect("open SQLite");
+        db.run_migrations().expect("migrate SQLite");
+        WriteQueue::start(db, 1, Histogram::new([1.0]))
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_fails_alone_and_the_writer_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = queue(dir.path());
+        let panicked = queue
+            .run(|_conn: &mut DbConnection| -> Result<(), MailboxError> {
+                panic!("a bug in one write")
+            })
+            .await;
+        assert!(
+            matches!(
+                panicked,
+                Err(MailboxError::Storage(StorageError::Unavailable(_)))
+            ),
+            "{panicked:?}"
+        );
+        let answer = queue
+            .run(|_conn: &mut DbConnection| Ok::<_, MailboxError>(7))
+            .await;
+        assert_eq!(answer.unwrap(), 7);
     }
 }

@@ -260,7 +260,9 @@ pub fn send_within(
         Err(MailboxError::Storage(StorageError::Query(error))) if is_unique_violation(&error) => {
             // A concurrent identical retry won, or another sender of this
             // server took the id: the record tells which.
-            replay(conn, sender, request, parsed)?
+            // In a savepoint too: a failure here must not abort the group
+            // commit's transaction for the sends after this one.
+            conn.transaction(|conn| replay(conn, sender, request, parsed))?
                 .ok_or_else(|| MailboxError::MessageIdReused(request.message_id.clone()))
         }
         other => other,

@@ -148,6 +148,15 @@ fn bad_config_value_names_the_key_and_exits_non_zero() {
     assert_one_line_failure(&output, "server.name");
     let output = run_to_exit(&[("HOMING__DATABASE__URL", "mysql://x".into())]);
     assert_one_line_failure(&output, "database.url");
+    // Writers hold connections while they commit: requests need one more.
+    let output = run_to_exit(&[
+        ("HOMING__DATABASE__WRITERS", "4".into()),
+        ("HOMING__DATABASE__POOL_SIZE", "4".into()),
+    ]);
+    assert_one_line_failure(&output, "database.writers");
+    let output = run_to_exit(&[("HOMING__SERVER__METRICS_TOKEN", "short".into())]);
+    assert_one_line_failure(&output, "server.metrics_token");
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("short"));
 }
 
 #[test]

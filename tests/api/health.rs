@@ -44,6 +44,16 @@ async fn metrics_count_requests_by_route_template() {
     let app = spawn_app().await;
     app.get("/healthz").await;
     app.get("/definitely-unknown-path-123").await;
+    // Without a token only loopback peers may scrape, and a request a local
+    // reverse proxy forwarded is not one of them.
+    let forwarded = app
+        .http
+        .get(app.url("/metrics"))
+        .header("X-Forwarded-For", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forwarded.status(), 401);
     let text = app.get("/metrics").await.text().await.unwrap();
     assert!(
         text.contains(r#"homing_http_requests_total{route="/healthz",status="200"} 1"#),

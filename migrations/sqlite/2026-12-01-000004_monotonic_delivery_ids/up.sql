@@ -22,3 +22,10 @@ DROP TABLE deliveries;
 ALTER TABLE deliveries_monotonic RENAME TO deliveries;
 CREATE INDEX deliveries_device ON deliveries (device_row, id);
 CREATE INDEX deliveries_expiry ON deliveries (expires_at);
+-- A server whose mailboxes were empty at the upgrade may already have
+-- handed out ids that devices keep as cursors, above anything left in the
+-- table. New ids start above 2^32 so they sort after any of those; cursors
+-- are opaque 64-bit numbers, so the jump costs nothing.
+DELETE FROM sqlite_sequence WHERE name = 'deliveries';
+INSERT INTO sqlite_sequence (name, seq)
+SELECT 'deliveries', MAX(COALESCE(MAX(id), 0), 4294967296) FROM deliveries;
