@@ -26,7 +26,10 @@ pub enum DevicesCommand {
     /// List this account's devices.
     List,
     /// Revoke a device: its session ends and its pending mail is dropped.
-    Revoke { device_id: String },
+    Revoke {
+        #[arg(allow_hyphen_values = true)]
+        device_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -38,7 +41,10 @@ pub enum LinkCommand {
         device: String,
     },
     /// On a device holding the account key: accept the code the new device shows.
-    Accept { code: String },
+    Accept {
+        #[arg(allow_hyphen_values = true)]
+        code: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -17,8 +17,15 @@ use crate::crypto::envelope::{self, Plaintext};
 use crate::crypto::{b64, BoxPublicKey};
 use crate::mailbox::{DeliveryMode, RecipientWraps, SendRequest, SyncItem};
 
+/// A fresh base64url message id that does not begin with '-', so people
+/// can paste it after a command without it reading as an option.
 fn new_message_id() -> String {
-    b64(&rand::random::<[u8; 18]>())
+    loop {
+        let id = b64(&rand::random::<[u8; 18]>());
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
 }
 
 fn read_content(

@@ -78,7 +78,11 @@ pub enum Command {
         count: Option<usize>,
     },
     /// What the home server knows of a sent message's delivery.
-    Status { message_id: String },
+    Status {
+        // Ids are base64url and may begin with '-'.
+        #[arg(allow_hyphen_values = true)]
+        message_id: String,
+    },
     /// Who is behind an address: server, account key, devices, pin.
     Whois { address: String },
     /// Accept a contact's new account key after it changed.

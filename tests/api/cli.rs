@@ -387,6 +387,12 @@ async fn clear_errors_for_people() {
     assert!(String::from_utf8_lossy(&unreachable.stderr).contains("cannot reach"));
     let info = ok(homing(&alice, &["server-info", &app.server_name]).await);
     assert!(info.contains("registration"));
+    // A base64url id may begin with '-': it is still the id, not an option.
+    let dashed = homing(&alice, &["status", "-AAAAAAAAAAAAAAAAAAAAAAA"]).await;
+    assert!(!dashed.status.success());
+    let stderr = String::from_utf8_lossy(&dashed.stderr);
+    assert!(!stderr.contains("unexpected argument"), "{stderr}");
+    assert!(stderr.contains("homing: error:"), "{stderr}");
 }
 
 /// No stored byte of the server's database contains `needle`.
