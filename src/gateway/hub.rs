@@ -2,7 +2,7 @@
 //! bounded queue to each session. A session that cannot keep up is cut off
 //! rather than buffered for (it reconnects and resumes from its cursor).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -60,18 +60,26 @@ pub struct SessionTicket {
 #[error("this device already has {0} gateway sessions")]
 pub struct TooManySessions(pub usize);
 
-/// All sessions on this daemon, by device.
+/// All sessions on this daemon, by device, and the devices of each
+/// account that has sessions here (so an account's events do not scan
+/// every session).
 #[derive(Default)]
 pub struct Hub {
     next_id: AtomicU64,
-    by_device: Mutex<HashMap<i64, Vec<SessionSlot>>>,
+    sessions: Mutex<Sessions>,
+}
+
+#[derive(Default)]
+struct Sessions {
+    by_device: HashMap<i64, Vec<SessionSlot>>,
+    by_account: HashMap<String, HashSet<i64>>,
 }
 
 impl Hub {
-    fn sessions(&self) -> MutexGuard<'_, HashMap<i64, Vec<SessionSlot>>> {
-        // A panic while holding the lock leaves the map consistent (every
+    fn sessions(&self) -> MutexGuard<'_, Sessions> {
+        // A panic while holding the lock leaves the maps consistent (every
         // operation is a single insert or removal), so keep serving.
-        match self.by_device.lock() {
+        match self.sessions.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         }
@@ -85,7 +93,12 @@ impl Hub {
         max_per_device: usize,
     ) -> Result<SessionTicket, TooManySessions> {
         let mut sessions = self.sessions();
-        let slots = sessions.entry(device_row).or_default();
+        sessions
+            .by_account
+            .entry(account.to_string())
+            .or_default()
+            .insert(device_row);
+        let slots = sessions.by_device.entry(device_row).or_default();
         slots.retain(|slot| !slot.sender.is_closed());
         if slots.len() >= max_per_device {
             return Err(TooManySessions(max_per_device));
@@ -107,11 +120,33 @@ impl Hub {
     /// Forgets a session (it ended).
     pub fn unregister(&self, device_row: i64, id: u64) {
         let mut sessions = self.sessions();
-        if let Some(slots) = sessions.get_mut(&device_row) {
-            slots.retain(|slot| slot.id != id);
-            if slots.is_empty() {
-                sessions.remove(&device_row);
+        let Some(slots) = sessions.by_device.get_mut(&device_row) else {
+            return;
+        };
+        let account = slots
+            .iter()
+            .find(|slot| slot.id == id)
+            .map(|slot| slot.account.clone());
+        slots.retain(|slot| slot.id != id);
+        if !slots.is_empty() {
+            return;
+        }
+        sessions.by_device.remove(&device_row);
+        match account {
+            Some(account) => {
+                if let Some(devices) = sessions.by_account.get_mut(&account) {
+                    devices.remove(&device_row);
+                    if devices.is_empty() {
+                        sessions.by_account.remove(&account);
+                    }
+                }
             }
+            // The slot was already dropped (its queue overflowed), taking
+            // the account name with it: rare, so search.
+            None => sessions.by_account.retain(|_, devices| {
+                devices.remove(&device_row);
+                !devices.is_empty()
+            }),
         }
     }
 
@@ -121,7 +156,7 @@ impl Hub {
             return;
         };
         let mut sessions = self.sessions();
-        if let Some(slots) = sessions.get_mut(&device_row) {
+        if let Some(slots) = sessions.by_device.get_mut(&device_row) {
             // A full queue drops the slot: the session sees its queue close
             // and disconnects the slow device.
             slots.retain(|slot| slot.sender.try_send(event.clone()).is_ok());
@@ -130,20 +165,24 @@ impl Hub {
 
     /// Queues `event` for every session of every device of `account`.
     pub fn notify_account(&self, account: &str, event: GatewayEvent) {
+        let mut sessions = self.sessions();
+        let Some(devices) = sessions.by_account.get(account) else {
+            return;
+        };
+        let devices: Vec<i64> = devices.iter().copied().collect();
         let Some(event) = frame(&event) else {
             return;
         };
-        let mut sessions = self.sessions();
-        for slots in sessions.values_mut() {
-            slots.retain(|slot| {
-                slot.account != account || slot.sender.try_send(event.clone()).is_ok()
-            });
+        for device_row in devices {
+            if let Some(slots) = sessions.by_device.get_mut(&device_row) {
+                slots.retain(|slot| slot.sender.try_send(event.clone()).is_ok());
+            }
         }
     }
 
     /// Open sessions on this daemon.
     pub fn session_count(&self) -> usize {
-        self.sessions().values().map(Vec::len).sum()
+        self.sessions().by_device.values().map(Vec::len).sum()
     }
 }
 
@@ -174,6 +213,24 @@ mod tests {
     }
 
     #[test]
+    fn account_events_reach_that_accounts_devices_only_and_the_index_empties() {
+        let hub = Hub::default();
+        let mut phone = hub.register(1, "acct-a", 2).unwrap();
+        let mut laptop = hub.register(2, "acct-a", 2).unwrap();
+        let mut other = hub.register(3, "acct-b", 2).unwrap();
+        hub.notify_account("acct-a", notify(5));
+        assert!(phone.events.try_recv().is_ok());
+        assert!(laptop.events.try_recv().is_ok());
+        assert!(other.events.try_recv().is_err());
+        for (device_row, id) in [(1, phone.id), (2, laptop.id), (3, other.id)] {
+            hub.unregister(device_row, id);
+        }
+        let sessions = hub.sessions();
+        assert!(sessions.by_device.is_empty());
+        assert!(sessions.by_account.is_empty());
+    }
+
+    #[test]
     fn a_slow_session_is_cut_off_instead_of_buffered() {
         let hub = Hub::default();
         let mut ticket = hub.register(1, "acct", 1).unwrap();
@@ -190,5 +247,7 @@ mod tests {
             0,
             "the overflowing session was dropped"
         );
+        hub.unregister(1, ticket.id);
+        assert!(hub.sessions().by_account.is_empty());
     }
 }
