@@ -76,6 +76,14 @@ fn database_passwords_are_redacted() {
         "postgres://homing:***@db:5432/homing"
     );
     assert_eq!(redact_url("postgres://db/homing"), "postgres://db/homing");
+    assert_eq!(
+        redact_url("postgres://homing@db/homing?sslmode=require&password=s3cret"),
+        "postgres://homing@db/homing?sslmode=require&password=***"
+    );
+    assert_eq!(
+        redact_url("postgres://u:p@db/x?sslpassword=k"),
+        "postgres://u:***@db/x?sslpassword=***"
+    );
 }
 
 #[test]

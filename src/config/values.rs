@@ -54,16 +54,37 @@ pub(super) fn parse_database_url(url: &str, data_dir: &Path) -> Result<DatabaseU
 
 /// Hides a password in a database URL before it reaches a log or an error.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    // libpq also takes a password as a query parameter (`?password=…`,
+    // `sslpassword=…`).
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let base = match (base.find("://"), base.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let credentials = &url[scheme_end + 3..at];
+            let credentials = &base[scheme_end + 3..at];
             match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..]),
-                None => url.to_string(),
+                Some((user, _)) => {
+                    format!("{}{}:***{}", &base[..scheme_end + 3], user, &base[at..])
+                }
+                None => base.to_string(),
             }
         }
-        _ => url.to_string(),
-    }
+        _ => base.to_string(),
+    };
+    let Some(query) = query else {
+        return base;
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.to_ascii_lowercase().contains("password") => {
+                format!("{key}=***")
+            }
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
 }
 
 pub(super) fn parse_nameserver(text: &str) -> Result<SocketAddr, ConfigError> {
