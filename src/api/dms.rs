@@ -15,6 +15,7 @@ use crate::mailbox::{
     StatusEvent, SyncPage,
 };
 use crate::startup::AppState;
+use crate::storage::StorageError;
 
 fn send_context(state: &AppState) -> SendContext {
     let settings = &state.settings;
@@ -118,19 +119,27 @@ pub async fn send(
         device_id: device.device_id,
     };
     let prepared = PreparedSend::new(body.into_inner(), &context.limits)?;
-    let outcome = state.write_queue.send(context, sender, prepared).await?;
-    if !outcome.replayed {
-        state.metrics.messages_accepted.inc();
-        state
-            .metrics
-            .message_bytes
-            .observe(outcome.body_bytes as f64);
-    }
-    if !outcome.queued_destinations.is_empty() {
-        state.relay_wake.notify_one();
-    }
-    publish_deliveries(&state, outcome.new_deliveries);
-    Ok(HttpResponse::Accepted().json(outcome.response))
+    // The wait for the commit and what follows it run in a task of their
+    // own: a client that goes away meanwhile cancels this handler, but its
+    // committed message must still wake the recipients and the relay.
+    let response = tokio::spawn(async move {
+        let outcome = state.write_queue.send(context, sender, prepared).await?;
+        if !outcome.replayed {
+            state.metrics.messages_accepted.inc();
+            state
+                .metrics
+                .message_bytes
+                .observe(outcome.body_bytes as f64);
+        }
+        if !outcome.queued_destinations.is_empty() {
+            state.relay_wake.notify_one();
+        }
+        publish_deliveries(&state, outcome.new_deliveries);
+        Ok::<_, mailbox::MailboxError>(outcome.response)
+    })
+    .await
+    .map_err(StorageError::from)??;
+    Ok(HttpResponse::Accepted().json(response))
 }
 
 /// Where to continue, and how many items at most.
@@ -225,19 +234,26 @@ pub async fn ack(
     let ids = body.into_inner().message_ids;
     let max_keep = state.settings.retention.max_keep;
     mailbox::check_ack(&ids)?;
-    let outcome = state
-        .write_queue
-        .run(move |conn| mailbox::ack_within(conn, device_row, &ids, max_keep))
-        .await?;
-    state
-        .metrics
-        .deliveries_acked
-        .inc_by(outcome.acknowledged as u64);
-    publish_status(&state, outcome.status_events);
-    Ok(HttpResponse::Ok().json(AckResponse {
-        acknowledged: outcome.acknowledged,
-        purged: outcome.purged_messages,
-    }))
+    // In a task of its own, like a send: the senders hear of a committed
+    // ack even if this client has gone away.
+    let response = tokio::spawn(async move {
+        let outcome = state
+            .write_queue
+            .run(move |conn| mailbox::ack_within(conn, device_row, &ids, max_keep))
+            .await?;
+        state
+            .metrics
+            .deliveries_acked
+            .inc_by(outcome.acknowledged as u64);
+        publish_status(&state, outcome.status_events);
+        Ok::<_, mailbox::MailboxError>(AckResponse {
+            acknowledged: outcome.acknowledged,
+            purged: outcome.purged_messages,
+        })
+    })
+    .await
+    .map_err(StorageError::from)??;
+    Ok(HttpResponse::Ok().json(response))
 }
 
 /// What the server knows of the delivery of one sent message.
