@@ -241,21 +241,10 @@ fn is_transient(error: &MailboxError) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::config::{DatabaseSettings, DatabaseUrl, SqliteSynchronous};
 
     fn queue(dir: &std::path::Path) -> WriteQueue {
-        let db = Database::connect(&DatabaseSettings {
-            url: DatabaseUrl::Sqlite(dir.join("homing.db")),
-            pool_size: 2,
-            connect_timeout: Duration::from_secs(5),
-            sqlite_synchronous: SqliteSynchronous::Normal,
-            writers: 1,
-        })
-        .expect("open SQLite");
-        db.run_migrations().expect("migrate SQLite");
+        let db = crate::storage::migrated_test_sqlite(dir, 2);
         WriteQueue::start(db, 1, Histogram::new([1.0]))
     }
 

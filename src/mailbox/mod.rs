@@ -21,13 +21,12 @@ pub use deliver::{deliver_inbound, InboundRules};
 pub use group_commit::WriteQueue;
 pub use purge::{purge_once, PurgeReport, PurgeSettings};
 pub use send::{
-    send, send_within, DeviceWrap, PreparedSend, RecipientStatus, RecipientWraps, SendContext,
-    SendOutcome, SendRequest, SendResponse, Sender,
+    DeviceWrap, PreparedSend, RecipientStatus, RecipientWraps, SendContext, SendOutcome,
+    SendRequest, SendResponse, Sender,
 };
 pub use status::{delivery_status, set_retention, Retention, StatusEvent};
 pub use sync::{
-    ack, ack_within, check_ack, latest_pending, sync, AckOutcome, SyncItem, SyncPage,
-    MAX_SYNC_LIMIT,
+    ack_within, check_ack, latest_pending, sync, AckOutcome, SyncItem, SyncPage, MAX_SYNC_LIMIT,
 };
 
 /// Why a mailbox operation was refused.

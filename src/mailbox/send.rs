@@ -21,7 +21,7 @@ use crate::config::{FederationSettings, Limits};
 use crate::crypto::canonical::to_canonical_bytes;
 use crate::crypto::identity::MAX_DEVICES;
 use crate::storage::schema::{delivery_receipts, messages, outbox, send_idempotency};
-use crate::storage::{is_unique_violation, write_transaction, DbConnection, StorageError};
+use crate::storage::{is_unique_violation, DbConnection, StorageError};
 use crate::time::duration_ms;
 use crate::with_backend;
 
@@ -225,18 +225,6 @@ impl PreparedSend {
     pub fn message_id(&self) -> &str {
         &self.request.message_id
     }
-}
-
-/// Stores `request` from `sender` in a transaction of its own, or answers
-/// a retry from the record.
-pub fn send(
-    conn: &mut DbConnection,
-    context: &SendContext,
-    sender: &Sender,
-    request: &SendRequest,
-) -> Result<SendOutcome, MailboxError> {
-    let prepared = PreparedSend::new(request.clone(), &context.limits)?;
-    write_transaction(conn, |conn| send_within(conn, context, sender, &prepared))
 }
 
 /// Stores a prepared send inside the caller's transaction, in a savepoint

@@ -10,7 +10,7 @@ use super::status::{mark_delivered, StatusEvent};
 use super::{remove_deliveries, remove_finished_messages, DeliveryMode, MailboxError};
 use crate::crypto::b64;
 use crate::storage::schema::{accounts, deliveries, devices, messages};
-use crate::storage::{write_transaction, DbConnection};
+use crate::storage::DbConnection;
 use crate::time::duration_ms;
 use crate::with_backend;
 
@@ -134,24 +134,6 @@ pub struct AckOutcome {
     pub status_events: Vec<StatusEvent>,
 }
 
-/// `ACK(message_id, device)` for each id: the device's deliveries of those
-/// messages end. Ids of unknown messages or other devices' deliveries change
-/// nothing.
-pub fn ack(
-    conn: &mut DbConnection,
-    device_row: i64,
-    message_ids: &[String],
-    max_keep: Duration,
-) -> Result<AckOutcome, MailboxError> {
-    check_ack(message_ids)?;
-    if message_ids.is_empty() {
-        return Ok(AckOutcome::default());
-    }
-    write_transaction(conn, |conn| {
-        ack_within(conn, device_row, message_ids, max_keep)
-    })
-}
-
 /// Checks an ack's size before it queues for a writer.
 pub fn check_ack(message_ids: &[String]) -> Result<(), MailboxError> {
     if message_ids.len() > MAX_ACK_IDS {
@@ -162,8 +144,11 @@ pub fn check_ack(message_ids: &[String]) -> Result<(), MailboxError> {
     Ok(())
 }
 
-/// Applies an ack inside the caller's transaction, in a savepoint of its
-/// own (for the group commit). `message_ids` must have passed `check_ack`.
+/// `ACK(message_id, device)` for each id, inside the caller's transaction
+/// and in a savepoint of its own (for the group commit): the device's
+/// deliveries of those messages end. Ids of unknown messages or other
+/// devices' deliveries change nothing. `message_ids` must have passed
+/// `check_ack`.
 pub fn ack_within(
     conn: &mut DbConnection,
     device_row: i64,

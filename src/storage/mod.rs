@@ -317,3 +317,18 @@ pub fn is_unique_violation(error: &diesel::result::Error) -> bool {
         diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
     )
 }
+
+/// A migrated SQLite database under `dir`, for unit tests.
+#[cfg(test)]
+pub(crate) fn migrated_test_sqlite(dir: &Path, pool_size: u32) -> Database {
+    let db = Database::connect(&DatabaseSettings {
+        url: DatabaseUrl::Sqlite(dir.join("homing.db")),
+        pool_size,
+        connect_timeout: Duration::from_secs(5),
+        sqlite_synchronous: SqliteSynchronous::Normal,
+        writers: 1,
+    })
+    .expect("open SQLite");
+    db.run_migrations().expect("migrate SQLite");
+    db
+}

@@ -1,24 +1,13 @@
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 
 use super::*;
-use crate::config::{DatabaseSettings, SqliteSynchronous};
 use crate::storage::Database;
 
 fn migrated_sqlite(dir: &std::path::Path) -> Database {
-    let db = Database::connect(&DatabaseSettings {
-        url: DatabaseUrl::Sqlite(dir.join("homing.db")),
-        pool_size: 1,
-        connect_timeout: Duration::from_secs(5),
-        sqlite_synchronous: SqliteSynchronous::Normal,
-        writers: 1,
-    })
-    .expect("open SQLite");
-    db.run_migrations().expect("migrate SQLite");
-    db
+    crate::storage::migrated_test_sqlite(dir, 1)
 }
 
 #[derive(QueryableByName)]
