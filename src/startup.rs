@@ -37,6 +37,8 @@ pub struct AppState {
     pub write_queue: Arc<crate::mailbox::WriteQueue>,
     /// Identifies this daemon in relay leases.
     pub replica_id: String,
+    /// Gateway events on their way to other replicas.
+    pub cluster: Arc<crate::gateway::cluster::Publisher>,
 }
 
 /// The rate limiters of the endpoints strangers can call.
@@ -98,6 +100,7 @@ impl Application {
         };
         let metrics = Arc::new(Metrics::new(backend));
         metrics.register_database(&db);
+        let replica_id = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
         let state = AppState {
             rate_limits: Arc::new(RateLimiters::new(&settings.rate_limits)),
             hub: Arc::new(Hub::default()),
@@ -113,7 +116,8 @@ impl Application {
                 settings.database.writers,
                 metrics.write_batch_size.clone(),
             )),
-            replica_id: format!("{}-{:08x}", std::process::id(), rand::random::<u32>()),
+            replica_id: replica_id.clone(),
+            cluster: Arc::new(crate::gateway::cluster::Publisher::start(&db, replica_id)),
             settings: Arc::new(settings),
             db,
             metrics: metrics.clone(),

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::auth::{too_many, Authenticated};
 use crate::error::ApiError;
-use crate::gateway::cluster::{self, ClusterEvent};
+use crate::gateway::cluster::ClusterEvent;
 use crate::gateway::GatewayEvent;
 use crate::mailbox::{
     self, NewDelivery, PreparedSend, Retention, SendContext, SendRequest, SendResponse, Sender,
@@ -67,18 +67,7 @@ pub fn publish_deliveries(state: &AppState, deliveries: Vec<NewDelivery>) {
 /// Hands events to the other replicas without holding up the answer; a
 /// lost hint costs latency only (devices resume from their cursor).
 fn to_other_replicas(state: &AppState, events: Vec<ClusterEvent>) {
-    if events.is_empty() || state.db.backend() != crate::storage::Backend::Postgres {
-        return;
-    }
-    let (db, replica) = (state.db.clone(), state.replica_id.clone());
-    tokio::spawn(async move {
-        let published = db
-            .run(move |conn| cluster::publish(conn, &replica, events))
-            .await;
-        if let Err(error) = published {
-            tracing::warn!(%error, "publishing gateway events to other replicas failed");
-        }
-    });
+    state.cluster.publish(events);
 }
 
 /// Sends an encrypted message to up to 100 recipients.
@@ -239,7 +228,7 @@ pub async fn ack(
     let response = tokio::spawn(async move {
         let outcome = state
             .write_queue
-            .run(move |conn| mailbox::ack_within(conn, device_row, &ids, max_keep))
+            .run(move |conn, _| mailbox::ack_within(conn, device_row, &ids, max_keep))
             .await?;
         state
             .metrics

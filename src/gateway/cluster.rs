@@ -80,6 +80,62 @@ pub fn publish(
     flush(pg, &mut batch)
 }
 
+/// Most events gathered into one round of notifications.
+const MAX_COALESCED: usize = 4_096;
+/// Bursts of events waiting for the publisher; beyond this they are
+/// dropped, which costs other replicas' devices latency only.
+const PUBLISH_QUEUE: usize = 1_024;
+
+/// Publishes this replica's events from one task, coalescing whatever
+/// arrived meanwhile into one transaction. Each `NOTIFY` transaction
+/// commits (and flushes) on its own and PostgreSQL serialises notifying
+/// commits, so a transaction per send would bound the send rate.
+pub struct Publisher {
+    queue: Option<tokio::sync::mpsc::Sender<Vec<ClusterEvent>>>,
+}
+
+impl Publisher {
+    /// Starts the publishing task on PostgreSQL; a no-op elsewhere.
+    pub fn start(db: &Database, replica: String) -> Self {
+        if db.backend() != crate::storage::Backend::Postgres {
+            return Self { queue: None };
+        }
+        let (queue, mut bursts) = tokio::sync::mpsc::channel::<Vec<ClusterEvent>>(PUBLISH_QUEUE);
+        let db = db.clone();
+        tokio::spawn(async move {
+            while let Some(mut events) = bursts.recv().await {
+                while events.len() < MAX_COALESCED {
+                    match bursts.try_recv() {
+                        Ok(more) => events.extend(more),
+                        Err(_) => break,
+                    }
+                }
+                let replica = replica.clone();
+                let published = db.run(move |conn| publish(conn, &replica, events)).await;
+                if let Err(error) = published {
+                    tracing::warn!(%error, "publishing gateway events to other replicas failed");
+                }
+            }
+        });
+        Self { queue: Some(queue) }
+    }
+
+    /// Hands `events` to the publishing task without waiting.
+    pub fn publish(&self, events: Vec<ClusterEvent>) {
+        let Some(queue) = &self.queue else {
+            return;
+        };
+        if events.is_empty() {
+            return;
+        }
+        if queue.try_send(events).is_err() {
+            tracing::warn!(
+                "cluster publish queue full; other replicas' devices resume from their cursor"
+            );
+        }
+    }
+}
+
 /// Listens for other replicas' events and hands them to this replica's hub,
 /// on a thread of its own (libpq's notification polling is blocking). Runs
 /// until the process ends; reconnects after errors.

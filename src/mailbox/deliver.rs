@@ -39,6 +39,40 @@ pub(crate) struct CheckRules<'a> {
     pub exclude: Option<(&'a str, &'a str)>,
 }
 
+/// A live device of a recipient, as a check needs it.
+pub(crate) type DeviceState = (i64, String, i64, i64, i64);
+
+/// The account behind each of `aliases` with its live devices (id order),
+/// in one statement: one round trip on PostgreSQL however many there are.
+/// Unknown or disabled aliases are absent.
+pub(crate) fn load_recipients(
+    conn: &mut DbConnection,
+    aliases: &[&str],
+) -> Result<HashMap<String, (String, Vec<DeviceState>)>, MailboxError> {
+    // A row per live device, or one row without a device for an account
+    // that has none.
+    type Row = (String, String, Option<DeviceState>);
+    let joined: Vec<Row> = with_backend!(conn, c => accounts::table
+        .left_join(devices::table.on(
+            devices::account_key.eq(accounts::account_key).and(devices::revoked_at.is_null())))
+        .filter(accounts::alias.eq_any(aliases))
+        .filter(accounts::disabled_at.is_null())
+        .order(devices::id.asc())
+        .select((
+            accounts::alias,
+            accounts::account_key,
+            (devices::id, devices::device_id, devices::last_seen_at, devices::pending_messages,
+                devices::pending_bytes).nullable(),
+        ))
+        .load(c))?;
+    let mut found: HashMap<String, (String, Vec<DeviceState>)> = HashMap::new();
+    for (alias, account, device) in joined {
+        let entry = found.entry(alias).or_insert_with(|| (account, Vec::new()));
+        entry.1.extend(device);
+    }
+    Ok(found)
+}
+
 /// Checks `address`'s current devices against the devices the sender
 /// wrapped the key for. Devices silent past the inactivity limit are not
 /// required (and get no delivery); revoked or unknown ones are `extra`.
@@ -50,30 +84,29 @@ pub(crate) fn check_recipient(
     body_len: i64,
     now: i64,
 ) -> Result<RecipientCheck, MailboxError> {
-    // At most one row (a unique key): `load` rather than `first`, whose
-    // LIMIT parameter makes SQLite re-prepare the statement on every run.
-    let account: Option<String> = with_backend!(conn, c => accounts::table
-        .filter(accounts::alias.eq(address.alias().as_str()))
-        .filter(accounts::disabled_at.is_null())
-        .select(accounts::account_key)
-        .load(c))?
-    .into_iter()
-    .next();
-    let Some(account) = account else {
+    let alias = address.alias().as_str();
+    let Some((account, devices)) = load_recipients(conn, &[alias])?.remove(alias) else {
         return Ok(RecipientCheck::Unknown);
     };
-    let rows: Vec<(i64, String, i64, i64, i64)> = with_backend!(conn, c => devices::table
-        .filter(devices::account_key.eq(&account))
-        .filter(devices::revoked_at.is_null())
-        // Lock device rows in one order everywhere, so concurrent sends to the
-        // same devices queue instead of deadlocking.
-        .order(devices::id.asc())
-        .select((
-            devices::id, devices::device_id, devices::last_seen_at, devices::pending_messages, devices::pending_bytes))
-        .load(c))?;
+    Ok(evaluate_recipient(
+        rules, address, account, &devices, wraps, body_len, now,
+    ))
+}
+
+/// The check itself, on devices already loaded (with any pending counts
+/// the caller has added since).
+pub(crate) fn evaluate_recipient(
+    rules: &CheckRules<'_>,
+    address: &Address,
+    account: String,
+    devices: &[DeviceState],
+    wraps: &HashMap<String, Vec<u8>>,
+    body_len: i64,
+    now: i64,
+) -> RecipientCheck {
     let inactive_before = now.saturating_sub(duration_ms(rules.device_inactivity));
-    let candidates: Vec<_> = rows
-        .into_iter()
+    let candidates: Vec<_> = devices
+        .iter()
         .filter(|(_, id, ..)| rules.exclude != Some((account.as_str(), id.as_str())))
         .collect();
     let mut missing: Vec<String> = candidates
@@ -89,32 +122,32 @@ pub(crate) fn check_recipient(
     if !missing.is_empty() || !extra.is_empty() {
         missing.sort();
         extra.sort();
-        return Ok(RecipientCheck::Stale(StaleRecipient {
+        return RecipientCheck::Stale(StaleRecipient {
             address: address.to_string(),
             missing,
             extra,
-        }));
+        });
     }
     let max_messages = i64::from(rules.limits.max_pending_messages_per_device);
     let max_bytes = i64::try_from(rules.limits.max_pending_bytes_per_device).unwrap_or(i64::MAX);
     let mut full = false;
     let mut targets = Vec::new();
     for (row, id, last_seen, pending_messages, pending_bytes) in candidates {
-        if last_seen < inactive_before {
+        if *last_seen < inactive_before {
             continue;
         }
         full |=
-            pending_messages >= max_messages || pending_bytes.saturating_add(body_len) > max_bytes;
-        if let Some(wrap) = wraps.get(&id) {
-            targets.push((row, wrap.clone()));
+            *pending_messages >= max_messages || pending_bytes.saturating_add(body_len) > max_bytes;
+        if let Some(wrap) = wraps.get(id) {
+            targets.push((*row, wrap.clone()));
         }
     }
-    Ok(RecipientCheck::Ready(Plan {
+    RecipientCheck::Ready(Plan {
         recipient_account: account,
         address: address.to_string(),
         targets,
         full,
-    }))
+    })
 }
 
 /// The message a delivery belongs to, for inlining into `DM_NOTIFY`.
@@ -136,29 +169,45 @@ pub(crate) fn store_deliveries(
     plan: &Plan,
     now: i64,
 ) -> Result<Vec<NewDelivery>, MailboxError> {
-    let mut created = Vec::with_capacity(plan.targets.len());
-    for (device_row, wrap) in &plan.targets {
-        // The counter update locks the device row before the delivery draws
-        // its id, so deliveries for one device commit in id order: a device
-        // that syncs past a cursor can never have a lower id commit later.
-        with_backend!(conn, c => diesel::update(devices::table.find(device_row))
-            .set((
-                devices::pending_messages.eq(devices::pending_messages + 1),
-                devices::pending_bytes.eq(devices::pending_bytes + message.body_len),
-            ))
-            .execute(c))?;
-        let id: i64 = with_backend!(conn, c => diesel::insert_into(deliveries::table)
-            .values((
+    if plan.targets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let device_rows: Vec<i64> = plan.targets.iter().map(|(row, _)| *row).collect();
+    // The counter update locks the device rows (in id order, as everywhere)
+    // before the deliveries draw their ids, so deliveries for one device
+    // commit in id order: a device that syncs past a cursor can never have
+    // a lower id commit later.
+    with_backend!(conn, c => diesel::update(devices::table.filter(devices::id.eq_any(&device_rows)))
+        .set((
+            devices::pending_messages.eq(devices::pending_messages + 1),
+            devices::pending_bytes.eq(devices::pending_bytes + message.body_len),
+        ))
+        .execute(c))?;
+    let rows: Vec<_> = plan
+        .targets
+        .iter()
+        .map(|(device_row, wrap)| {
+            (
                 deliveries::message_row.eq(message.row),
-                deliveries::device_row.eq(device_row),
+                deliveries::device_row.eq(*device_row),
                 deliveries::recipient_account.eq(&plan.recipient_account),
                 deliveries::key_wrap.eq(wrap),
                 deliveries::body_bytes.eq(message.body_len),
                 deliveries::created_at.eq(now),
                 deliveries::expires_at.eq(message.expires_at),
-            ))
-            .returning(deliveries::id)
-            .get_result(c))?;
+            )
+        })
+        .collect();
+    let ids: HashMap<i64, i64> = with_backend!(conn, c => diesel::insert_into(deliveries::table)
+        .values(&rows)
+        .returning((deliveries::device_row, deliveries::id))
+        .get_results::<(i64, i64)>(c))?
+    .into_iter()
+    .collect();
+    let mut created = Vec::with_capacity(plan.targets.len());
+    for (device_row, wrap) in &plan.targets {
+        // RETURNING yields a row per inserted row; a gap would be a bug.
+        let id = *ids.get(device_row).ok_or(diesel::result::Error::NotFound)?;
         let inline = message.inline_body.map(|body| SyncItem {
             cursor: id,
             message_id: message.message_id.to_string(),

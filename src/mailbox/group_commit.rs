@@ -1,10 +1,17 @@
 //! Group commit for the mailbox's hot writes (sends and acks): concurrent
 //! writes wait in a bounded queue, a writer takes everything waiting (up to
-//! a batch), runs each in a savepoint of one transaction, commits once, and
-//! only then answers each of them. Throughput is then bounded by the disk's
-//! flush rate times the batch size instead of one flush per request, and
+//! a batch), runs them in one transaction, commits once, and only then
+//! answers each of them. Throughput is then bounded by the disk's flush
+//! rate times the batch size instead of one flush per request, and
 //! durability is unchanged: nobody is answered before the commit that holds
 //! their write.
+//!
+//! A batch first runs without savepoints, which on PostgreSQL cost two
+//! round trips per write. A write that is refused before it writes anything
+//! (stale devices, a full mailbox) leaves the transaction clean, so that is
+//! fine; a write that fails after writing (a unique violation, a deadlock)
+//! rolls the whole batch back, and the batch runs again with a savepoint
+//! around each write so that the failure stays with its own request.
 
 use std::sync::{Arc, Mutex};
 
@@ -12,6 +19,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
 use super::send::{send_within, PreparedSend, SendContext, SendOutcome, Sender};
+use super::send_batch::{store_batch, SendJob};
 use super::MailboxError;
 use crate::storage::{write_transaction, Database, DbConnection, StorageError};
 
@@ -23,14 +31,106 @@ const QUEUE: usize = 4_096;
 /// batch's commit fails for a reason that a second try can clear.
 const ATTEMPTS: usize = 3;
 
+/// How a write runs inside its batch's transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Straight in the shared transaction: any failure other than a
+    /// refusal rolls the whole batch back.
+    Shared,
+    /// In a savepoint of its own, which the writer has already taken.
+    Savepoint,
+}
+
+/// What running one write did to the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    /// It succeeded, or was refused before writing anything.
+    Clean,
+    /// It failed and may have written part of its rows; `transient` when
+    /// the next transaction may succeed where this one did not.
+    Failed { transient: bool },
+}
+
 /// One queued write, type-erased so sends and acks share the writers.
 trait Work: Send {
-    /// Runs inside the batch's transaction, in a savepoint of its own (the
-    /// closure takes it), and keeps the result. True when it failed in a
-    /// way the next transaction may not.
-    fn run(&mut self, conn: &mut DbConnection) -> bool;
+    /// Runs inside the batch's transaction and keeps the result.
+    fn run(&mut self, conn: &mut DbConnection, isolation: Isolation) -> Ran;
     /// Answers the caller once the batch's fate is known.
     fn answer(self: Box<Self>, commit: Result<(), String>);
+    /// A send, which a shared batch stores together with the others.
+    fn as_send(&mut self) -> Option<&mut SendJob> {
+        None
+    }
+    fn is_send(&self) -> bool {
+        false
+    }
+}
+
+/// Runs `work` as `isolation` says and classifies its result.
+fn run_isolated<T>(
+    conn: &mut DbConnection,
+    isolation: Isolation,
+    work: impl FnOnce(&mut DbConnection) -> Result<T, MailboxError>,
+) -> (Result<T, MailboxError>, Ran) {
+    use diesel::Connection;
+    let result = match isolation {
+        Isolation::Shared => work(conn),
+        Isolation::Savepoint => conn.transaction(work),
+    };
+    let ran = match &result {
+        Err(error) if !is_refusal(error) => Ran::Failed {
+            transient: is_transient(error),
+        },
+        _ => Ran::Clean,
+    };
+    (result, ran)
+}
+
+/// What a write's caller hears, given its result and its batch's commit.
+fn settle<T>(
+    commit: Result<(), String>,
+    result: Option<Result<T, MailboxError>>,
+) -> Result<T, MailboxError> {
+    match (commit, result) {
+        // Out of tries on a deadlock or the like: say "try again" (503),
+        // not "server error".
+        (Ok(()), Some(Err(error))) if is_transient(&error) => {
+            Err(StorageError::Unavailable(error.to_string()).into())
+        }
+        (Ok(()), Some(result)) => result,
+        // The commit failed: nothing in the batch is stored.
+        (Err(error), _) => Err(StorageError::Unavailable(error).into()),
+        (Ok(()), None) => Err(StorageError::Unavailable("the write did not run".into()).into()),
+    }
+}
+
+/// A queued send and where its answer goes.
+struct QueuedSend {
+    job: SendJob,
+    reply: oneshot::Sender<Result<SendOutcome, MailboxError>>,
+}
+
+impl Work for QueuedSend {
+    fn run(&mut self, conn: &mut DbConnection, isolation: Isolation) -> Ran {
+        let job = &self.job;
+        let (result, ran) = run_isolated(conn, isolation, |conn| {
+            send_within(conn, isolation, &job.context, &job.sender, &job.prepared)
+        });
+        self.job.result = Some(result);
+        ran
+    }
+
+    fn answer(self: Box<Self>, commit: Result<(), String>) {
+        let _ = self.reply.send(settle(commit, self.job.result));
+    }
+
+    fn as_send(&mut self) -> Option<&mut SendJob> {
+        Some(&mut self.job)
+    }
+
+    fn is_send(&self) -> bool {
+        true
+    }
 }
 
 struct Job<T, F> {
@@ -42,28 +142,17 @@ struct Job<T, F> {
 impl<T, F> Work for Job<T, F>
 where
     T: Send,
-    F: FnMut(&mut DbConnection) -> Result<T, MailboxError> + Send,
+    F: FnMut(&mut DbConnection, Isolation) -> Result<T, MailboxError> + Send,
 {
-    fn run(&mut self, conn: &mut DbConnection) -> bool {
-        let result = (self.work)(conn);
-        let transient = result.as_ref().is_err_and(is_transient);
+    fn run(&mut self, conn: &mut DbConnection, isolation: Isolation) -> Ran {
+        let work = &mut self.work;
+        let (result, ran) = run_isolated(conn, isolation, |conn| work(conn, isolation));
         self.result = Some(result);
-        transient
+        ran
     }
 
     fn answer(self: Box<Self>, commit: Result<(), String>) {
-        let answer = match (commit, self.result) {
-            // Out of tries on a deadlock or the like: say "try again" (503),
-            // not "server error".
-            (Ok(()), Some(Err(error))) if is_transient(&error) => {
-                Err(StorageError::Unavailable(error.to_string()).into())
-            }
-            (Ok(()), Some(result)) => result,
-            // The commit failed: nothing in the batch is stored.
-            (Err(error), _) => Err(StorageError::Unavailable(error).into()),
-            (Ok(()), None) => Err(StorageError::Unavailable("the write did not run".into()).into()),
-        };
-        let _ = self.reply.send(answer);
+        let _ = self.reply.send(settle(commit, self.result));
     }
 }
 
@@ -99,13 +188,13 @@ impl WriteQueue {
     }
 
     /// Queues `work` and waits for the commit that holds it. `work` runs
-    /// inside a shared transaction: it must put its statements in a
-    /// savepoint (`conn.transaction`) so that its failure rolls back alone,
-    /// and it may run again in a later transaction after a deadlock.
+    /// inside a shared transaction, perhaps more than once (after another
+    /// write's failure or a deadlock). It must refuse (any error but
+    /// `Storage` and `Invalid`) only before its first write.
     pub async fn run<T, F>(&self, work: F) -> Result<T, MailboxError>
     where
         T: Send + 'static,
-        F: FnMut(&mut DbConnection) -> Result<T, MailboxError> + Send + 'static,
+        F: FnMut(&mut DbConnection, Isolation) -> Result<T, MailboxError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Job {
@@ -129,8 +218,20 @@ impl WriteQueue {
         sender: Sender,
         prepared: PreparedSend,
     ) -> Result<SendOutcome, MailboxError> {
-        self.run(move |conn| send_within(conn, &context, &sender, &prepared))
+        let (reply, answer) = oneshot::channel();
+        let job = SendJob {
+            context,
+            sender,
+            prepared,
+            result: None,
+        };
+        self.jobs
+            .send(Box::new(QueuedSend { job, reply }))
             .await
+            .map_err(|_| StorageError::Unavailable("the writers stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StorageError::Unavailable("the writer failed".into()))?
     }
 }
 
@@ -153,13 +254,23 @@ fn next_batch(receiver: &Mutex<mpsc::Receiver<Queued>>) -> Option<Vec<Queued>> {
 
 fn writer(db: Database, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>, sizes: Histogram) {
     while let Some(mut batch) = next_batch(&receiver) {
+        sizes.observe(batch.len() as f64);
+        // A panic in one write must not take the writer (and with it every
+        // later send) down: its batch was not committed, so each caller is
+        // told to try again and the writer goes on.
+        let shared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            commit(&db, &mut batch, Isolation::Shared)
+        }));
+        if let Ok((Ok(()), _)) = shared {
+            for job in batch {
+                job.answer(Ok(()));
+            }
+            continue;
+        }
         for attempt in 1..=ATTEMPTS {
-            sizes.observe(batch.len() as f64);
-            // A panic in one write must not take the writer (and with it
-            // every later send) down: its batch was not committed, so each
-            // caller is told to try again and the writer goes on.
-            let outcome =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commit(&db, &mut batch)));
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                commit(&db, &mut batch, Isolation::Savepoint)
+            }));
             let (committed, transient) = match outcome {
                 Ok(outcome) => outcome,
                 Err(_) => {
@@ -184,21 +295,33 @@ fn writer(db: Database, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>, sizes: His
                 break;
             }
             batch = retry;
+            sizes.observe(batch.len() as f64);
         }
     }
 }
 
 /// Runs one transaction over `batch`; says whether it committed and, per
-/// job, whether it failed transiently.
-fn commit(db: &Database, batch: &mut [Queued]) -> (Result<(), String>, Vec<bool>) {
+/// job, whether it failed transiently. With `Isolation::Shared` a failed
+/// write rolls the batch back.
+fn commit(
+    db: &Database,
+    batch: &mut [Queued],
+    isolation: Isolation,
+) -> (Result<(), String>, Vec<bool>) {
     let mut conn = match db.get() {
         Ok(conn) => conn,
         Err(error) => return (Err(error.to_string()), vec![true; batch.len()]),
     };
     let mut transient = Vec::with_capacity(batch.len());
     let committed = write_transaction(&mut conn, |conn| {
-        for job in batch.iter_mut() {
-            transient.push(job.run(conn));
+        if isolation == Isolation::Shared {
+            run_shared(conn, batch)?;
+            transient = vec![false; batch.len()];
+        } else {
+            for job in batch.iter_mut() {
+                let ran = job.run(conn, isolation);
+                transient.push(matches!(ran, Ran::Failed { transient: true }));
+            }
         }
         still_open(conn)
     });
@@ -206,6 +329,28 @@ fn commit(db: &Database, batch: &mut [Queued]) -> (Result<(), String>, Vec<bool>
         Ok(()) => (Ok(()), transient),
         Err(error) => (Err(error.to_string()), vec![true; batch.len()]),
     }
+}
+
+/// Runs a batch without savepoints: the sends together, the rest one by
+/// one. An error means some write failed and the batch must roll back.
+fn run_shared(conn: &mut DbConnection, batch: &mut [Queued]) -> Result<(), MailboxError> {
+    let failed = || {
+        MailboxError::Storage(StorageError::Unavailable(
+            "a write failed; the batch runs again with savepoints".into(),
+        ))
+    };
+    let (mut sends, others): (Vec<&mut Queued>, Vec<&mut Queued>) =
+        batch.iter_mut().partition(|job| job.is_send());
+    for job in others {
+        if job.run(conn, Isolation::Shared) != Ran::Clean {
+            return Err(failed());
+        }
+    }
+    let mut sends: Vec<&mut SendJob> = sends.iter_mut().filter_map(|job| job.as_send()).collect();
+    if !sends.is_empty() {
+        store_batch(conn, &mut sends).map_err(|_| failed())?;
+    }
+    Ok(())
 }
 
 /// PostgreSQL turns the `COMMIT` of a transaction that an error aborted
@@ -220,6 +365,12 @@ fn still_open(conn: &mut DbConnection) -> Result<(), MailboxError> {
             .map_err(|error| MailboxError::Storage(StorageError::Query(error)))?;
     }
     Ok(())
+}
+
+/// Errors a write raises before it writes anything, which leave a shared
+/// transaction as it was.
+fn is_refusal(error: &MailboxError) -> bool {
+    !matches!(error, MailboxError::Storage(_) | MailboxError::Invalid(_))
 }
 
 /// Writes of one batch lock rows in whatever order they arrive, so two
@@ -253,9 +404,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let queue = queue(dir.path());
         let panicked = queue
-            .run(|_conn: &mut DbConnection| -> Result<(), MailboxError> {
-                panic!("a bug in one write")
-            })
+            .run(
+                |_conn: &mut DbConnection, _: Isolation| -> Result<(), MailboxError> {
+                    panic!("a bug in one write")
+                },
+            )
             .await;
         assert!(
             matches!(
@@ -265,7 +418,7 @@ mod tests {
             "{panicked:?}"
         );
         let answer = queue
-            .run(|_conn: &mut DbConnection| Ok::<_, MailboxError>(7))
+            .run(|_conn: &mut DbConnection, _: Isolation| Ok::<_, MailboxError>(7))
             .await;
         assert_eq!(answer.unwrap(), 7);
     }

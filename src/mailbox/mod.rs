@@ -7,6 +7,7 @@ mod deliver;
 mod group_commit;
 mod purge;
 mod send;
+mod send_batch;
 mod status;
 mod sync;
 
@@ -18,7 +19,7 @@ use crate::storage::{DbConnection, StorageError};
 use crate::with_backend;
 
 pub use deliver::{deliver_inbound, InboundRules};
-pub use group_commit::WriteQueue;
+pub use group_commit::{Isolation, WriteQueue};
 pub use purge::{purge_once, PurgeReport, PurgeSettings};
 pub use send::{
     DeviceWrap, PreparedSend, RecipientStatus, RecipientWraps, SendContext, SendOutcome,

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use super::deliver::{
     check_recipient, store_deliveries, CheckRules, MessageRef, Plan, RecipientCheck,
 };
-use super::{valid_message_id, DeliveryMode, MailboxError, NewDelivery};
+use super::{valid_message_id, DeliveryMode, Isolation, MailboxError, NewDelivery};
 use crate::address::{Address, ServerName};
 use crate::config::{FederationSettings, Limits};
 use crate::crypto::canonical::to_canonical_bytes;
@@ -116,16 +116,16 @@ pub struct SendOutcome {
 }
 
 #[derive(Debug)]
-struct ParsedRecipient {
-    address: Address,
-    wraps: HashMap<String, Vec<u8>>,
+pub(super) struct ParsedRecipient {
+    pub address: Address,
+    pub wraps: HashMap<String, Vec<u8>>,
 }
 
 #[derive(Debug)]
-struct Parsed {
-    body: Vec<u8>,
-    recipients: Vec<ParsedRecipient>,
-    digest: Vec<u8>,
+pub(super) struct Parsed {
+    pub body: Vec<u8>,
+    pub recipients: Vec<ParsedRecipient>,
+    pub digest: Vec<u8>,
 }
 
 fn invalid(message: impl Into<String>) -> MailboxError {
@@ -212,8 +212,8 @@ fn request_digest(request: &SendRequest) -> Result<Vec<u8>, MailboxError> {
 /// happens before the request waits for a writer.
 #[derive(Debug)]
 pub struct PreparedSend {
-    request: SendRequest,
-    parsed: Parsed,
+    pub(super) request: SendRequest,
+    pub(super) parsed: Parsed,
 }
 
 impl PreparedSend {
@@ -227,24 +227,30 @@ impl PreparedSend {
     }
 }
 
-/// Stores a prepared send inside the caller's transaction, in a savepoint
-/// of its own: a refused send (stale devices, a reused id) rolls back alone
-/// and the others in the same group commit stand.
+/// Stores a prepared send inside the group commit's transaction. A refused
+/// send (stale devices, a reused id) writes nothing. In a savepoint of its
+/// own, a send that loses a race for its id is answered from the record.
 pub fn send_within(
     conn: &mut DbConnection,
+    isolation: Isolation,
     context: &SendContext,
     sender: &Sender,
     prepared: &PreparedSend,
 ) -> Result<SendOutcome, MailboxError> {
     use diesel::Connection;
     let (request, parsed) = (&prepared.request, &prepared.parsed);
-    let result = conn.transaction(|conn| {
+    let attempt = |conn: &mut DbConnection| {
         if let Some(outcome) = replay(conn, sender, request, parsed)? {
             return Ok(outcome);
         }
         store(conn, context, sender, request, parsed)
-    });
-    match result {
+    };
+    if isolation == Isolation::Shared {
+        // A unique violation fails the batch, which runs again with
+        // savepoints and lands in the arm below.
+        return attempt(conn);
+    }
+    match conn.transaction(attempt) {
         Err(MailboxError::Storage(StorageError::Query(error))) if is_unique_violation(&error) => {
             // A concurrent identical retry won, or another sender of this
             // server took the id: the record tells which.
@@ -274,18 +280,28 @@ fn replay(
     let Some((digest, response)) = record else {
         return Ok(None);
     };
+    answer_from_record(&digest, &response, request, parsed).map(Some)
+}
+
+/// A retry's answer from the idempotency record of the first send.
+pub(super) fn answer_from_record(
+    digest: &[u8],
+    response: &str,
+    request: &SendRequest,
+    parsed: &Parsed,
+) -> Result<SendOutcome, MailboxError> {
     if digest != parsed.digest {
         return Err(MailboxError::MessageIdReused(request.message_id.clone()));
     }
-    let response: SendResponse = serde_json::from_str(&response)
+    let response: SendResponse = serde_json::from_str(response)
         .map_err(|e| StorageError::Migration(format!("stored send response unreadable: {e}")))?;
-    Ok(Some(SendOutcome {
+    Ok(SendOutcome {
         response,
         new_deliveries: Vec::new(),
         queued_destinations: Vec::new(),
         replayed: true,
         body_bytes: parsed.body.len(),
-    }))
+    })
 }
 
 fn store(
@@ -381,14 +397,6 @@ fn store(
         } else {
             "stored"
         };
-        record_receipt(
-            conn,
-            sender,
-            &request.message_id,
-            &plan.address,
-            status,
-            now,
-        )?;
         statuses.push(RecipientStatus {
             address: plan.address.clone(),
             status: status.into(),
@@ -413,20 +421,13 @@ fn store(
             ))
             .execute(c))?;
         for recipient in recipients {
-            record_receipt(
-                conn,
-                sender,
-                &request.message_id,
-                &recipient.address,
-                "queued",
-                now,
-            )?;
             statuses.push(RecipientStatus {
                 address: recipient.address.clone(),
                 status: "queued".into(),
             });
         }
     }
+    record_receipts(conn, sender, &request.message_id, &statuses, now)?;
     let response = SendResponse {
         message_id: request.message_id.clone(),
         recipients: statuses,
@@ -450,22 +451,28 @@ fn store(
     })
 }
 
-fn record_receipt(
+/// The sender's receipt for each recipient, in one statement.
+fn record_receipts(
     conn: &mut DbConnection,
     sender: &Sender,
     message_id: &str,
-    recipient: &str,
-    state: &str,
+    statuses: &[RecipientStatus],
     now: i64,
 ) -> Result<(), MailboxError> {
+    let rows: Vec<_> = statuses
+        .iter()
+        .map(|status| {
+            (
+                delivery_receipts::sender_account.eq(&sender.account_key),
+                delivery_receipts::message_id.eq(message_id),
+                delivery_receipts::recipient.eq(&status.address),
+                delivery_receipts::state.eq(&status.status),
+                delivery_receipts::updated_at.eq(now),
+            )
+        })
+        .collect();
     with_backend!(conn, c => diesel::insert_into(delivery_receipts::table)
-        .values((
-            delivery_receipts::sender_account.eq(&sender.account_key),
-            delivery_receipts::message_id.eq(message_id),
-            delivery_receipts::recipient.eq(recipient),
-            delivery_receipts::state.eq(state),
-            delivery_receipts::updated_at.eq(now),
-        ))
+        .values(&rows)
         .execute(c))?;
     Ok(())
 }

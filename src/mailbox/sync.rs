@@ -144,8 +144,8 @@ pub fn check_ack(message_ids: &[String]) -> Result<(), MailboxError> {
     Ok(())
 }
 
-/// `ACK(message_id, device)` for each id, inside the caller's transaction
-/// and in a savepoint of its own (for the group commit): the device's
+/// `ACK(message_id, device)` for each id, inside the group commit's
+/// transaction (which rolls back every row of a failed ack): the device's
 /// deliveries of those messages end. Ids of unknown messages or other
 /// devices' deliveries change nothing. `message_ids` must have passed
 /// `check_ack`.
@@ -158,45 +158,43 @@ pub fn ack_within(
     if message_ids.is_empty() {
         return Ok(AckOutcome::default());
     }
-    conn.transaction(|conn| {
-        let now = crate::time::now_ms();
-        let own: Vec<(i64, i64, String, String)> = with_backend!(conn, c => deliveries::table
+    let now = crate::time::now_ms();
+    let own: Vec<(i64, i64, String, String)> = with_backend!(conn, c => deliveries::table
             .inner_join(messages::table)
             .filter(deliveries::device_row.eq(device_row))
             .filter(messages::message_id.eq_any(message_ids))
             .select((deliveries::id, deliveries::message_row, deliveries::recipient_account, messages::delivery_mode))
             .load(c))?;
-        let ids: Vec<i64> = own.iter().map(|row| row.0).collect();
-        let removed = remove_deliveries(conn, &ids)?;
-        let mut outcome = AckOutcome {
-            acknowledged: removed.len(),
-            ..AckOutcome::default()
-        };
-        let mut touched = BTreeSet::new();
-        for (_, message_row, recipient, mode) in &own {
-            if !touched.insert((*message_row, recipient.clone())) {
-                continue;
-            }
-            if DeliveryMode::from_db(mode) == DeliveryMode::Any {
-                end_for_other_devices(conn, *message_row, recipient, now, max_keep)?;
-            }
-            let remaining: i64 = with_backend!(conn, c => deliveries::table
+    let ids: Vec<i64> = own.iter().map(|row| row.0).collect();
+    let removed = remove_deliveries(conn, &ids)?;
+    let mut outcome = AckOutcome {
+        acknowledged: removed.len(),
+        ..AckOutcome::default()
+    };
+    let mut touched = BTreeSet::new();
+    for (_, message_row, recipient, mode) in &own {
+        if !touched.insert((*message_row, recipient.clone())) {
+            continue;
+        }
+        if DeliveryMode::from_db(mode) == DeliveryMode::Any {
+            end_for_other_devices(conn, *message_row, recipient, now, max_keep)?;
+        }
+        let remaining: i64 = with_backend!(conn, c => deliveries::table
                 .filter(deliveries::message_row.eq(message_row))
                 .filter(deliveries::recipient_account.eq(recipient))
                 .filter(deliveries::expires_at.gt(now))
                 .count()
                 .get_result(c))?;
-            let kept_for_others = DeliveryMode::from_db(mode) == DeliveryMode::Any;
-            if remaining == 0 || kept_for_others {
-                if let Some(event) = mark_delivered(conn, *message_row, recipient, now)? {
-                    outcome.status_events.push(event);
-                }
+        let kept_for_others = DeliveryMode::from_db(mode) == DeliveryMode::Any;
+        if remaining == 0 || kept_for_others {
+            if let Some(event) = mark_delivered(conn, *message_row, recipient, now)? {
+                outcome.status_events.push(event);
             }
         }
-        let message_rows: Vec<i64> = touched.iter().map(|(row, _)| *row).collect();
-        outcome.purged_messages = remove_finished_messages(conn, &message_rows)?;
-        Ok(outcome)
-    })
+    }
+    let message_rows: Vec<i64> = touched.iter().map(|(row, _)| *row).collect();
+    outcome.purged_messages = remove_finished_messages(conn, &message_rows)?;
+    Ok(outcome)
 }
 
 /// In `any` mode the first ack ends the message for the recipient's other

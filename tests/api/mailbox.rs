@@ -260,6 +260,83 @@ async fn concurrent_sends_committed_together_keep_their_own_answers() {
 }
 
 #[tokio::test]
+async fn a_burst_fills_a_mailbox_to_its_cap_and_no_further() {
+    // Sends committed together must count each other's deliveries against
+    // the recipient's quota, as if they had run one after another.
+    let app = spawn_app_with(vec![(
+        "HOMING__LIMITS__MAX_PENDING_MESSAGES_PER_DEVICE",
+        "5",
+    )])
+    .await;
+    let alice = app.register("alice").await;
+    let mut bob = app.register("bob").await;
+    app.add_device(&mut bob, "phone").await;
+    let token = alice.device(0).token.clone();
+    let burst: Vec<Value> = (0..30u8)
+        .map(|i| message_to(&app, &[(&bob, &[0, 1])], &[i], "all"))
+        .collect();
+    let answers = futures_util::future::join_all(burst.iter().map(|m| send(&app, &token, m))).await;
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status().as_u16()).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 202).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        25,
+        "{statuses:?}"
+    );
+    assert_eq!(app.count("deliveries"), 10);
+    for device in 0..2 {
+        let page = app.sync(&bob.device(device).token).await;
+        let mut cursors: Vec<i64> = items(&page)
+            .iter()
+            .map(|i| i["cursor"].as_i64().unwrap())
+            .collect();
+        assert_eq!(cursors.len(), 5);
+        cursors.dedup();
+        assert_eq!(cursors.len(), 5, "cursors are distinct and ascending");
+    }
+}
+
+#[tokio::test]
+async fn an_id_taken_by_another_sender_in_the_same_burst_is_refused_alone() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let carol = app.register("carol").await;
+    let bob = app.register("bob").await;
+    let mut mine: Vec<Value> = (0..10u8)
+        .map(|i| message_to(&app, &[(&bob, &[0])], &[i], "all"))
+        .collect();
+    let mut theirs = message_to(&app, &[(&bob, &[0])], b"carol", "all");
+    theirs["message_id"] = mine[0]["message_id"].clone();
+    mine.push(theirs);
+    let tokens: Vec<&str> = (0..mine.len())
+        .map(|i| {
+            if i == 10 {
+                carol.device(0).token.as_str()
+            } else {
+                alice.device(0).token.as_str()
+            }
+        })
+        .collect();
+    let answers = futures_util::future::join_all(
+        mine.iter()
+            .zip(&tokens)
+            .map(|(m, token)| send(&app, token, m)),
+    )
+    .await;
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status().as_u16()).collect();
+    assert!(statuses[1..10].iter().all(|s| *s == 202), "{statuses:?}");
+    let mut contested = vec![statuses[0], statuses[10]];
+    contested.sort();
+    assert_eq!(contested, vec![202, 409], "{statuses:?}");
+    assert_eq!(app.count("messages"), 10);
+    assert_eq!(app.count("deliveries"), 10);
+}
+
+#[tokio::test]
 async fn a_stale_device_list_gets_409_with_missing_and_extra() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;
