@@ -24,6 +24,55 @@ pub(crate) struct Plan {
     pub full: bool,
 }
 
+impl Plan {
+    /// The recipient's status in the sender's answer.
+    pub fn status(&self) -> &'static str {
+        if self.full {
+            "mailbox_full"
+        } else if self.targets.is_empty() {
+            "no_active_devices"
+        } else {
+            "stored"
+        }
+    }
+}
+
+/// The checks of a send's local recipients, gathered in recipient order.
+#[derive(Default)]
+pub(crate) struct SendChecks {
+    pub plans: Vec<Plan>,
+    stale: Vec<StaleRecipient>,
+}
+
+impl SendChecks {
+    /// Adds one recipient's check; an unknown recipient refuses the send.
+    pub fn add(&mut self, check: RecipientCheck, address: &Address) -> Result<(), MailboxError> {
+        match check {
+            RecipientCheck::Ready(plan) => self.plans.push(plan),
+            RecipientCheck::Stale(recipient) => self.stale.push(recipient),
+            RecipientCheck::Unknown => {
+                return Err(MailboxError::UnknownRecipient(address.to_string()))
+            }
+        }
+        Ok(())
+    }
+
+    /// The plans, unless some recipient was stale or (without remote
+    /// recipients to carry the send) every mailbox is full.
+    pub fn finish(self, has_remote: bool, limits: &Limits) -> Result<Vec<Plan>, MailboxError> {
+        if !self.stale.is_empty() {
+            return Err(MailboxError::StaleDevices(self.stale));
+        }
+        if !has_remote && self.plans.iter().all(|p| p.full) {
+            return Err(MailboxError::MailboxFull {
+                limit_messages: limits.max_pending_messages_per_device,
+                limit_bytes: limits.max_pending_bytes_per_device,
+            });
+        }
+        Ok(self.plans)
+    }
+}
+
 /// The outcome of checking one local recipient.
 pub(crate) enum RecipientCheck {
     Ready(Plan),

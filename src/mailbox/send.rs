@@ -12,9 +12,7 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::deliver::{
-    check_recipient, store_deliveries, CheckRules, MessageRef, Plan, RecipientCheck,
-};
+use super::deliver::{check_recipient, store_deliveries, CheckRules, MessageRef, Plan, SendChecks};
 use super::{valid_message_id, DeliveryMode, Isolation, MailboxError, NewDelivery};
 use crate::address::{Address, ServerName};
 use crate::config::{FederationSettings, Limits};
@@ -318,8 +316,7 @@ fn store(
         device_inactivity: context.device_inactivity,
         exclude: Some((&sender.account_key, &sender.device_id)),
     };
-    let mut plans = Vec::new();
-    let mut stale = Vec::new();
+    let mut checks = SendChecks::default();
     let mut remote: BTreeMap<String, Vec<RecipientWraps>> = BTreeMap::new();
     for (recipient, wraps) in parsed.recipients.iter().zip(&request.recipients) {
         if recipient.address.server() != &context.server_name {
@@ -335,32 +332,17 @@ fn store(
                 .push(normal);
             continue;
         }
-        match check_recipient(
+        let check = check_recipient(
             conn,
             &rules,
             &recipient.address,
             &recipient.wraps,
             body_len,
             now,
-        )? {
-            RecipientCheck::Ready(plan) => plans.push(plan),
-            RecipientCheck::Stale(recipient) => stale.push(recipient),
-            RecipientCheck::Unknown => {
-                return Err(MailboxError::UnknownRecipient(
-                    recipient.address.to_string(),
-                ))
-            }
-        }
+        )?;
+        checks.add(check, &recipient.address)?;
     }
-    if !stale.is_empty() {
-        return Err(MailboxError::StaleDevices(stale));
-    }
-    if remote.is_empty() && plans.iter().all(|p| p.full) {
-        return Err(MailboxError::MailboxFull {
-            limit_messages: context.limits.max_pending_messages_per_device,
-            limit_bytes: context.limits.max_pending_bytes_per_device,
-        });
-    }
+    let plans = checks.finish(!remote.is_empty(), &context.limits)?;
     let expires_at = now.saturating_add(duration_ms(context.max_pending_age));
     let message_row: i64 = with_backend!(conn, c => diesel::insert_into(messages::table)
         .values((
@@ -390,13 +372,7 @@ fn store(
     let mut new_deliveries = Vec::new();
     let mut statuses = Vec::with_capacity(parsed.recipients.len());
     for plan in &plans {
-        let status = if plan.full {
-            "mailbox_full"
-        } else if plan.targets.is_empty() {
-            "no_active_devices"
-        } else {
-            "stored"
-        };
+        let status = plan.status();
         statuses.push(RecipientStatus {
             address: plan.address.clone(),
             status: status.into(),

@@ -14,9 +14,7 @@ use std::sync::Arc;
 
 use diesel::prelude::*;
 
-use super::deliver::{
-    evaluate_recipient, load_recipients, CheckRules, DeviceState, RecipientCheck,
-};
+use super::deliver::{evaluate_recipient, load_recipients, CheckRules, DeviceState, SendChecks};
 use super::send::{
     answer_from_record, send_within, PreparedSend, RecipientStatus, SendContext, SendOutcome,
     SendResponse, Sender,
@@ -181,8 +179,7 @@ fn check_one(
         device_inactivity: context.device_inactivity,
         exclude: Some((&job.sender.account_key, &job.sender.device_id)),
     };
-    let mut plans = Vec::with_capacity(parsed.recipients.len());
-    let mut stale = Vec::new();
+    let mut checks = SendChecks::default();
     for recipient in &parsed.recipients {
         let alias = recipient.address.alias().as_str();
         let Some((account, devices)) = known.get(alias) else {
@@ -199,36 +196,14 @@ fn check_one(
             body_len,
             now,
         );
-        match check {
-            RecipientCheck::Ready(plan) => plans.push(plan),
-            RecipientCheck::Stale(recipient) => stale.push(recipient),
-            RecipientCheck::Unknown => {
-                return Err(MailboxError::UnknownRecipient(
-                    recipient.address.to_string(),
-                ))
-            }
-        }
+        checks.add(check, &recipient.address)?;
     }
-    if !stale.is_empty() {
-        return Err(MailboxError::StaleDevices(stale));
-    }
-    if plans.iter().all(|p| p.full) {
-        return Err(MailboxError::MailboxFull {
-            limit_messages: context.limits.max_pending_messages_per_device,
-            limit_bytes: context.limits.max_pending_bytes_per_device,
-        });
-    }
+    let plans = checks.finish(false, &context.limits)?;
     let mut statuses = Vec::with_capacity(plans.len());
     let mut targets = Vec::with_capacity(plans.len());
     // No recipient was stale or unknown, so there is a plan per recipient.
     for (plan, recipient) in plans.into_iter().zip(&parsed.recipients) {
-        let status = if plan.full {
-            "mailbox_full"
-        } else if plan.targets.is_empty() {
-            "no_active_devices"
-        } else {
-            "stored"
-        };
+        let status = plan.status();
         statuses.push(RecipientStatus {
             address: plan.address.clone(),
             status: status.into(),
