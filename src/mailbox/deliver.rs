@@ -257,23 +257,36 @@ pub(crate) fn store_deliveries(
     for (device_row, wrap) in &plan.targets {
         // RETURNING yields a row per inserted row; a gap would be a bug.
         let id = *ids.get(device_row).ok_or(diesel::result::Error::NotFound)?;
-        let inline = message.inline_body.map(|body| SyncItem {
-            cursor: id,
-            message_id: message.message_id.to_string(),
-            origin: message.origin.to_string(),
-            body: body.to_string(),
-            key_wrap: crate::crypto::b64(wrap),
-            delivery: message.delivery,
-            received_at: now,
-            expires_at: message.expires_at,
-        });
-        created.push(NewDelivery {
-            device_row: *device_row,
-            cursor: id,
-            inline,
-        });
+        created.push(message.new_delivery(*device_row, id, wrap, now));
     }
     Ok(created)
+}
+
+impl MessageRef<'_> {
+    /// The gateway's note of one stored delivery of this message.
+    pub(crate) fn new_delivery(
+        &self,
+        device_row: i64,
+        cursor: i64,
+        wrap: &[u8],
+        now: i64,
+    ) -> NewDelivery {
+        let inline = self.inline_body.map(|body| SyncItem {
+            cursor,
+            message_id: self.message_id.to_string(),
+            origin: self.origin.to_string(),
+            body: body.to_string(),
+            key_wrap: crate::crypto::b64(wrap),
+            delivery: self.delivery,
+            received_at: now,
+            expires_at: self.expires_at,
+        });
+        NewDelivery {
+            device_row,
+            cursor,
+            inline,
+        }
+    }
 }
 
 /// Server settings that inbound delivery depends on.

@@ -78,7 +78,7 @@ fn run_isolated<T>(
         Isolation::Savepoint => conn.transaction(work),
     };
     let ran = match &result {
-        Err(error) if !is_refusal(error) => Ran::Failed {
+        Err(error) if !error.is_refusal() => Ran::Failed {
             transient: is_transient(error),
         },
         _ => Ran::Clean,
@@ -365,12 +365,6 @@ fn still_open(conn: &mut DbConnection) -> Result<(), MailboxError> {
             .map_err(|error| MailboxError::Storage(StorageError::Query(error)))?;
     }
     Ok(())
-}
-
-/// Errors a write raises before it writes anything, which leave a shared
-/// transaction as it was.
-fn is_refusal(error: &MailboxError) -> bool {
-    !matches!(error, MailboxError::Storage(_) | MailboxError::Invalid(_))
 }
 
 /// Writes of one batch lock rows in whatever order they arrive, so two

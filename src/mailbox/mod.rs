@@ -56,6 +56,14 @@ pub enum MailboxError {
     Storage(#[from] StorageError),
 }
 
+impl MailboxError {
+    /// Raised before a write writes anything, so a shared group-commit
+    /// transaction is left as it was.
+    pub(crate) fn is_refusal(&self) -> bool {
+        !matches!(self, Self::Storage(_) | Self::Invalid(_))
+    }
+}
+
 impl From<diesel::result::Error> for MailboxError {
     fn from(error: diesel::result::Error) -> Self {
         Self::Storage(StorageError::Query(error))

@@ -14,12 +14,14 @@ use std::sync::Arc;
 
 use diesel::prelude::*;
 
-use super::deliver::{evaluate_recipient, load_recipients, CheckRules, DeviceState, SendChecks};
+use super::deliver::{
+    evaluate_recipient, load_recipients, CheckRules, DeviceState, MessageRef, SendChecks,
+};
 use super::send::{
     answer_from_record, send_within, PreparedSend, RecipientStatus, SendContext, SendOutcome,
     SendResponse, Sender,
 };
-use super::{Isolation, MailboxError, NewDelivery, SyncItem};
+use super::{Isolation, MailboxError};
 use crate::storage::schema::{deliveries, delivery_receipts, devices, messages, send_idempotency};
 use crate::storage::{DbConnection, StorageError};
 use crate::time::duration_ms;
@@ -72,10 +74,10 @@ pub(super) fn store_batch(
                 &job.sender,
                 &job.prepared,
             );
-            if let Err(error @ (MailboxError::Storage(_) | MailboxError::Invalid(_))) = result {
-                return Err(error);
+            match result {
+                Err(error) if !error.is_refusal() => return Err(error),
+                result => job.result = Some(result),
             }
-            job.result = Some(result);
         } else {
             local.push(index);
         }
@@ -158,8 +160,8 @@ fn check_all(
     let mut accepted = Vec::with_capacity(local.len());
     for &index in local {
         let job = &mut *jobs[index];
-        match check_one(job, &mut known, now) {
-            Ok(one) => accepted.push(Accepted { job: index, ..one }),
+        match check_one(index, job, &mut known, now) {
+            Ok(one) => accepted.push(one),
             Err(refusal) => job.result = Some(Err(refusal)),
         }
     }
@@ -167,6 +169,7 @@ fn check_all(
 }
 
 fn check_one(
+    index: usize,
     job: &SendJob,
     known: &mut HashMap<String, (String, Vec<DeviceState>)>,
     now: i64,
@@ -223,7 +226,7 @@ fn check_one(
         targets.push((plan.recipient_account, plan.targets));
     }
     Ok(Accepted {
-        job: 0,
+        job: index,
         statuses,
         targets,
         expires_at: now.saturating_add(duration_ms(context.max_pending_age)),
@@ -265,26 +268,23 @@ fn write_all(
     for (one, message_row) in accepted.into_iter().zip(message_rows) {
         let job = &mut *jobs[one.job];
         let (request, parsed) = (&job.prepared.request, &job.prepared.parsed);
-        let inline = parsed.body.len() <= job.context.inline_max_bytes;
+        let origin = job.context.server_name.to_string();
+        let message = MessageRef {
+            row: message_row,
+            message_id: &request.message_id,
+            origin: &origin,
+            inline_body: (parsed.body.len() <= job.context.inline_max_bytes)
+                .then_some(request.body.as_str()),
+            delivery: request.delivery,
+            expires_at: one.expires_at,
+            body_len: parsed.body.len() as i64,
+        };
         let mut new_deliveries = Vec::new();
         for (device_row, wrap) in one.targets.iter().flat_map(|(_, t)| t) {
             let cursor = *cursors
                 .get(&(message_row, *device_row))
                 .ok_or(diesel::result::Error::NotFound)?;
-            new_deliveries.push(NewDelivery {
-                device_row: *device_row,
-                cursor,
-                inline: inline.then(|| SyncItem {
-                    cursor,
-                    message_id: request.message_id.clone(),
-                    origin: job.context.server_name.to_string(),
-                    body: request.body.clone(),
-                    key_wrap: crate::crypto::b64(wrap),
-                    delivery: request.delivery,
-                    received_at: now,
-                    expires_at: one.expires_at,
-                }),
-            });
+            new_deliveries.push(message.new_delivery(*device_row, cursor, wrap, now));
         }
         job.result = Some(Ok(SendOutcome {
             response: SendResponse {
