@@ -120,7 +120,7 @@ pub async fn send(
                 .message_bytes
                 .observe(outcome.body_bytes as f64);
         }
-        if !outcome.queued_destinations.is_empty() {
+        if state.relay_in_flight.queued(&outcome.queued_destinations) {
             state.relay_wake.notify_one();
         }
         publish_deliveries(&state, outcome.new_deliveries);

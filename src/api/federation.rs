@@ -51,15 +51,32 @@ pub async fn put_txn(
     let transaction: Transaction = serde_json::from_slice(&signed.body)
         .map_err(|e| ApiError::bad_request("bad_json", format!("invalid transaction: {e}")))?;
     let txn_id = path.into_inner();
-    let rules = rules(&state);
     let origin = signed.origin.to_string();
-    let body = signed.body;
+    inbound::check(&origin, &txn_id, &transaction)?;
+    let rules = rules(&state);
+    let digest = inbound::body_digest(&signed.body);
+    // Through the write queue: the transaction shares a commit with the
+    // sends and other transactions waiting, instead of competing with them
+    // for the write lock.
     let outcome = state
-        .db
-        .run(move |conn| {
-            inbound::receive_transaction(conn, &rules, &origin, &txn_id, &body, &transaction)
+        .write_queue
+        .run(move |conn, _| {
+            match inbound::receive_transaction(
+                conn,
+                &rules,
+                &origin,
+                &txn_id,
+                &digest,
+                &transaction,
+            ) {
+                Ok(outcome) => Ok(Ok(outcome)),
+                // Refusals of the transaction as a whole, decided before
+                // anything is written.
+                Err(InboundError::Mailbox(error)) => Err(error),
+                Err(refused) => Ok(Err(refused)),
+            }
         })
-        .await?;
+        .await??;
     if !outcome.replayed {
         state
             .metrics

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use super::wire::{Transaction, TxnResponse, MAX_TXN_MESSAGES};
 use crate::mailbox::{self, InboundRules, MailboxError, NewDelivery};
 use crate::storage::schema::inbound_txns;
-use crate::storage::{write_transaction, DbConnection, StorageError};
+use crate::storage::{DbConnection, StorageError};
 use crate::with_backend;
 
 /// Why a transaction was refused as a whole.
@@ -50,15 +50,8 @@ pub fn valid_txn_id(text: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// Processes `txn` (whose raw body is `body`) from `origin`.
-pub fn receive_transaction(
-    conn: &mut DbConnection,
-    rules: &InboundRules,
-    origin: &str,
-    txn_id: &str,
-    body: &[u8],
-    txn: &Transaction,
-) -> Result<InboundOutcome, InboundError> {
+/// Checks what can be checked without the database.
+pub fn check(origin: &str, txn_id: &str, txn: &Transaction) -> Result<(), InboundError> {
     if !valid_txn_id(txn_id) {
         return Err(InboundError::Invalid("invalid transaction id".into()));
     }
@@ -72,15 +65,36 @@ pub fn receive_transaction(
             "at most {MAX_TXN_MESSAGES} messages per transaction"
         )));
     }
-    let digest = Sha256::digest(body).to_vec();
-    let result = process(conn, rules, origin, txn_id, &digest, txn);
-    match result {
+    Ok(())
+}
+
+/// The digest a transaction's record keeps of its raw body.
+pub fn body_digest(body: &[u8]) -> Vec<u8> {
+    Sha256::digest(body).to_vec()
+}
+
+/// Processes `txn` (checked by [`check`], whose raw body has `digest`) from
+/// `origin` inside the caller's write transaction, in a savepoint of its
+/// own: a refusal or a lost race leaves the caller's transaction clean.
+pub fn receive_transaction(
+    conn: &mut DbConnection,
+    rules: &InboundRules,
+    origin: &str,
+    txn_id: &str,
+    digest: &[u8],
+    txn: &Transaction,
+) -> Result<InboundOutcome, InboundError> {
+    let attempt = |conn: &mut DbConnection| {
+        conn.transaction(|conn| process(conn, rules, origin, txn_id, digest, txn))
+    };
+    match attempt(conn) {
         // A concurrent copy of this transaction (or of one of its messages)
-        // committed first: the second pass answers from what it stored.
+        // committed first, on another replica: the second pass answers from
+        // what it stored.
         Err(InboundError::Mailbox(MailboxError::Storage(StorageError::Query(error))))
             if crate::storage::is_unique_violation(&error) =>
         {
-            process(conn, rules, origin, txn_id, &digest, txn)
+            attempt(conn)
         }
         other => other,
     }
@@ -94,49 +108,47 @@ fn process(
     digest: &[u8],
     txn: &Transaction,
 ) -> Result<InboundOutcome, InboundError> {
-    write_transaction(conn, |conn| {
-        let record: Option<(Vec<u8>, String)> = with_backend!(conn, c => inbound_txns::table
-            .find((origin, txn_id))
-            .select((inbound_txns::request_digest, inbound_txns::response))
-            .first(c)
-            .optional())?;
-        if let Some((recorded_digest, response)) = record {
-            if recorded_digest != digest {
-                return Err(InboundError::TxnReused(txn_id.to_string()));
-            }
-            let response: TxnResponse = serde_json::from_str(&response).map_err(|e| {
-                StorageError::Migration(format!("recorded transaction unreadable: {e}"))
-            })?;
-            return Ok(InboundOutcome {
-                response,
-                new_deliveries: Vec::new(),
-                replayed: true,
-            });
+    let record: Option<(Vec<u8>, String)> = with_backend!(conn, c => inbound_txns::table
+        .find((origin, txn_id))
+        .select((inbound_txns::request_digest, inbound_txns::response))
+        .first(c)
+        .optional())?;
+    if let Some((recorded_digest, response)) = record {
+        if recorded_digest != digest {
+            return Err(InboundError::TxnReused(txn_id.to_string()));
         }
-        let now = crate::time::now_ms();
-        let mut results = Vec::with_capacity(txn.messages.len());
-        let mut new_deliveries = Vec::new();
-        for message in &txn.messages {
-            let (result, created) = mailbox::deliver_inbound(conn, rules, origin, message, now)?;
-            results.push(result);
-            new_deliveries.extend(created);
-        }
-        let response = TxnResponse { results };
-        let recorded =
-            serde_json::to_string(&response).map_err(|e| InboundError::Invalid(e.to_string()))?;
-        with_backend!(conn, c => diesel::insert_into(inbound_txns::table)
-            .values((
-                inbound_txns::origin.eq(origin),
-                inbound_txns::txn_id.eq(txn_id),
-                inbound_txns::request_digest.eq(digest),
-                inbound_txns::response.eq(recorded),
-                inbound_txns::received_at.eq(now),
-            ))
-            .execute(c))?;
-        Ok(InboundOutcome {
+        let response: TxnResponse = serde_json::from_str(&response).map_err(|e| {
+            StorageError::Migration(format!("recorded transaction unreadable: {e}"))
+        })?;
+        return Ok(InboundOutcome {
             response,
-            new_deliveries,
-            replayed: false,
-        })
+            new_deliveries: Vec::new(),
+            replayed: true,
+        });
+    }
+    let now = crate::time::now_ms();
+    let mut results = Vec::with_capacity(txn.messages.len());
+    let mut new_deliveries = Vec::new();
+    for message in &txn.messages {
+        let (result, created) = mailbox::deliver_inbound(conn, rules, origin, message, now)?;
+        results.push(result);
+        new_deliveries.extend(created);
+    }
+    let response = TxnResponse { results };
+    let recorded =
+        serde_json::to_string(&response).map_err(|e| InboundError::Invalid(e.to_string()))?;
+    with_backend!(conn, c => diesel::insert_into(inbound_txns::table)
+        .values((
+            inbound_txns::origin.eq(origin),
+            inbound_txns::txn_id.eq(txn_id),
+            inbound_txns::request_digest.eq(digest),
+            inbound_txns::response.eq(recorded),
+            inbound_txns::received_at.eq(now),
+        ))
+        .execute(c))?;
+    Ok(InboundOutcome {
+        response,
+        new_deliveries,
+        replayed: false,
     })
 }

@@ -11,7 +11,7 @@ use super::wire::{Transaction, TxnMessage, TxnResponse, MAX_TXN_BODY_BYTES, MAX_
 use crate::crypto::b64;
 use crate::mailbox::{DeliveryMode, RecipientWraps, StatusEvent};
 use crate::storage::schema::{delivery_receipts, destinations, messages, outbox};
-use crate::storage::{write_transaction, DbConnection, StorageError};
+use crate::storage::{DbConnection, StorageError};
 use crate::with_backend;
 
 /// Back-off starts here and doubles per consecutive failure…
@@ -146,104 +146,98 @@ type OutboxRow = (
 
 /// The next batch for `destination`: the rows of an unanswered transaction
 /// again under the same id, or else the oldest rows under a new id.
+/// Transactions in `in_flight` (sent and not yet answered) are skipped.
+/// Runs in the caller's write transaction, which must commit the new id
+/// before the batch is sent.
 pub fn next_batch(
     conn: &mut DbConnection,
     origin: &str,
     destination: &str,
+    in_flight: &[String],
 ) -> Result<Option<Batch>, StorageError> {
-    write_transaction(conn, |conn| {
-        let select =
-            |conn: &mut DbConnection, pending: bool| -> Result<Vec<OutboxRow>, StorageError> {
-                Ok(with_backend!(conn, c => {
-                    let query = outbox::table
-                        .inner_join(messages::table)
-                        .filter(outbox::destination.eq(destination))
-                        .order(outbox::id.asc())
-                        .limit(MAX_TXN_MESSAGES as i64)
-                        .select((
-                            outbox::id,
-                            outbox::message_row,
-                            messages::message_id,
-                            messages::sender_account,
-                            outbox::recipients,
-                            messages::body,
-                            messages::delivery_mode,
-                            messages::created_at,
-                            messages::expires_at,
-                            outbox::txn_id,
-                        ));
-                    if pending {
-                        query.filter(outbox::txn_id.is_not_null()).load(c)
-                    } else {
-                        query.filter(outbox::txn_id.is_null()).load(c)
-                    }
-                })?)
-            };
-        let mut rows = select(conn, true)?;
-        let txn_id = match rows.first().and_then(|row| row.9.clone()) {
-            Some(txn_id) => {
-                rows.retain(|row| row.9.as_deref() == Some(txn_id.as_str()));
-                txn_id
+    let select = |conn: &mut DbConnection, pending: bool| -> Result<Vec<OutboxRow>, StorageError> {
+        Ok(with_backend!(conn, c => {
+            let query = outbox::table
+                .inner_join(messages::table)
+                .filter(outbox::destination.eq(destination))
+                .order(outbox::id.asc())
+                .limit(MAX_TXN_MESSAGES as i64)
+                .select((
+                    outbox::id,
+                    outbox::message_row,
+                    messages::message_id,
+                    messages::sender_account,
+                    outbox::recipients,
+                    messages::body,
+                    messages::delivery_mode,
+                    messages::created_at,
+                    messages::expires_at,
+                    outbox::txn_id,
+                ));
+            if pending {
+                query
+                    .filter(outbox::txn_id.is_not_null())
+                    .filter(outbox::txn_id.ne_all(in_flight))
+                    .load(c)
+            } else {
+                query.filter(outbox::txn_id.is_null()).load(c)
             }
-            None => {
-                rows = select(conn, false)?;
-                let mut bytes = 0usize;
-                let mut keep = 0;
-                for row in &rows {
-                    bytes += row.5.len();
-                    if keep > 0 && bytes > MAX_TXN_BODY_BYTES {
-                        break;
-                    }
-                    keep += 1;
+        })?)
+    };
+    let mut rows = select(conn, true)?;
+    let txn_id = match rows.first().and_then(|row| row.9.clone()) {
+        Some(txn_id) => {
+            rows.retain(|row| row.9.as_deref() == Some(txn_id.as_str()));
+            txn_id
+        }
+        None => {
+            rows = select(conn, false)?;
+            let mut bytes = 0usize;
+            let mut keep = 0;
+            for row in &rows {
+                bytes += row.5.len();
+                if keep > 0 && bytes > MAX_TXN_BODY_BYTES {
+                    break;
                 }
-                rows.truncate(keep);
-                if rows.is_empty() {
-                    return Ok(None);
-                }
-                let txn_id = new_txn_id();
-                let ids: Vec<i64> = rows.iter().map(|row| row.0).collect();
-                with_backend!(conn, c => diesel::update(outbox::table.filter(outbox::id.eq_any(&ids)))
-                    .set(outbox::txn_id.eq(&txn_id))
-                    .execute(c))?;
-                txn_id
+                keep += 1;
             }
-        };
-        let mut messages_out = Vec::with_capacity(rows.len());
-        let mut refs = Vec::with_capacity(rows.len());
-        for (
-            id,
-            message_row,
-            message_id,
-            sender,
-            recipients,
-            body,
-            mode,
+            rows.truncate(keep);
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let txn_id = new_txn_id();
+            let ids: Vec<i64> = rows.iter().map(|row| row.0).collect();
+            with_backend!(conn, c => diesel::update(outbox::table.filter(outbox::id.eq_any(&ids)))
+                .set(outbox::txn_id.eq(&txn_id))
+                .execute(c))?;
+            txn_id
+        }
+    };
+    let mut messages_out = Vec::with_capacity(rows.len());
+    let mut refs = Vec::with_capacity(rows.len());
+    for (id, message_row, message_id, sender, recipients, body, mode, created_at, expires_at, _) in
+        rows
+    {
+        let recipients: Vec<RecipientWraps> = serde_json::from_str(&recipients)
+            .map_err(|e| StorageError::Migration(format!("outbox row {id} unreadable: {e}")))?;
+        messages_out.push(TxnMessage {
+            message_id: message_id.clone(),
+            body: b64(&body),
+            delivery: DeliveryMode::from_db(&mode),
             created_at,
             expires_at,
-            _,
-        ) in rows
-        {
-            let recipients: Vec<RecipientWraps> = serde_json::from_str(&recipients)
-                .map_err(|e| StorageError::Migration(format!("outbox row {id} unreadable: {e}")))?;
-            messages_out.push(TxnMessage {
-                message_id: message_id.clone(),
-                body: b64(&body),
-                delivery: DeliveryMode::from_db(&mode),
-                created_at,
-                expires_at,
-                recipients,
-            });
-            refs.push((id, message_row, message_id, sender));
-        }
-        Ok(Some(Batch {
-            txn_id,
-            transaction: Transaction {
-                origin: origin.to_string(),
-                messages: messages_out,
-            },
-            rows: refs,
-        }))
-    })
+            recipients,
+        });
+        refs.push((id, message_row, message_id, sender));
+    }
+    Ok(Some(Batch {
+        txn_id,
+        transaction: Transaction {
+            origin: origin.to_string(),
+            messages: messages_out,
+        },
+        rows: refs,
+    }))
 }
 
 fn new_txn_id() -> String {
@@ -253,7 +247,8 @@ fn new_txn_id() -> String {
 }
 
 /// The remote answered 200: the rows are done, the senders learn each
-/// recipient's result, and the destination's back-off resets.
+/// recipient's result, and the destination's back-off resets. Runs in the
+/// caller's write transaction.
 pub fn complete(
     conn: &mut DbConnection,
     destination: &str,
@@ -261,64 +256,62 @@ pub fn complete(
     response: &TxnResponse,
     now: i64,
 ) -> Result<Vec<StatusEvent>, StorageError> {
-    write_transaction(conn, |conn| {
-        let ids: Vec<i64> = batch.rows.iter().map(|row| row.0).collect();
-        with_backend!(conn, c => diesel::delete(outbox::table.filter(outbox::id.eq_any(&ids))).execute(c))?;
-        let mut events = Vec::new();
-        for (_, _, message_id, sender) in &batch.rows {
-            let Some(sender) = sender else { continue };
-            let Some(result) = response
-                .results
-                .iter()
-                .find(|r| &r.message_id == message_id)
-            else {
-                continue;
+    let ids: Vec<i64> = batch.rows.iter().map(|row| row.0).collect();
+    with_backend!(conn, c => diesel::delete(outbox::table.filter(outbox::id.eq_any(&ids))).execute(c))?;
+    let mut events = Vec::new();
+    for (_, _, message_id, sender) in &batch.rows {
+        let Some(sender) = sender else { continue };
+        let Some(result) = response
+            .results
+            .iter()
+            .find(|r| &r.message_id == message_id)
+        else {
+            continue;
+        };
+        for recipient in &result.recipients {
+            let state = if recipient.status == "accepted" {
+                "relayed"
+            } else {
+                recipient.status.as_str()
             };
-            for recipient in &result.recipients {
-                let state = if recipient.status == "accepted" {
-                    "relayed"
-                } else {
-                    recipient.status.as_str()
-                };
-                let detail =
-                    (!recipient.missing.is_empty() || !recipient.extra.is_empty()).then(|| {
-                        serde_json::json!({"missing": recipient.missing, "extra": recipient.extra})
-                            .to_string()
-                    });
-                let updated = with_backend!(conn, c => diesel::update(
-                    delivery_receipts::table
-                        .find((sender, message_id, &recipient.address))
-                        .filter(delivery_receipts::state.eq("queued")),
-                )
-                .set((
-                    delivery_receipts::state.eq(state),
-                    delivery_receipts::detail.eq(detail),
-                    delivery_receipts::updated_at.eq(now),
-                ))
-                .execute(c))?;
-                if updated == 1 {
-                    events.push(StatusEvent {
-                        sender_account: sender.clone(),
-                        message_id: message_id.clone(),
-                        recipient: recipient.address.clone(),
-                        state: state.to_string(),
-                        updated_at: now,
-                    });
-                }
-            }
-        }
-        with_backend!(conn, c => diesel::update(destinations::table.find(destination))
+            let detail =
+                (!recipient.missing.is_empty() || !recipient.extra.is_empty()).then(|| {
+                    serde_json::json!({"missing": recipient.missing, "extra": recipient.extra})
+                        .to_string()
+                });
+            let updated = with_backend!(conn, c => diesel::update(
+                delivery_receipts::table
+                    .find((sender, message_id, &recipient.address))
+                    .filter(delivery_receipts::state.eq("queued")),
+            )
             .set((
-                destinations::failures.eq(0),
-                destinations::next_attempt_at.eq(0),
-                destinations::last_error.eq(None::<String>),
-                destinations::last_success_at.eq(Some(now)),
+                delivery_receipts::state.eq(state),
+                delivery_receipts::detail.eq(detail),
+                delivery_receipts::updated_at.eq(now),
             ))
             .execute(c))?;
-        let message_rows: Vec<i64> = batch.rows.iter().map(|row| row.1).collect();
-        crate::mailbox::remove_finished_messages(conn, &message_rows)?;
-        Ok(events)
-    })
+            if updated == 1 {
+                events.push(StatusEvent {
+                    sender_account: sender.clone(),
+                    message_id: message_id.clone(),
+                    recipient: recipient.address.clone(),
+                    state: state.to_string(),
+                    updated_at: now,
+                });
+            }
+        }
+    }
+    with_backend!(conn, c => diesel::update(destinations::table.find(destination))
+        .set((
+            destinations::failures.eq(0),
+            destinations::next_attempt_at.eq(0),
+            destinations::last_error.eq(None::<String>),
+            destinations::last_success_at.eq(Some(now)),
+        ))
+        .execute(c))?;
+    let message_rows: Vec<i64> = batch.rows.iter().map(|row| row.1).collect();
+    crate::mailbox::remove_finished_messages(conn, &message_rows)?;
+    Ok(events)
 }
 
 /// The attempt failed: back off exponentially with jitter. The rows keep

@@ -2,14 +2,17 @@
 //! task per destination so a slow or dead peer never delays the others,
 //! under a database lease so one replica sends to a destination at a time.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
+
 use super::client::{put_transaction, RequestError, Signer};
-use super::outbox;
-use super::resolver::ResolveError;
+use super::outbox::{self, Batch};
+use super::resolver::{Destination, ResolveError};
 use crate::address::ServerName;
+use crate::mailbox::MailboxError;
 use crate::metrics::CauseLabels;
 use crate::startup::AppState;
 use crate::storage::StorageError;
@@ -18,24 +21,63 @@ use crate::storage::StorageError;
 const MAX_PARALLEL: usize = 64;
 /// Longest the loop sleeps without a wake-up.
 const IDLE: Duration = Duration::from_secs(5);
+/// Transactions to one destination awaiting their answer at once: the next
+/// one is read and sent while the remote stores the previous one, so a
+/// destination's rate is not one round trip (and one commit on each side)
+/// per transaction. Four keep a loopback peer busy; more only queue there.
+const WINDOW: usize = 4;
 
-/// Destinations this replica is sending to right now.
+/// Destinations this replica is sending to right now, each with whether
+/// mail was queued for it since its worker last looked.
 #[derive(Default)]
-pub struct InFlight(Mutex<HashSet<String>>);
+pub struct InFlight(Mutex<HashMap<String, bool>>);
 
 impl InFlight {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, bool>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn start(&self, destination: &str) -> bool {
-        match self.0.lock() {
-            Ok(mut set) => set.len() < MAX_PARALLEL && set.insert(destination.to_string()),
-            Err(poisoned) => poisoned.into_inner().insert(destination.to_string()),
+        let mut set = self.lock();
+        if set.len() >= MAX_PARALLEL || set.contains_key(destination) {
+            return false;
+        }
+        set.insert(destination.to_string(), false);
+        true
+    }
+
+    /// The worker ran out of mail (`drained`) or failed: it stops, unless
+    /// it drained and mail was queued meanwhile, when it looks again.
+    fn finish(&self, destination: &str, drained: bool) -> bool {
+        let mut set = self.lock();
+        match set.get_mut(destination) {
+            Some(more) if drained && *more => {
+                *more = false;
+                false
+            }
+            _ => {
+                set.remove(destination);
+                true
+            }
         }
     }
 
-    fn finish(&self, destination: &str) {
-        match self.0.lock() {
-            Ok(mut set) => set.remove(destination),
-            Err(poisoned) => poisoned.into_inner().remove(destination),
-        };
+    /// Mail was committed for `destinations`. A destination being worked on
+    /// is only marked, so a burst of sends to it costs the relay loop
+    /// nothing; true when some destination has no worker and the loop must
+    /// look for due ones.
+    pub fn queued(&self, destinations: &[String]) -> bool {
+        let mut set = self.lock();
+        let mut unworked = false;
+        for destination in destinations {
+            match set.get_mut(destination.as_str()) {
+                Some(more) => *more = true,
+                None => unworked = true,
+            }
+        }
+        unworked
     }
 }
 
@@ -79,8 +121,12 @@ async fn start_due(state: &AppState) -> Result<(), StorageError> {
         if state.relay_in_flight.start(&destination) {
             let state = state.clone();
             tokio::spawn(async move {
-                deliver_destination(&state, &destination).await;
-                state.relay_in_flight.finish(&destination);
+                loop {
+                    let drained = deliver_destination(&state, &destination).await;
+                    if state.relay_in_flight.finish(&destination, drained) {
+                        break;
+                    }
+                }
             });
         }
     }
@@ -108,87 +154,132 @@ pub async fn run_once(state: &AppState) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Drains one destination while it answers; backs off on the first failure.
-async fn deliver_destination(state: &AppState, destination: &str) {
+/// Drains one destination while it answers; backs off on the first
+/// failure. True when it sent everything it found.
+async fn deliver_destination(state: &AppState, destination: &str) -> bool {
     let owner = state.replica_id.clone();
-    let name = destination.to_string();
-    let claimed = state
-        .db
-        .run({
-            let owner = owner.clone();
-            let lease = state.settings.federation.relay_lease;
-            move |conn| outbox::claim(conn, &name, &owner, crate::time::now_ms(), lease)
-        })
-        .await;
+    let lease = state.settings.federation.relay_lease;
+    let claimed = write(state, {
+        let (name, owner) = (destination.to_string(), owner.clone());
+        move |conn| outbox::claim(conn, &name, &owner, crate::time::now_ms(), lease)
+    })
+    .await;
     if !matches!(claimed, Ok(true)) {
-        return;
+        return false;
     }
-    if let Err(error) = drain(state, destination, &owner).await {
+    let drained = drain(state, destination, &owner).await;
+    if let Err(error) = &drained {
         tracing::info!(destination, %error, "relay attempt failed");
         let (name, message) = (destination.to_string(), error.to_string());
-        if let Err(error) = state
-            .db
-            .run(move |conn| outbox::fail(conn, &name, &message, crate::time::now_ms()))
-            .await
-        {
+        let failed = write(state, move |conn| {
+            outbox::fail(conn, &name, &message, crate::time::now_ms())
+        })
+        .await;
+        if let Err(error) = failed {
             tracing::warn!(destination, %error, "recording a relay failure failed");
         }
         state
             .metrics
             .relay_failures
             .get_or_create(&CauseLabels {
-                cause: failure_cause(&error),
+                cause: failure_cause(error),
             })
             .inc();
     }
     let name = destination.to_string();
-    let _ = state
-        .db
-        .run(move |conn| outbox::release(conn, &name, &owner))
-        .await;
+    let _ = write(state, move |conn| outbox::release(conn, &name, &owner)).await;
+    drained.is_ok()
 }
 
+/// Runs one relay write through the write queue, so it shares the sends'
+/// commits instead of competing with them for SQLite's write lock.
+async fn write<T, F>(state: &AppState, mut work: F) -> Result<T, MailboxError>
+where
+    T: Send + 'static,
+    F: FnMut(&mut crate::storage::DbConnection) -> Result<T, StorageError> + Send + 'static,
+{
+    state.write_queue.run(move |conn, _| Ok(work(conn)?)).await
+}
+
+/// Sends the destination's batches, up to `WINDOW` at once, until none is
+/// left or one fails; then waits for those still out.
 async fn drain(state: &AppState, destination: &str, owner: &str) -> anyhow::Result<()> {
     let server = ServerName::parse(destination)?;
     let target = state.federation.resolve(&server).await?;
     let origin = state.settings.server_name.to_string();
+    let mut sending = FuturesUnordered::new();
+    let mut in_flight: Vec<String> = Vec::new();
+    let mut empty = false;
+    let mut failure: Option<anyhow::Error> = None;
     loop {
-        let (origin_name, name) = (origin.clone(), destination.to_string());
-        let Some(batch) = state
-            .db
-            .run(move |conn| outbox::next_batch(conn, &origin_name, &name))
-            .await?
-        else {
-            return Ok(());
+        while failure.is_none() && !empty && in_flight.len() < WINDOW {
+            let (origin, name, skip) = (origin.clone(), destination.to_string(), in_flight.clone());
+            match write(state, move |conn| {
+                outbox::next_batch(conn, &origin, &name, &skip)
+            })
+            .await
+            {
+                Ok(Some(batch)) => {
+                    in_flight.push(batch.txn_id.clone());
+                    sending.push(send_batch(state, &target, destination, owner, batch));
+                }
+                Ok(None) => empty = true,
+                Err(error) => failure = Some(error.into()),
+            }
+        }
+        let Some((txn_id, sent)) = sending.next().await else {
+            break;
         };
+        in_flight.retain(|id| *id != txn_id);
+        match sent {
+            // Mail may have been queued meanwhile: look again.
+            Ok(()) => empty = false,
+            Err(error) => {
+                failure.get_or_insert(error);
+            }
+        }
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+/// Signs and sends one batch and, on a `200`, records the results (and
+/// renews the lease) in one write. Yields the batch's transaction id.
+async fn send_batch(
+    state: &AppState,
+    target: &Destination,
+    destination: &str,
+    owner: &str,
+    batch: Batch,
+) -> (String, anyhow::Result<()>) {
+    let txn_id = batch.txn_id.clone();
+    let sent = async {
         // Sign with whatever key is current now, so a rotation takes effect
         // without a restart.
         let key = crate::server_key::load_current(&state.db).await?;
+        let origin = state.settings.server_name.to_string();
         let signer = Signer {
             client: &state.federation,
             key: &key,
             origin: &origin,
             timeout: state.settings.federation.request_timeout,
         };
-        let response = put_transaction(&signer, &target, &batch.txn_id, &batch.transaction).await?;
-        let name = destination.to_string();
-        let events = state
-            .db
-            .run(move |conn| {
-                outbox::complete(conn, &name, &batch, &response, crate::time::now_ms())
-            })
-            .await?;
+        let response = put_transaction(&signer, target, &batch.txn_id, &batch.transaction).await?;
+        let (batch, response) = (Arc::new(batch), Arc::new(response));
+        let (name, owner) = (destination.to_string(), owner.to_string());
+        let lease = state.settings.federation.relay_lease;
+        let events = write(state, move |conn| {
+            let now = crate::time::now_ms();
+            let events = outbox::complete(conn, &name, &batch, &response, now)?;
+            outbox::claim(conn, &name, &owner, now, lease)?;
+            Ok(events)
+        })
+        .await?;
         state.metrics.relayed_messages.inc_by(events.len() as u64);
         crate::api::publish_status(state, events);
-        let (name, owner) = (destination.to_string(), owner.to_string());
-        state
-            .db
-            .run({
-                let lease = state.settings.federation.relay_lease;
-                move |conn| outbox::claim(conn, &name, &owner, crate::time::now_ms(), lease)
-            })
-            .await?;
+        Ok(())
     }
+    .await;
+    (txn_id, sent)
 }
 
 /// Announces this server to every peer it knows (destinations it sends to
@@ -240,7 +331,9 @@ fn failure_cause(error: &anyhow::Error) -> &'static str {
     }
     if error.downcast_ref::<ResolveError>().is_some() {
         "resolve"
-    } else if error.downcast_ref::<StorageError>().is_some() {
+    } else if error.downcast_ref::<StorageError>().is_some()
+        || error.downcast_ref::<MailboxError>().is_some()
+    {
         "storage"
     } else {
         "other"

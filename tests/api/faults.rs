@@ -2,6 +2,7 @@
 //! sits in front of B. With each fault, A's messages reach B exactly once
 //! and A's outbox drains once the fault ends.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,8 @@ pub struct Proxy {
     pub address: String,
     fault: Arc<Mutex<Fault>>,
     pub upstream: Arc<Mutex<String>>,
+    /// Connections held open unanswered so far (`Stall`).
+    stalled: Arc<AtomicUsize>,
 }
 
 impl Proxy {
@@ -38,7 +41,8 @@ impl Proxy {
         let address = listener.local_addr().unwrap().to_string();
         let fault = Arc::new(Mutex::new(Fault::Pass));
         let upstream = Arc::new(Mutex::new(String::new()));
-        let (shared, target) = (fault.clone(), upstream.clone());
+        let stalled = Arc::new(AtomicUsize::new(0));
+        let (shared, target, counter) = (fault.clone(), upstream.clone(), stalled.clone());
         tokio::spawn(async move {
             let mut held = Vec::new();
             while let Ok((client, _)) = listener.accept().await {
@@ -46,7 +50,10 @@ impl Proxy {
                 let upstream = target.lock().unwrap().clone();
                 match mode {
                     Fault::Drop => drop(client),
-                    Fault::Stall => held.push(client),
+                    Fault::Stall => {
+                        held.push(client);
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
                     Fault::Pass => {
                         tokio::spawn(forward(client, upstream, Duration::ZERO));
                     }
@@ -63,6 +70,7 @@ impl Proxy {
             address,
             fault,
             upstream,
+            stalled,
         }
     }
 
@@ -103,7 +111,15 @@ struct Pair {
 
 /// A and B, with B's server name pointing at the proxy in front of it.
 async fn pair() -> Pair {
-    let a = spawn_app_with(vec![("HOMING__FEDERATION__REQUEST_TIMEOUT", "1s")]).await;
+    pair_timing_out_after("1s").await
+}
+
+async fn pair_timing_out_after(request_timeout: &str) -> Pair {
+    let a = spawn_app_with(vec![(
+        "HOMING__FEDERATION__REQUEST_TIMEOUT",
+        request_timeout,
+    )])
+    .await;
     let proxy = Proxy::start().await;
     let b = spawn_app_with(vec![("HOMING__SERVER__NAME", proxy.address.as_str())]).await;
     *proxy.upstream.lock().unwrap() = b.address.trim_start_matches("http://").to_string();
@@ -206,4 +222,77 @@ async fn a_lost_200_after_the_remote_committed_is_not_stored_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delayed_connections_still_deliver_exactly_once() {
     run_fault(Fault::Delay(Duration::from_millis(300))).await;
+}
+
+/// Makes A send what it holds for B now instead of after its back-off.
+fn retry_now(a: &TestApp, b: &TestApp) {
+    let mut conn = a.state.db.get().unwrap();
+    homing::federation::outbox::retry_now(&mut conn, &b.server_name).unwrap();
+    a.state.relay_wake.notify_one();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_goes_out_as_several_transactions_at_once_and_arrives_once() {
+    let Pair { a, b, proxy } = pair_timing_out_after("3s").await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    proxy.set(Fault::Stall);
+    // More than two transactions' worth (100 messages each), queued while
+    // B does not answer.
+    let messages: Vec<_> = (0..250u16)
+        .map(|i| {
+            let mut message = message_to(&a, &[(&bob, &[0])], &i.to_be_bytes(), "all");
+            message["recipients"][0]["address"] = json!(format!("bob@{}", b.server_name));
+            message
+        })
+        .collect();
+    let token = &alice.device(0).token;
+    for chunk in messages.chunks(25) {
+        let sent = futures_util::future::join_all(
+            chunk
+                .iter()
+                .map(|m| a.post_json("/api/v1/dms/send", m, Some(token))),
+        )
+        .await;
+        assert!(sent.iter().all(|r| r.status() == 202));
+    }
+    // Whatever A has in flight now waits for its timeout; once the
+    // destination is retried, the backlog leaves as several transactions
+    // at once, long before one of them could time out.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.count("outbox") > 0 && proxy.stalled.load(Ordering::SeqCst) == 0 {
+        assert!(Instant::now() < deadline, "A never tried B");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let failed = || {
+        let mut conn = a.state.db.get().unwrap();
+        homing::admin::federation::destinations(&mut conn).unwrap()[0].failures
+    };
+    while failed() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled attempt never timed out"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = proxy.stalled.load(Ordering::SeqCst);
+    retry_now(&a, &b);
+    let started = Instant::now();
+    while proxy.stalled.load(Ordering::SeqCst) < before + 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "A sent {} transactions at once, not 3",
+            proxy.stalled.load(Ordering::SeqCst) - before
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.set(Fault::Pass);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while a.count("outbox") > 0 {
+        retry_now(&a, &b);
+        assert!(Instant::now() < deadline, "A's outbox never drained");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(b.count("messages"), 250, "each message stored once");
+    assert_eq!(b.count("deliveries"), 250, "each message delivered once");
 }
