@@ -127,13 +127,8 @@ fn process(
         });
     }
     let now = crate::time::now_ms();
-    let mut results = Vec::with_capacity(txn.messages.len());
-    let mut new_deliveries = Vec::new();
-    for message in &txn.messages {
-        let (result, created) = mailbox::deliver_inbound(conn, rules, origin, message, now)?;
-        results.push(result);
-        new_deliveries.extend(created);
-    }
+    let (results, new_deliveries) =
+        mailbox::deliver_relayed(conn, rules, origin, &txn.messages, now)?;
     let response = TxnResponse { results };
     let recorded =
         serde_json::to_string(&response).map_err(|e| InboundError::Invalid(e.to_string()))?;

@@ -6,6 +6,8 @@
 mod deliver;
 mod group_commit;
 mod purge;
+mod relayed;
+mod rows;
 mod send;
 mod send_batch;
 mod status;
@@ -18,9 +20,9 @@ use crate::storage::schema::{deliveries, devices};
 use crate::storage::{DbConnection, StorageError};
 use crate::with_backend;
 
-pub use deliver::{deliver_inbound, InboundRules};
 pub use group_commit::{Isolation, WriteQueue};
 pub use purge::{purge_once, PurgeReport, PurgeSettings};
+pub use relayed::{deliver_relayed, InboundRules};
 pub use send::{
     DeviceWrap, PreparedSend, RecipientStatus, RecipientWraps, SendContext, SendOutcome,
     SendRequest, SendResponse, Sender,

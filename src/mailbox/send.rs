@@ -317,19 +317,14 @@ fn store(
         exclude: Some((&sender.account_key, &sender.device_id)),
     };
     let mut checks = SendChecks::default();
-    let mut remote: BTreeMap<String, Vec<RecipientWraps>> = BTreeMap::new();
+    let mut remote = RemoteRecipients::new();
     for (recipient, wraps) in parsed.recipients.iter().zip(&request.recipients) {
         if recipient.address.server() != &context.server_name {
             let destination = recipient.address.server();
             if !crate::federation::policy::is_allowed(conn, &context.federation, destination)? {
                 return Err(MailboxError::FederationDenied(destination.to_string()));
             }
-            let mut normal = wraps.clone();
-            normal.address = recipient.address.to_string();
-            remote
-                .entry(destination.to_string())
-                .or_default()
-                .push(normal);
+            queue_remote(&mut remote, recipient, wraps);
             continue;
         }
         let check = check_recipient(
@@ -425,6 +420,25 @@ fn store(
         replayed: false,
         body_bytes: parsed.body.len(),
     })
+}
+
+/// A send's remote recipients by destination server, as the outbox keeps
+/// them.
+pub(super) type RemoteRecipients = BTreeMap<String, Vec<RecipientWraps>>;
+
+/// Files a remote recipient under its server, with its address in
+/// canonical form.
+pub(super) fn queue_remote(
+    remote: &mut RemoteRecipients,
+    recipient: &ParsedRecipient,
+    wraps: &RecipientWraps,
+) {
+    let mut normal = wraps.clone();
+    normal.address = recipient.address.to_string();
+    remote
+        .entry(recipient.address.server().to_string())
+        .or_default()
+        .push(normal);
 }
 
 /// The sender's receipt for each recipient, in one statement.

@@ -3,13 +3,12 @@
 //! statement is a round trip, so this is what lets one writer keep up with
 //! many senders; on SQLite it saves the per-statement work.
 //!
-//! Only the path where nothing conflicts is done here. Sends with remote
-//! recipients go through the single-send path in the same transaction, and
-//! any statement that fails (a message id taken by a concurrent send, a
-//! deadlock) fails the batch, which then runs again one send per savepoint
-//! where each failure is answered on its own.
+//! Only the path where nothing conflicts is done here: any statement that
+//! fails (a message id taken by a concurrent send, a deadlock) fails the
+//! batch, which then runs again one send per savepoint where each failure
+//! is answered on its own.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use diesel::prelude::*;
@@ -17,19 +16,16 @@ use diesel::prelude::*;
 use super::deliver::{
     evaluate_recipient, load_recipients, CheckRules, DeviceState, MessageRef, SendChecks,
 };
+use super::rows::{self, AccountTargets, NewMessage, ROWS_PER_STATEMENT};
 use super::send::{
-    answer_from_record, send_within, PreparedSend, RecipientStatus, SendContext, SendOutcome,
-    SendResponse, Sender,
+    answer_from_record, queue_remote, PreparedSend, RecipientStatus, RemoteRecipients, SendContext,
+    SendOutcome, SendResponse, Sender,
 };
-use super::{Isolation, MailboxError};
-use crate::storage::schema::{deliveries, delivery_receipts, devices, messages, send_idempotency};
+use super::MailboxError;
+use crate::storage::schema::{delivery_receipts, outbox, send_idempotency};
 use crate::storage::{DbConnection, StorageError};
 use crate::time::duration_ms;
 use crate::with_backend;
-
-/// Rows per multi-row statement: PostgreSQL allows 65,535 bound values and
-/// SQLite 32,766; the widest row here binds 9.
-const ROWS_PER_STATEMENT: usize = 1_000;
 
 /// A queued send.
 pub(super) struct SendJob {
@@ -39,14 +35,13 @@ pub(super) struct SendJob {
     pub result: Option<Result<SendOutcome, MailboxError>>,
 }
 
-/// A recipient account and its target devices' rows with their key wraps.
-type AccountTargets = (String, Vec<(i64, Vec<u8>)>);
-
 /// A send that passed its checks, waiting for the batch's writes.
 struct Accepted {
     job: usize,
     statuses: Vec<RecipientStatus>,
     targets: Vec<AccountTargets>,
+    /// Remote recipients by destination server, for the outbox.
+    remote: RemoteRecipients,
     expires_at: i64,
 }
 
@@ -57,37 +52,12 @@ pub(super) fn store_batch(
     conn: &mut DbConnection,
     jobs: &mut [&mut SendJob],
 ) -> Result<(), MailboxError> {
-    let mut local = Vec::with_capacity(jobs.len());
-    for (index, job) in jobs.iter_mut().enumerate() {
-        let server = &job.context.server_name;
-        let remote = job
-            .prepared
-            .parsed
-            .recipients
-            .iter()
-            .any(|r| r.address.server() != server);
-        if remote {
-            let result = send_within(
-                conn,
-                Isolation::Shared,
-                &job.context,
-                &job.sender,
-                &job.prepared,
-            );
-            match result {
-                Err(error) if !error.is_refusal() => return Err(error),
-                result => job.result = Some(result),
-            }
-        } else {
-            local.push(index);
-        }
-    }
-    let local = answer_retries(conn, jobs, local)?;
-    if local.is_empty() {
+    let pending = answer_retries(conn, jobs, (0..jobs.len()).collect())?;
+    if pending.is_empty() {
         return Ok(());
     }
     let now = crate::time::now_ms();
-    let accepted = check_all(conn, jobs, &local, now)?;
+    let accepted = check_all(conn, jobs, &pending, now)?;
     write_all(conn, jobs, accepted, now)
 }
 
@@ -146,21 +116,32 @@ fn answer_retries(
 fn check_all(
     conn: &mut DbConnection,
     jobs: &mut [&mut SendJob],
-    local: &[usize],
+    pending: &[usize],
     now: i64,
 ) -> Result<Vec<Accepted>, MailboxError> {
-    let mut aliases: Vec<&str> = local
-        .iter()
-        .flat_map(|&i| jobs[i].prepared.parsed.recipients.iter())
-        .map(|r| r.address.alias().as_str())
-        .collect();
+    let mut aliases = Vec::new();
+    // Whether each remote server of the batch may be sent to, asked once.
+    let mut allowed: HashMap<String, bool> = HashMap::new();
+    for &index in pending {
+        let context = &jobs[index].context;
+        for recipient in &jobs[index].prepared.parsed.recipients {
+            let server = recipient.address.server();
+            if server == &context.server_name {
+                aliases.push(recipient.address.alias().as_str());
+            } else if !allowed.contains_key(server.as_str()) {
+                let verdict =
+                    crate::federation::policy::is_allowed(conn, &context.federation, server)?;
+                allowed.insert(server.to_string(), verdict);
+            }
+        }
+    }
     aliases.sort_unstable();
     aliases.dedup();
     let mut known = load_recipients(conn, &aliases)?;
-    let mut accepted = Vec::with_capacity(local.len());
-    for &index in local {
+    let mut accepted = Vec::with_capacity(pending.len());
+    for &index in pending {
         let job = &mut *jobs[index];
-        match check_one(index, job, &mut known, now) {
+        match check_one(index, job, &mut known, &allowed, now) {
             Ok(one) => accepted.push(one),
             Err(refusal) => job.result = Some(Err(refusal)),
         }
@@ -172,6 +153,7 @@ fn check_one(
     index: usize,
     job: &SendJob,
     known: &mut HashMap<String, (String, Vec<DeviceState>)>,
+    allowed: &HashMap<String, bool>,
     now: i64,
 ) -> Result<Accepted, MailboxError> {
     let context = &job.context;
@@ -183,7 +165,22 @@ fn check_one(
         exclude: Some((&job.sender.account_key, &job.sender.device_id)),
     };
     let mut checks = SendChecks::default();
-    for recipient in &parsed.recipients {
+    let mut local = Vec::with_capacity(parsed.recipients.len());
+    let mut remote = RemoteRecipients::new();
+    for (recipient, wraps) in parsed
+        .recipients
+        .iter()
+        .zip(&job.prepared.request.recipients)
+    {
+        let server = recipient.address.server();
+        if server != &context.server_name {
+            if !allowed.get(server.as_str()).copied().unwrap_or(false) {
+                return Err(MailboxError::FederationDenied(server.to_string()));
+            }
+            queue_remote(&mut remote, recipient, wraps);
+            continue;
+        }
+        local.push(recipient);
         let alias = recipient.address.alias().as_str();
         let Some((account, devices)) = known.get(alias) else {
             return Err(MailboxError::UnknownRecipient(
@@ -201,11 +198,11 @@ fn check_one(
         );
         checks.add(check, &recipient.address)?;
     }
-    let plans = checks.finish(false, &context.limits)?;
-    let mut statuses = Vec::with_capacity(plans.len());
+    let plans = checks.finish(!remote.is_empty(), &context.limits)?;
+    let mut statuses = Vec::with_capacity(parsed.recipients.len());
     let mut targets = Vec::with_capacity(plans.len());
-    // No recipient was stale or unknown, so there is a plan per recipient.
-    for (plan, recipient) in plans.into_iter().zip(&parsed.recipients) {
+    // No recipient was stale or unknown, so there is a plan per local one.
+    for (plan, recipient) in plans.into_iter().zip(local) {
         let status = plan.status();
         statuses.push(RecipientStatus {
             address: plan.address.clone(),
@@ -216,19 +213,19 @@ fn check_one(
         }
         // The later sends of the batch see these deliveries in the counts.
         if let Some((_, devices)) = known.get_mut(recipient.address.alias().as_str()) {
-            for device in devices.iter_mut() {
-                if plan.targets.iter().any(|(row, _)| *row == device.0) {
-                    device.3 += 1;
-                    device.4 = device.4.saturating_add(body_len);
-                }
-            }
+            rows::count_pending(devices, &plan.targets, body_len);
         }
         targets.push((plan.recipient_account, plan.targets));
     }
+    statuses.extend(remote.values().flatten().map(|recipient| RecipientStatus {
+        address: recipient.address.clone(),
+        status: "queued".into(),
+    }));
     Ok(Accepted {
         job: index,
         statuses,
         targets,
+        remote,
         expires_at: now.saturating_add(duration_ms(context.max_pending_age)),
     })
 }
@@ -243,32 +240,30 @@ fn write_all(
     if accepted.is_empty() {
         return Ok(());
     }
-    let message_rows = insert_messages(conn, jobs, &accepted, now)?;
-    // Device rows are locked (by the counter update) before any delivery
-    // draws its id, so one device's deliveries commit in id order.
-    let mut bumps: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
-    for one in &accepted {
-        let body_len = jobs[one.job].prepared.parsed.body.len() as i64;
-        for (device_row, _) in one.targets.iter().flat_map(|(_, t)| t) {
-            let bump = bumps.entry(*device_row).or_default();
-            bump.0 += 1;
-            bump.1 = bump.1.saturating_add(body_len);
-        }
-    }
-    for (device_row, (count, bytes)) in &bumps {
-        with_backend!(conn, c => diesel::update(devices::table.find(device_row))
-            .set((
-                devices::pending_messages.eq(devices::pending_messages + count),
-                devices::pending_bytes.eq(devices::pending_bytes + bytes),
-            ))
-            .execute(c))?;
-    }
-    let cursors = insert_deliveries(conn, jobs, &accepted, &message_rows, now)?;
+    let origin = jobs[accepted[0].job].context.server_name.to_string();
+    let batch: Vec<NewMessage<'_>> = accepted
+        .iter()
+        .map(|one| {
+            let job = &jobs[one.job];
+            let (request, parsed) = (&job.prepared.request, &job.prepared.parsed);
+            NewMessage {
+                origin: &origin,
+                message_id: &request.message_id,
+                sender: Some((&job.sender.account_key, &job.sender.device_id)),
+                digest: &parsed.digest,
+                body: &parsed.body,
+                delivery: request.delivery,
+                expires_at: one.expires_at,
+                targets: &one.targets,
+            }
+        })
+        .collect();
+    let written = rows::insert(conn, &batch, now)?;
+    insert_outbox(conn, &accepted, &written.message_rows, now)?;
     insert_records(conn, jobs, &accepted, now)?;
-    for (one, message_row) in accepted.into_iter().zip(message_rows) {
+    for (one, message_row) in accepted.into_iter().zip(written.message_rows) {
         let job = &mut *jobs[one.job];
         let (request, parsed) = (&job.prepared.request, &job.prepared.parsed);
-        let origin = job.context.server_name.to_string();
         let message = MessageRef {
             row: message_row,
             message_id: &request.message_id,
@@ -281,7 +276,8 @@ fn write_all(
         };
         let mut new_deliveries = Vec::new();
         for (device_row, wrap) in one.targets.iter().flat_map(|(_, t)| t) {
-            let cursor = *cursors
+            let cursor = *written
+                .cursors
                 .get(&(message_row, *device_row))
                 .ok_or(diesel::result::Error::NotFound)?;
             new_deliveries.push(message.new_delivery(*device_row, cursor, wrap, now));
@@ -292,7 +288,7 @@ fn write_all(
                 recipients: one.statuses,
             },
             new_deliveries,
-            queued_destinations: Vec::new(),
+            queued_destinations: one.remote.into_keys().collect(),
             replayed: false,
             body_bytes: parsed.body.len(),
         }));
@@ -300,85 +296,45 @@ fn write_all(
     Ok(())
 }
 
-/// The accepted messages' rows; their row ids in `accepted` order.
-fn insert_messages(
+/// An outbox row per (message, destination server), and a back-off row for
+/// each destination that has none yet.
+fn insert_outbox(
     conn: &mut DbConnection,
-    jobs: &[&mut SendJob],
-    accepted: &[Accepted],
-    now: i64,
-) -> Result<Vec<i64>, MailboxError> {
-    let origin = jobs[accepted[0].job].context.server_name.to_string();
-    let rows: Vec<_> = accepted
-        .iter()
-        .map(|one| {
-            let job = &jobs[one.job];
-            let (request, parsed) = (&job.prepared.request, &job.prepared.parsed);
-            (
-                messages::origin.eq(origin.as_str()),
-                messages::message_id.eq(request.message_id.as_str()),
-                messages::sender_account.eq(Some(job.sender.account_key.as_str())),
-                messages::sender_device.eq(Some(job.sender.device_id.as_str())),
-                messages::request_digest.eq(parsed.digest.as_slice()),
-                messages::body.eq(parsed.body.as_slice()),
-                messages::delivery_mode.eq(request.delivery.as_str()),
-                messages::created_at.eq(now),
-                messages::expires_at.eq(one.expires_at),
-            )
-        })
-        .collect();
-    let mut ids: HashMap<String, i64> = HashMap::with_capacity(rows.len());
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let returned: Vec<(String, i64)> = with_backend!(conn, c => diesel::insert_into(messages::table)
-            .values(chunk)
-            .returning((messages::message_id, messages::id))
-            .get_results(c))?;
-        ids.extend(returned);
-    }
-    accepted
-        .iter()
-        .map(|one| {
-            let id = jobs[one.job].prepared.message_id();
-            ids.get(id)
-                .copied()
-                .ok_or(diesel::result::Error::NotFound.into())
-        })
-        .collect()
-}
-
-/// Every delivery of the batch; their ids by (message row, device row).
-fn insert_deliveries(
-    conn: &mut DbConnection,
-    jobs: &[&mut SendJob],
     accepted: &[Accepted],
     message_rows: &[i64],
     now: i64,
-) -> Result<HashMap<(i64, i64), i64>, MailboxError> {
+) -> Result<(), MailboxError> {
+    let mut servers: Vec<&str> = accepted
+        .iter()
+        .flat_map(|one| one.remote.keys().map(String::as_str))
+        .collect();
+    if servers.is_empty() {
+        return Ok(());
+    }
+    servers.sort_unstable();
+    servers.dedup();
+    for server in servers {
+        crate::federation::outbox::ensure_destination(conn, server)?;
+    }
     let mut rows = Vec::new();
     for (one, message_row) in accepted.iter().zip(message_rows) {
-        let body_len = jobs[one.job].prepared.parsed.body.len() as i64;
-        for (account, targets) in &one.targets {
-            for (device_row, wrap) in targets {
-                rows.push((
-                    deliveries::message_row.eq(*message_row),
-                    deliveries::device_row.eq(*device_row),
-                    deliveries::recipient_account.eq(account.as_str()),
-                    deliveries::key_wrap.eq(wrap.as_slice()),
-                    deliveries::body_bytes.eq(body_len),
-                    deliveries::created_at.eq(now),
-                    deliveries::expires_at.eq(one.expires_at),
-                ));
-            }
+        for (destination, recipients) in &one.remote {
+            let encoded = serde_json::to_string(recipients)
+                .map_err(|e| MailboxError::Invalid(e.to_string()))?;
+            rows.push((
+                outbox::message_row.eq(*message_row),
+                outbox::destination.eq(destination.as_str()),
+                outbox::recipients.eq(encoded),
+                outbox::created_at.eq(now),
+            ));
         }
     }
-    let mut cursors = HashMap::with_capacity(rows.len());
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let returned: Vec<(i64, i64, i64)> = with_backend!(conn, c => diesel::insert_into(deliveries::table)
+        with_backend!(conn, c => diesel::insert_into(outbox::table)
             .values(chunk)
-            .returning((deliveries::message_row, deliveries::device_row, deliveries::id))
-            .get_results(c))?;
-        cursors.extend(returned.into_iter().map(|(m, d, id)| ((m, d), id)));
+            .execute(c))?;
     }
-    Ok(cursors)
+    Ok(())
 }
 
 /// The senders' receipts and the idempotency records.

@@ -346,3 +346,53 @@ async fn a_retried_transaction_is_answered_from_the_record() {
     );
     assert_eq!(send_forged(&other).await, (409, "txn_reused".into()));
 }
+
+#[tokio::test]
+async fn one_transaction_counts_its_own_mail_against_the_quota_and_stores_a_repeat_once() {
+    let a = spawn_app().await;
+    let b = spawn_app_with(vec![(
+        "HOMING__LIMITS__MAX_PENDING_MESSAGES_PER_DEVICE",
+        "2",
+    )])
+    .await;
+    let bob = b.register("bob").await;
+    let entry = |message: &Value| {
+        json!({
+            "message_id": message["message_id"],
+            "body": message["body"],
+            "delivery": "all",
+            "created_at": homing::time::now_ms(),
+            "expires_at": homing::time::now_ms() + 60_000,
+            "recipients": message["recipients"],
+        })
+    };
+    let first = remote_message(&a, &b, &bob, b"first");
+    let second = remote_message(&a, &b, &bob, b"second");
+    let third = remote_message(&a, &b, &bob, b"third");
+    // The first message twice: a repeat within one transaction.
+    let messages = [&first, &first, &second, &third].map(entry);
+    let body = serde_json::to_vec(&json!({"origin": a.server_name, "messages": messages})).unwrap();
+    let now = homing::time::now_ms() / 1000;
+    let forged = forge(&a, &b, "/federation/v1/txn/quota", &body, now, None);
+    let client = reqwest::Client::new();
+    let mut request = client.put(&forged.url).body(forged.body.clone());
+    for (name, value) in &forged.headers {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    let statuses: Vec<&str> = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|result| result["recipients"][0]["status"].as_str().unwrap())
+        .collect();
+    // Bob's device holds at most two: the third message finds it full.
+    assert_eq!(
+        statuses,
+        ["accepted", "accepted", "accepted", "mailbox_full"]
+    );
+    assert_eq!(b.count("messages"), 2, "the repeat is stored once");
+    assert_eq!(b.count("deliveries"), 2);
+}

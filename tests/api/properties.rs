@@ -155,9 +155,16 @@ fn arbitrary_inbound_messages_never_panic() {
                     .collect(),
             };
             let mut conn = db.get().unwrap();
-            let (result, created) =
-                homing::mailbox::deliver_inbound(&mut conn, &rules, "a.example", &message, 1)
-                    .unwrap();
+            let (results, created) = homing::mailbox::deliver_relayed(
+                &mut conn,
+                &rules,
+                "a.example",
+                std::slice::from_ref(&message),
+                1,
+            )
+            .unwrap();
+            prop_assert_eq!(results.len(), 1);
+            let result = &results[0];
             prop_assert!(
                 created.is_empty(),
                 "nobody is registered, so nothing is delivered"

@@ -1,0 +1,171 @@
+//! Many messages and their deliveries written with a few statements: the
+//! messages, one counter update per target device, the deliveries. Used by
+//! the group commit's sends and by inbound transactions, where it replaces
+//! a handful of statements per message (each a round trip on PostgreSQL).
+
+use std::collections::{BTreeMap, HashMap};
+
+use diesel::prelude::*;
+
+use super::{DeliveryMode, MailboxError};
+use crate::storage::schema::{deliveries, devices, messages};
+use crate::storage::DbConnection;
+use crate::with_backend;
+
+/// Rows per multi-row statement: PostgreSQL allows 65,535 bound values and
+/// SQLite 32,766; the widest row here binds 9.
+pub(super) const ROWS_PER_STATEMENT: usize = 1_000;
+
+/// A recipient account and its target devices' rows with their key wraps.
+pub(super) type AccountTargets = (String, Vec<(i64, Vec<u8>)>);
+
+/// One message to store. Message ids are distinct within one call.
+pub(super) struct NewMessage<'a> {
+    pub origin: &'a str,
+    pub message_id: &'a str,
+    /// The local sender's account and device; none for relayed mail.
+    pub sender: Option<(&'a str, &'a str)>,
+    pub digest: &'a [u8],
+    pub body: &'a [u8],
+    pub delivery: DeliveryMode,
+    pub expires_at: i64,
+    pub targets: &'a [AccountTargets],
+}
+
+/// What [`insert`] wrote.
+pub(super) struct Written {
+    /// The messages' row ids, in the order given.
+    pub message_rows: Vec<i64>,
+    /// Each delivery's id (its device's cursor) by (message row, device row).
+    pub cursors: HashMap<(i64, i64), i64>,
+}
+
+/// Writes `batch`: messages, device counters, deliveries.
+pub(super) fn insert(
+    conn: &mut DbConnection,
+    batch: &[NewMessage<'_>],
+    now: i64,
+) -> Result<Written, MailboxError> {
+    if batch.is_empty() {
+        return Ok(Written {
+            message_rows: Vec::new(),
+            cursors: HashMap::new(),
+        });
+    }
+    let message_rows = insert_messages(conn, batch, now)?;
+    // Device rows are locked (by the counter update, in id order) before
+    // any delivery draws its id, so one device's deliveries commit in id
+    // order: a device that syncs past a cursor never sees a lower id
+    // commit later.
+    let mut bumps: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    for message in batch {
+        let body_len = message.body.len() as i64;
+        for (device_row, _) in message.targets.iter().flat_map(|(_, t)| t) {
+            let bump = bumps.entry(*device_row).or_default();
+            bump.0 += 1;
+            bump.1 = bump.1.saturating_add(body_len);
+        }
+    }
+    for (device_row, (count, bytes)) in &bumps {
+        with_backend!(conn, c => diesel::update(devices::table.find(device_row))
+            .set((
+                devices::pending_messages.eq(devices::pending_messages + count),
+                devices::pending_bytes.eq(devices::pending_bytes + bytes),
+            ))
+            .execute(c))?;
+    }
+    let cursors = insert_deliveries(conn, batch, &message_rows, now)?;
+    Ok(Written {
+        message_rows,
+        cursors,
+    })
+}
+
+fn insert_messages(
+    conn: &mut DbConnection,
+    batch: &[NewMessage<'_>],
+    now: i64,
+) -> Result<Vec<i64>, MailboxError> {
+    let rows: Vec<_> = batch
+        .iter()
+        .map(|message| {
+            (
+                messages::origin.eq(message.origin),
+                messages::message_id.eq(message.message_id),
+                messages::sender_account.eq(message.sender.map(|(account, _)| account)),
+                messages::sender_device.eq(message.sender.map(|(_, device)| device)),
+                messages::request_digest.eq(message.digest),
+                messages::body.eq(message.body),
+                messages::delivery_mode.eq(message.delivery.as_str()),
+                messages::created_at.eq(now),
+                messages::expires_at.eq(message.expires_at),
+            )
+        })
+        .collect();
+    let mut ids: HashMap<String, i64> = HashMap::with_capacity(rows.len());
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let returned: Vec<(String, i64)> = with_backend!(conn, c => diesel::insert_into(messages::table)
+            .values(chunk)
+            .returning((messages::message_id, messages::id))
+            .get_results(c))?;
+        ids.extend(returned);
+    }
+    batch
+        .iter()
+        .map(|message| {
+            ids.get(message.message_id)
+                .copied()
+                .ok_or(diesel::result::Error::NotFound.into())
+        })
+        .collect()
+}
+
+fn insert_deliveries(
+    conn: &mut DbConnection,
+    batch: &[NewMessage<'_>],
+    message_rows: &[i64],
+    now: i64,
+) -> Result<HashMap<(i64, i64), i64>, MailboxError> {
+    let mut rows = Vec::new();
+    for (message, message_row) in batch.iter().zip(message_rows) {
+        let body_len = message.body.len() as i64;
+        for (account, targets) in message.targets {
+            for (device_row, wrap) in targets {
+                rows.push((
+                    deliveries::message_row.eq(*message_row),
+                    deliveries::device_row.eq(*device_row),
+                    deliveries::recipient_account.eq(account.as_str()),
+                    deliveries::key_wrap.eq(wrap.as_slice()),
+                    deliveries::body_bytes.eq(body_len),
+                    deliveries::created_at.eq(now),
+                    deliveries::expires_at.eq(message.expires_at),
+                ));
+            }
+        }
+    }
+    let mut cursors = HashMap::with_capacity(rows.len());
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let returned: Vec<(i64, i64, i64)> = with_backend!(conn, c => diesel::insert_into(deliveries::table)
+            .values(chunk)
+            .returning((deliveries::message_row, deliveries::device_row, deliveries::id))
+            .get_results(c))?;
+        cursors.extend(returned.into_iter().map(|(m, d, id)| ((m, d), id)));
+    }
+    Ok(cursors)
+}
+
+/// The devices' pending counts after a delivery of `body_len` bytes to
+/// each of `targets`, so that later messages of the same batch are checked
+/// against the quota as if the earlier ones were stored already.
+pub(super) fn count_pending(
+    devices: &mut [super::deliver::DeviceState],
+    targets: &[(i64, Vec<u8>)],
+    body_len: i64,
+) {
+    for device in devices.iter_mut() {
+        if targets.iter().any(|(row, _)| *row == device.0) {
+            device.3 += 1;
+            device.4 = device.4.saturating_add(body_len);
+        }
+    }
+}
