@@ -21,8 +21,18 @@ fn percentile(samples: &mut [f64], p: f64) -> f64 {
 }
 
 /// A send request to every device of `to` with a 1 KiB body.
+/// Message ids as Homing's client makes them (time-ordered), unless
+/// `LOADGEN_RANDOM_IDS=1` asks for random ones, as another client may send.
+fn random_ids() -> bool {
+    std::env::var("LOADGEN_RANDOM_IDS").is_ok_and(|v| v == "1")
+}
+
 pub fn message(to: &User) -> (String, Value) {
-    let id = b64(&rand::random::<[u8; 18]>());
+    let id = if random_ids() {
+        b64(&rand::random::<[u8; 18]>())
+    } else {
+        homing::client::new_message_id()
+    };
     let body: Vec<u8> = (0..1024).map(|_| rand::random::<u8>()).collect();
     let devices: Vec<Value> = to
         .device_ids

@@ -17,17 +17,6 @@ use crate::crypto::envelope::{self, Plaintext};
 use crate::crypto::{b64, BoxPublicKey};
 use crate::mailbox::{DeliveryMode, RecipientWraps, SendRequest, SyncItem};
 
-/// A fresh base64url message id that does not begin with '-', so people
-/// can paste it after a command without it reading as an option.
-fn new_message_id() -> String {
-    loop {
-        let id = b64(&rand::random::<[u8; 18]>());
-        if !id.starts_with('-') {
-            return id;
-        }
-    }
-}
-
 fn read_content(
     text: Option<String>,
     file: Option<PathBuf>,
@@ -124,7 +113,7 @@ pub async fn send(
         content_type,
         content,
     };
-    let message_id = new_message_id();
+    let message_id = crate::client::new_message_id();
     let mut identities = targets(&context, &to).await?;
     let request = build_request(&context, &identities, &plaintext, &message_id)?;
     let response = match context.server.send(&request).await {
