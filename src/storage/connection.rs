@@ -20,6 +20,7 @@ pub enum DbConnection {
 pub struct ConnectError(String);
 
 /// Opens connections for the pool.
+#[derive(Clone)]
 pub struct Manager {
     url: DatabaseUrl,
     synchronous: SqliteSynchronous,
