@@ -2,12 +2,15 @@
 //! one replica sends to a destination at a time, batches with sticky
 //! transaction ids, and back-off after failures.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use diesel::prelude::*;
 use rand::Rng;
 
-use super::wire::{Transaction, TxnMessage, TxnResponse, MAX_TXN_BODY_BYTES, MAX_TXN_MESSAGES};
+use super::wire::{
+    RecipientResult, Transaction, TxnMessage, TxnResponse, MAX_TXN_BODY_BYTES, MAX_TXN_MESSAGES,
+};
 use crate::crypto::b64;
 use crate::mailbox::{DeliveryMode, RecipientWraps, StatusEvent};
 use crate::storage::schema::{delivery_receipts, destinations, messages, outbox};
@@ -249,6 +252,11 @@ fn new_txn_id() -> String {
 /// The remote answered 200: the rows are done, the senders learn each
 /// recipient's result, and the destination's back-off resets. Runs in the
 /// caller's write transaction.
+///
+/// Only the recipients this batch carried are updated, whatever else the
+/// answer names. Receipts of recipients the remote accepted become
+/// `relayed` with one statement per sender; other statuses (rare) one by
+/// one, with their details.
 pub fn complete(
     conn: &mut DbConnection,
     destination: &str,
@@ -258,8 +266,13 @@ pub fn complete(
 ) -> Result<Vec<StatusEvent>, StorageError> {
     let ids: Vec<i64> = batch.rows.iter().map(|row| row.0).collect();
     with_backend!(conn, c => diesel::delete(outbox::table.filter(outbox::id.eq_any(&ids))).execute(c))?;
-    let mut events = Vec::new();
-    for (_, _, message_id, sender) in &batch.rows {
+    // Per sender: message ids whose recipients were all accepted, and
+    // those recipients. Every recipient of such a message on this
+    // destination is in this batch, so the product of the two lists names
+    // exactly their receipts.
+    let mut relayed: BTreeMap<&str, (Vec<&str>, Vec<&str>)> = BTreeMap::new();
+    let mut others = Vec::new();
+    for ((_, _, message_id, sender), sent) in batch.rows.iter().zip(&batch.transaction.messages) {
         let Some(sender) = sender else { continue };
         let Some(result) = response
             .results
@@ -268,38 +281,66 @@ pub fn complete(
         else {
             continue;
         };
-        for recipient in &result.recipients {
-            let state = if recipient.status == "accepted" {
-                "relayed"
-            } else {
-                recipient.status.as_str()
-            };
-            let detail =
-                (!recipient.missing.is_empty() || !recipient.extra.is_empty()).then(|| {
-                    serde_json::json!({"missing": recipient.missing, "extra": recipient.extra})
-                        .to_string()
-                });
-            let updated = with_backend!(conn, c => diesel::update(
-                delivery_receipts::table
-                    .find((sender, message_id, &recipient.address))
-                    .filter(delivery_receipts::state.eq("queued")),
-            )
-            .set((
-                delivery_receipts::state.eq(state),
-                delivery_receipts::detail.eq(detail),
-                delivery_receipts::updated_at.eq(now),
-            ))
-            .execute(c))?;
-            if updated == 1 {
-                events.push(StatusEvent {
-                    sender_account: sender.clone(),
-                    message_id: message_id.clone(),
-                    recipient: recipient.address.clone(),
-                    state: state.to_string(),
-                    updated_at: now,
-                });
-            }
+        let answers: Vec<Option<&RecipientResult>> = sent
+            .recipients
+            .iter()
+            .map(|wraps| {
+                result
+                    .recipients
+                    .iter()
+                    .find(|r| r.address == wraps.address)
+            })
+            .collect();
+        if answers
+            .iter()
+            .all(|a| a.is_some_and(|a| a.status == "accepted"))
+        {
+            let entry = relayed.entry(sender.as_str()).or_default();
+            entry.0.push(message_id.as_str());
+            entry
+                .1
+                .extend(answers.iter().flatten().map(|a| a.address.as_str()));
+        } else {
+            others.extend(
+                answers
+                    .into_iter()
+                    .flatten()
+                    .map(|a| (sender, message_id, a)),
+            );
         }
+    }
+    let mut events = Vec::new();
+    for (sender, (message_ids, mut recipients)) in relayed {
+        recipients.sort_unstable();
+        recipients.dedup();
+        let updated: Vec<(String, String)> = with_backend!(conn, c => diesel::update(
+            delivery_receipts::table
+                .filter(delivery_receipts::sender_account.eq(sender))
+                .filter(delivery_receipts::message_id.eq_any(&message_ids))
+                .filter(delivery_receipts::recipient.eq_any(&recipients))
+                .filter(delivery_receipts::state.eq("queued")),
+        )
+        .set((
+            delivery_receipts::state.eq("relayed"),
+            delivery_receipts::detail.eq(None::<String>),
+            delivery_receipts::updated_at.eq(now),
+        ))
+        .returning((delivery_receipts::message_id, delivery_receipts::recipient))
+        .get_results(c))?;
+        events.extend(
+            updated
+                .into_iter()
+                .map(|(message_id, recipient)| StatusEvent {
+                    sender_account: sender.to_string(),
+                    message_id,
+                    recipient,
+                    state: "relayed".into(),
+                    updated_at: now,
+                }),
+        );
+    }
+    for (sender, message_id, recipient) in others {
+        events.extend(record_result(conn, sender, message_id, recipient, now)?);
     }
     with_backend!(conn, c => diesel::update(destinations::table.find(destination))
         .set((
@@ -312,6 +353,42 @@ pub fn complete(
     let message_rows: Vec<i64> = batch.rows.iter().map(|row| row.1).collect();
     crate::mailbox::remove_finished_messages(conn, &message_rows)?;
     Ok(events)
+}
+
+/// One recipient's result on its sender's receipt, if still queued.
+fn record_result(
+    conn: &mut DbConnection,
+    sender: &str,
+    message_id: &str,
+    recipient: &RecipientResult,
+    now: i64,
+) -> Result<Option<StatusEvent>, StorageError> {
+    let state = if recipient.status == "accepted" {
+        "relayed"
+    } else {
+        recipient.status.as_str()
+    };
+    let detail = (!recipient.missing.is_empty() || !recipient.extra.is_empty()).then(|| {
+        serde_json::json!({"missing": recipient.missing, "extra": recipient.extra}).to_string()
+    });
+    let updated = with_backend!(conn, c => diesel::update(
+        delivery_receipts::table
+            .find((sender, message_id, &recipient.address))
+            .filter(delivery_receipts::state.eq("queued")),
+    )
+    .set((
+        delivery_receipts::state.eq(state),
+        delivery_receipts::detail.eq(detail),
+        delivery_receipts::updated_at.eq(now),
+    ))
+    .execute(c))?;
+    Ok((updated == 1).then(|| StatusEvent {
+        sender_account: sender.to_string(),
+        message_id: message_id.to_string(),
+        recipient: recipient.address.clone(),
+        state: state.to_string(),
+        updated_at: now,
+    }))
 }
 
 /// The attempt failed: back off exponentially with jitter. The rows keep

@@ -396,3 +396,62 @@ async fn one_transaction_counts_its_own_mail_against_the_quota_and_stores_a_repe
     assert_eq!(b.count("messages"), 2, "the repeat is stored once");
     assert_eq!(b.count("deliveries"), 2);
 }
+
+/// Each recipient's alias and receipt state for `message`, sorted.
+async fn receipt_states(app: &TestApp, token: &str, message: &Value) -> Vec<(String, String)> {
+    let id = message["message_id"].as_str().unwrap();
+    let status: Value = app
+        .get_auth(&format!("/api/v1/dms/status/{id}"), token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut states: Vec<(String, String)> = status["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let address = r["recipient"].as_str().unwrap();
+            let alias = address.split('@').next().unwrap().to_string();
+            (alias, r["state"].as_str().unwrap().to_string())
+        })
+        .collect();
+    states.sort();
+    states
+}
+
+#[tokio::test]
+async fn each_remote_recipient_gets_its_own_result_on_the_senders_receipt() {
+    let a = spawn_app().await;
+    let b = spawn_app().await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    let token = &alice.device(0).token;
+    // One message all of whose recipients B accepts, one that B accepts
+    // for bob and refuses for a recipient it does not know.
+    let whole = remote_message(&a, &b, &bob, b"for bob alone");
+    let mut mixed = remote_message(&a, &b, &bob, b"for bob and a ghost");
+    let mut ghost = mixed["recipients"][0].clone();
+    ghost["address"] = json!(format!("ghost@{}", b.server_name));
+    mixed["recipients"].as_array_mut().unwrap().push(ghost);
+    for message in [&whole, &mixed] {
+        let response = a.post_json("/api/v1/dms/send", message, Some(token)).await;
+        assert_eq!(response.status(), 202);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.count("outbox") > 0 {
+        assert!(Instant::now() < deadline, "A's outbox never drained");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        receipt_states(&a, token, &whole).await,
+        [("bob".to_string(), "relayed".to_string())]
+    );
+    assert_eq!(
+        receipt_states(&a, token, &mixed).await,
+        [
+            ("bob".to_string(), "relayed".to_string()),
+            ("ghost".to_string(), "unknown_recipient".to_string())
+        ]
+    );
+}
