@@ -318,7 +318,8 @@ pub fn complete(
                 .filter(delivery_receipts::sender_account.eq(sender))
                 .filter(delivery_receipts::message_id.eq_any(&message_ids))
                 .filter(delivery_receipts::recipient.eq_any(&recipients))
-                .filter(delivery_receipts::state.eq("queued")),
+                .filter(delivery_receipts::state.eq("queued"))
+                .filter(crate::storage::plan_each_time()),
         )
         .set((
             delivery_receipts::state.eq("relayed"),

@@ -253,16 +253,13 @@ fn next_batch(receiver: &Mutex<mpsc::Receiver<Queued>>) -> Option<Vec<Queued>> {
 }
 
 fn writer(db: Database, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>, sizes: Histogram) {
-    // The writer's own connection, kept between batches (see
-    // `Database::dedicated`); replaced after a panic or when it broke.
-    let mut conn: Option<DbConnection> = None;
     while let Some(mut batch) = next_batch(&receiver) {
         sizes.observe(batch.len() as f64);
         // A panic in one write must not take the writer (and with it every
         // later send) down: its batch was not committed, so each caller is
         // told to try again and the writer goes on.
         let shared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            commit(&db, &mut conn, &mut batch, Isolation::Shared)
+            commit(&db, &mut batch, Isolation::Shared)
         }));
         if let Ok((Ok(()), _)) = shared {
             for job in batch {
@@ -270,15 +267,13 @@ fn writer(db: Database, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>, sizes: His
             }
             continue;
         }
-        drop_if_broken(&mut conn, shared.is_err());
         for attempt in 1..=ATTEMPTS {
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                commit(&db, &mut conn, &mut batch, Isolation::Savepoint)
+                commit(&db, &mut batch, Isolation::Savepoint)
             }));
             let (committed, transient) = match outcome {
                 Ok(outcome) => outcome,
                 Err(_) => {
-                    conn = None;
                     tracing::error!("a write panicked; its batch was rolled back");
                     let failed = Err("the write failed".to_string());
                     for job in batch {
@@ -287,7 +282,6 @@ fn writer(db: Database, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>, sizes: His
                     break;
                 }
             };
-            drop_if_broken(&mut conn, false);
             let last = attempt == ATTEMPTS;
             let mut retry = Vec::new();
             for (job, transient) in batch.into_iter().zip(transient) {
@@ -306,40 +300,20 @@ fn writer(db: Database, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>, sizes: His
     }
 }
 
-/// After a failed batch: drops the writer's connection if its transaction
-/// panicked or the connection no longer answers (a restarted PostgreSQL),
-/// so the next batch opens a fresh one.
-fn drop_if_broken(conn: &mut Option<DbConnection>, panicked: bool) {
-    use diesel::r2d2::R2D2Connection;
-    if panicked
-        || conn
-            .as_mut()
-            .is_some_and(|c| c.is_broken() || c.ping().is_err())
-    {
-        *conn = None;
-    }
-}
-
 /// Runs one transaction over `batch`; says whether it committed and, per
 /// job, whether it failed transiently. With `Isolation::Shared` a failed
 /// write rolls the batch back.
 fn commit(
     db: &Database,
-    slot: &mut Option<DbConnection>,
     batch: &mut [Queued],
     isolation: Isolation,
 ) -> (Result<(), String>, Vec<bool>) {
-    if slot.is_none() {
-        match db.dedicated() {
-            Ok(opened) => *slot = Some(opened),
-            Err(error) => return (Err(error.to_string()), vec![true; batch.len()]),
-        }
-    }
-    let Some(conn) = slot.as_mut() else {
-        return (Err("no connection".into()), vec![true; batch.len()]);
+    let mut conn = match db.get() {
+        Ok(conn) => conn,
+        Err(error) => return (Err(error.to_string()), vec![true; batch.len()]),
     };
     let mut transient = Vec::with_capacity(batch.len());
-    let committed = write_transaction(conn, |conn| {
+    let committed = write_transaction(&mut conn, |conn| {
         if isolation == Isolation::Shared {
             run_shared(conn, batch)?;
             transient = vec![false; batch.len()];

@@ -185,6 +185,7 @@ pub fn remove_finished_messages(
     Ok(with_backend!(conn, c => diesel::delete(
         messages::table
             .filter(messages::id.eq_any(message_rows))
+            .filter(crate::storage::plan_each_time())
             .filter(diesel::dsl::not(diesel::dsl::exists(
                 deliveries::table.filter(deliveries::message_row.eq(messages::id)),
             )))

@@ -64,6 +64,7 @@ pub fn deliver_relayed(
         with_backend!(conn, c => messages::table
             .filter(messages::origin.eq(origin))
             .filter(messages::message_id.eq_any(&ids))
+            .filter(crate::storage::plan_each_time())
             .select(messages::message_id)
             .load::<String>(c))?
         .into_iter()

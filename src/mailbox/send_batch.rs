@@ -87,6 +87,7 @@ fn answer_retries(
     let records: Vec<Record> = with_backend!(conn, c => send_idempotency::table
         .filter(send_idempotency::sender_account.eq_any(&senders))
         .filter(send_idempotency::message_id.eq_any(&ids))
+        .filter(crate::storage::plan_each_time())
         .select((
             send_idempotency::sender_account,
             send_idempotency::message_id,

@@ -20,7 +20,6 @@ pub enum DbConnection {
 pub struct ConnectError(String);
 
 /// Opens connections for the pool.
-#[derive(Clone)]
 pub struct Manager {
     url: DatabaseUrl,
     synchronous: SqliteSynchronous,

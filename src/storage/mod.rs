@@ -112,8 +112,6 @@ fn checkout(
 #[derive(Clone)]
 pub struct Database {
     pool: Pool<connection::Manager>,
-    /// Opens connections outside the pool, for threads that keep one.
-    manager: connection::Manager,
     backend: Backend,
     url: DatabaseUrl,
     /// Seconds each checkout waited for a free connection: the pool's
@@ -153,11 +151,10 @@ impl Database {
             .max_size(settings.pool_size)
             .min_idle(Some(1))
             .connection_timeout(settings.connect_timeout)
-            .build(manager.clone())
+            .build(manager)
             .map_err(|e| StorageError::Unavailable(e.to_string()))?;
         Ok(Self {
             pool,
-            manager,
             backend,
             url: settings.url.clone(),
             pool_wait: Histogram::new(exponential_buckets(0.00001, 4.0, 10)),
@@ -179,35 +176,6 @@ impl Database {
     /// A connection for blocking code (the admin CLI, migrations).
     pub fn get(&self) -> Result<PooledConnection<connection::Manager>, StorageError> {
         checkout(&self.pool, &self.pool_wait)
-    }
-
-    /// A connection of the caller's own, outside the pool, for a thread that
-    /// keeps it (a writer). On SQLite its page cache then stays warm from one
-    /// transaction to the next: a pooled connection comes back with its
-    /// cache dropped whenever another connection wrote in between, and reads
-    /// the pages it needs again. It gets a larger cache for the same reason.
-    ///
-    /// On PostgreSQL it plans every statement for its parameters. By default
-    /// a prepared statement switches to a generic plan after five runs, and
-    /// keeps it until the table is next analysed: the writer's look-up of a
-    /// batch's idempotency records (`= ANY` on both key columns), planned
-    /// while the table was nearly empty, then filtered the sender's whole
-    /// history on every batch (10 ms per batch after a few seconds of load).
-    pub fn dedicated(&self) -> Result<DbConnection, StorageError> {
-        use diesel::r2d2::ManageConnection;
-        let mut conn = self
-            .manager
-            .connect()
-            .map_err(|e| StorageError::Unavailable(e.to_string()))?;
-        match &mut conn {
-            DbConnection::Sqlite(sqlite) => {
-                sqlite.batch_execute(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB}"))?
-            }
-            DbConnection::Postgres(pg) => {
-                pg.batch_execute("SET plan_cache_mode = force_custom_plan")?
-            }
-        }
-        Ok(conn)
     }
 
     /// The checkout wait histogram, for the metrics registry.
@@ -296,10 +264,6 @@ fn create_parent_dir(path: &Path) -> Result<(), StorageError> {
     }
 }
 
-/// The page cache of a writer's own SQLite connection (SQLite's default is
-/// 2 MiB): the tables and indexes a batch of sends touches.
-const WRITER_CACHE_KIB: u32 = 32 * 1024;
-
 /// SQLite settings applied to every new connection. The WAL is folded back
 /// into the database every 4,000 pages (16 MiB) rather than SQLite's 1,000:
 /// under a steady send load the checkpoints, which run on the committing
@@ -343,6 +307,20 @@ pub fn open_postgres(url: &str) -> Result<PgConnection, String> {
 /// libpq reports errors over several lines; logs and CLI errors want one.
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A condition that always holds, for look-ups by `= ANY(…)` on part of a
+/// composite key. It keeps the statement out of diesel's prepared-statement
+/// cache, so PostgreSQL plans it for each call's values. A cached statement
+/// switches to a generic plan after five runs and keeps it until the table
+/// is next analysed: the batch's look-up of idempotency records, planned
+/// while the table was nearly empty, then read the sender's whole history
+/// on every batch (10 ms per batch after a few seconds of load). Planning
+/// every statement of the writer afresh instead cost about half a
+/// millisecond per batch, most of a send's latency at light load. (SQLite
+/// prepares `IN` lists on every run anyway.)
+pub fn plan_each_time() -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
+    diesel::dsl::sql("TRUE")
 }
 
 /// True when `error` is a unique-constraint violation (a lost race or a
