@@ -27,14 +27,17 @@ fn remote_message(from_app: &TestApp, to_app: &TestApp, to: &TestUser, body: &[u
     message
 }
 
-async fn status_of(app: &TestApp, token: &str, id: &str) -> String {
-    let status: Value = app
-        .get_auth(&format!("/api/v1/dms/status/{id}"), token)
+/// The sender's view of message `id`: `GET /api/v1/dms/status/{id}`.
+async fn delivery_status(app: &TestApp, token: &str, id: &str) -> Value {
+    app.get_auth(&format!("/api/v1/dms/status/{id}"), token)
         .await
         .json()
         .await
-        .unwrap();
-    status["recipients"][0]["state"]
+        .unwrap()
+}
+
+async fn status_of(app: &TestApp, token: &str, id: &str) -> String {
+    delivery_status(app, token, id).await["recipients"][0]["state"]
         .as_str()
         .unwrap_or_default()
         .to_string()
@@ -214,7 +217,8 @@ fn forge(
     }
 }
 
-async fn send_forged(forged: &Forged) -> (u16, String) {
+/// Sends `forged`; the status and the answer's JSON.
+async fn send_forged_answer(forged: &Forged) -> (u16, Value) {
     let client = reqwest::Client::new();
     let mut request = client.put(&forged.url).body(forged.body.clone());
     for (name, value) in &forged.headers {
@@ -222,25 +226,35 @@ async fn send_forged(forged: &Forged) -> (u16, String) {
     }
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap_or(Value::Null);
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Sends `forged`; the status and the error code, if any.
+async fn send_forged(forged: &Forged) -> (u16, String) {
+    let (status, body) = send_forged_answer(forged).await;
     (
         status,
         body["error"].as_str().unwrap_or_default().to_string(),
     )
 }
 
+/// A client's send request as a transaction's message.
+fn txn_message(message: &Value) -> Value {
+    json!({
+        "message_id": message["message_id"],
+        "body": message["body"],
+        "delivery": "all",
+        "created_at": homing::time::now_ms(),
+        "expires_at": homing::time::now_ms() + 60_000,
+        "recipients": message["recipients"],
+    })
+}
+
 fn txn_body(a: &TestApp, b: &TestApp, bob: &TestUser) -> Vec<u8> {
     let message = remote_message(a, b, bob, b"forged?");
     serde_json::to_vec(&json!({
         "origin": a.server_name,
-        "messages": [{
-            "message_id": message["message_id"],
-            "body": message["body"],
-            "delivery": "all",
-            "created_at": homing::time::now_ms(),
-            "expires_at": homing::time::now_ms() + 60_000,
-            "recipients": message["recipients"],
-        }],
+        "messages": [txn_message(&message)],
     }))
     .unwrap()
 }
@@ -356,32 +370,16 @@ async fn one_transaction_counts_its_own_mail_against_the_quota_and_stores_a_repe
     )])
     .await;
     let bob = b.register("bob").await;
-    let entry = |message: &Value| {
-        json!({
-            "message_id": message["message_id"],
-            "body": message["body"],
-            "delivery": "all",
-            "created_at": homing::time::now_ms(),
-            "expires_at": homing::time::now_ms() + 60_000,
-            "recipients": message["recipients"],
-        })
-    };
     let first = remote_message(&a, &b, &bob, b"first");
     let second = remote_message(&a, &b, &bob, b"second");
     let third = remote_message(&a, &b, &bob, b"third");
     // The first message twice: a repeat within one transaction.
-    let messages = [&first, &first, &second, &third].map(entry);
+    let messages = [&first, &first, &second, &third].map(txn_message);
     let body = serde_json::to_vec(&json!({"origin": a.server_name, "messages": messages})).unwrap();
     let now = homing::time::now_ms() / 1000;
     let forged = forge(&a, &b, "/federation/v1/txn/quota", &body, now, None);
-    let client = reqwest::Client::new();
-    let mut request = client.put(&forged.url).body(forged.body.clone());
-    for (name, value) in &forged.headers {
-        request = request.header(name, value);
-    }
-    let response = request.send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    let answer: Value = response.json().await.unwrap();
+    let (status, answer) = send_forged_answer(&forged).await;
+    assert_eq!(status, 200);
     let statuses: Vec<&str> = answer["results"]
         .as_array()
         .unwrap()
@@ -400,12 +398,7 @@ async fn one_transaction_counts_its_own_mail_against_the_quota_and_stores_a_repe
 /// Each recipient's alias and receipt state for `message`, sorted.
 async fn receipt_states(app: &TestApp, token: &str, message: &Value) -> Vec<(String, String)> {
     let id = message["message_id"].as_str().unwrap();
-    let status: Value = app
-        .get_auth(&format!("/api/v1/dms/status/{id}"), token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let status = delivery_status(app, token, id).await;
     let mut states: Vec<(String, String)> = status["recipients"]
         .as_array()
         .unwrap()
