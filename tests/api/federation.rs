@@ -396,7 +396,7 @@ async fn one_transaction_counts_its_own_mail_against_the_quota_and_stores_a_repe
 }
 
 /// Each recipient's alias and receipt state for `message`, sorted.
-async fn receipt_states(app: &TestApp, token: &str, message: &Value) -> Vec<(String, String)> {
+pub async fn receipt_states(app: &TestApp, token: &str, message: &Value) -> Vec<(String, String)> {
     let id = message["message_id"].as_str().unwrap();
     let status = delivery_status(app, token, id).await;
     let mut states: Vec<(String, String)> = status["recipients"]

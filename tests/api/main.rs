@@ -16,6 +16,7 @@ mod mailbox;
 mod migrate_store;
 mod openapi;
 mod properties;
+mod relay_answers;
 mod replicas;
 mod resolver;
 mod schema;
