@@ -250,7 +250,7 @@ fn store(
         .collect();
     let written = rows::insert(conn, &batch, now)?;
     let mut created = Vec::new();
-    for (one, message_row) in storing.iter().zip(written.message_rows) {
+    for (one, &message_row) in storing.iter().zip(&written.message_rows) {
         let reference = MessageRef {
             row: message_row,
             message_id: &one.message.message_id,
@@ -261,13 +261,7 @@ fn store(
             expires_at: one.expires_at,
             body_len: one.body.len() as i64,
         };
-        for (device_row, wrap) in one.targets.iter().flat_map(|(_, t)| t) {
-            let cursor = *written
-                .cursors
-                .get(&(message_row, *device_row))
-                .ok_or(diesel::result::Error::NotFound)?;
-            created.push(reference.new_delivery(*device_row, cursor, wrap, now));
-        }
+        created.extend(written.notes(&reference, &one.targets, now)?);
     }
     Ok(created)
 }

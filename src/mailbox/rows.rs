@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use diesel::prelude::*;
 
-use super::{DeliveryMode, MailboxError};
+use super::deliver::MessageRef;
+use super::{DeliveryMode, MailboxError, NewDelivery};
 use crate::storage::schema::{deliveries, devices, messages};
 use crate::storage::DbConnection;
 use crate::with_backend;
@@ -38,6 +39,27 @@ pub(super) struct Written {
     pub message_rows: Vec<i64>,
     /// Each delivery's id (its device's cursor) by (message row, device row).
     pub cursors: HashMap<(i64, i64), i64>,
+}
+
+impl Written {
+    /// The gateway's notes of the deliveries of `message` to `targets`.
+    pub fn notes(
+        &self,
+        message: &MessageRef<'_>,
+        targets: &[AccountTargets],
+        now: i64,
+    ) -> Result<Vec<NewDelivery>, MailboxError> {
+        let mut notes = Vec::new();
+        for (device_row, wrap) in targets.iter().flat_map(|(_, t)| t) {
+            // `insert` returns an id for every delivery; a gap is a bug.
+            let cursor = *self
+                .cursors
+                .get(&(message.row, *device_row))
+                .ok_or(diesel::result::Error::NotFound)?;
+            notes.push(message.new_delivery(*device_row, cursor, wrap, now));
+        }
+        Ok(notes)
+    }
 }
 
 /// Writes `batch`: messages, device counters, deliveries.

@@ -262,7 +262,7 @@ fn write_all(
     let written = rows::insert(conn, &batch, now)?;
     insert_outbox(conn, &accepted, &written.message_rows, now)?;
     insert_records(conn, jobs, &accepted, now)?;
-    for (one, message_row) in accepted.into_iter().zip(written.message_rows) {
+    for (one, &message_row) in accepted.into_iter().zip(&written.message_rows) {
         let job = &mut *jobs[one.job];
         let (request, parsed) = (&job.prepared.request, &job.prepared.parsed);
         let message = MessageRef {
@@ -275,14 +275,7 @@ fn write_all(
             expires_at: one.expires_at,
             body_len: parsed.body.len() as i64,
         };
-        let mut new_deliveries = Vec::new();
-        for (device_row, wrap) in one.targets.iter().flat_map(|(_, t)| t) {
-            let cursor = *written
-                .cursors
-                .get(&(message_row, *device_row))
-                .ok_or(diesel::result::Error::NotFound)?;
-            new_deliveries.push(message.new_delivery(*device_row, cursor, wrap, now));
-        }
+        let new_deliveries = written.notes(&message, &one.targets, now)?;
         job.result = Some(Ok(SendOutcome {
             response: SendResponse {
                 message_id: request.message_id.clone(),
