@@ -2,6 +2,7 @@
 //! one replica sends to a destination at a time, batches with sticky
 //! transaction ids, and back-off after failures.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -254,7 +255,7 @@ fn new_txn_id() -> String {
 /// caller's write transaction.
 ///
 /// Only the recipients this batch carried are updated, whatever else the
-/// answer names. Receipts of recipients the remote accepted become
+/// answer names; one it leaves out bounces. Receipts of recipients the remote accepted become
 /// `relayed` with one statement per sender; other statuses (rare) one by
 /// one, with their details.
 pub fn complete(
@@ -274,39 +275,33 @@ pub fn complete(
     let mut others = Vec::new();
     for ((_, _, message_id, sender), sent) in batch.rows.iter().zip(&batch.transaction.messages) {
         let Some(sender) = sender else { continue };
-        let Some(result) = response
+        let result = response
             .results
             .iter()
-            .find(|r| &r.message_id == message_id)
-        else {
-            continue;
-        };
-        let answers: Vec<Option<&RecipientResult>> = sent
+            .find(|r| &r.message_id == message_id);
+        // A recipient the answer leaves out bounces: a retry of this
+        // transaction would be answered from the remote's record, so
+        // nothing would ever change its receipt.
+        let answers: Vec<Cow<'_, RecipientResult>> = sent
             .recipients
             .iter()
             .map(|wraps| {
                 result
-                    .recipients
-                    .iter()
-                    .find(|r| r.address == wraps.address)
+                    .and_then(|r| r.recipients.iter().find(|a| a.address == wraps.address))
+                    .map(Cow::Borrowed)
+                    .unwrap_or_else(|| {
+                        Cow::Owned(RecipientResult::new(wraps.address.clone(), "bounced"))
+                    })
             })
             .collect();
-        if answers
-            .iter()
-            .all(|a| a.is_some_and(|a| a.status == "accepted"))
-        {
+        if answers.iter().all(|a| a.status == "accepted") {
             let entry = relayed.entry(sender.as_str()).or_default();
             entry.0.push(message_id.as_str());
             entry
                 .1
-                .extend(answers.iter().flatten().map(|a| a.address.as_str()));
+                .extend(sent.recipients.iter().map(|r| r.address.as_str()));
         } else {
-            others.extend(
-                answers
-                    .into_iter()
-                    .flatten()
-                    .map(|a| (sender, message_id, a)),
-            );
+            others.extend(answers.into_iter().map(|a| (sender, message_id, a)));
         }
     }
     let mut events = Vec::new();
@@ -341,7 +336,7 @@ pub fn complete(
         );
     }
     for (sender, message_id, recipient) in others {
-        events.extend(record_result(conn, sender, message_id, recipient, now)?);
+        events.extend(record_result(conn, sender, message_id, &recipient, now)?);
     }
     with_backend!(conn, c => diesel::update(destinations::table.find(destination))
         .set((

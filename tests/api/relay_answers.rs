@@ -1,6 +1,7 @@
 //! What a remote server's answer to a relayed transaction may change on
 //! the sender's side: only the receipts of the recipients that transaction
-//! carried, whatever else the answer names.
+//! carried, whatever else the answer names; a carried recipient the answer
+//! leaves out bounces.
 
 use std::time::{Duration, Instant};
 
@@ -11,20 +12,28 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::federation::receipt_states;
 use crate::helpers::{new_message_id, spawn_app};
 
-/// A remote that accepts every transaction and, in each message's result,
-/// also claims `extra` as accepted.
-async fn boastful_remote(extra: String) -> String {
+/// How a fake remote answers for one message's recipients.
+#[derive(Clone)]
+enum Answer {
+    /// Accepts them all and claims this address as accepted too.
+    AlsoClaim(String),
+    /// Accepts all but the last, about which it says nothing.
+    OmitLast,
+}
+
+/// A remote that answers 200 to every transaction, as `how` says.
+async fn fake_remote(how: Answer) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(answer(stream, extra.clone()));
+            tokio::spawn(answer(stream, how.clone()));
         }
     });
     address
 }
 
-async fn answer(mut stream: TcpStream, extra: String) {
+async fn answer(mut stream: TcpStream, how: Answer) {
     let mut request = Vec::new();
     let mut buffer = [0u8; 16 * 1024];
     let body = loop {
@@ -62,7 +71,14 @@ async fn answer(mut stream: TcpStream, extra: String) {
                 .iter()
                 .map(|r| json!({"address": r["address"], "status": "accepted"}))
                 .collect();
-            recipients.push(json!({"address": extra, "status": "accepted"}));
+            match &how {
+                Answer::AlsoClaim(extra) => {
+                    recipients.push(json!({"address": extra, "status": "accepted"}))
+                }
+                Answer::OmitLast => {
+                    recipients.pop();
+                }
+            }
             json!({"message_id": message["message_id"], "recipients": recipients})
         })
         .collect();
@@ -88,7 +104,7 @@ async fn an_answer_cannot_mark_a_recipient_it_was_not_sent() {
     // Dave's server does not answer, so his receipt must stay queued
     // whatever bob's server claims about him.
     let dave = "dave@127.0.0.1:9".to_string();
-    let remote = boastful_remote(dave.clone()).await;
+    let remote = fake_remote(Answer::AlsoClaim(dave.clone())).await;
     let message = json!({
         "message_id": new_message_id(),
         "body": homing::crypto::b64(b"sealed"),
@@ -109,6 +125,34 @@ async fn an_answer_cannot_mark_a_recipient_it_was_not_sent() {
         [
             ("bob".to_string(), "relayed".to_string()),
             ("dave".to_string(), "queued".to_string())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_recipient_the_answer_leaves_out_bounces() {
+    let a = spawn_app().await;
+    let alice = a.register("alice").await;
+    let remote = fake_remote(Answer::OmitLast).await;
+    let message = json!({
+        "message_id": new_message_id(),
+        "body": homing::crypto::b64(b"sealed"),
+        "delivery": "all",
+        "recipients": [recipient(format!("bob@{remote}")), recipient(format!("carol@{remote}"))],
+    });
+    let token = &alice.device(0).token;
+    let response = a.post_json("/api/v1/dms/send", &message, Some(token)).await;
+    assert_eq!(response.status(), 202);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.count("outbox") > 0 {
+        assert!(Instant::now() < deadline, "the remote never got its row");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        receipt_states(&a, token, &message).await,
+        [
+            ("bob".to_string(), "relayed".to_string()),
+            ("carol".to_string(), "bounced".to_string())
         ]
     );
 }
