@@ -636,7 +636,11 @@ async fn admin_invite_commands_work_against_the_database() {
     );
 
     let revoked = homingd(&["admin", "invite", "revoke", id]);
-    assert!(revoked.status.success());
+    assert!(
+        revoked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoked.stderr)
+    );
     let body = AccountKeys::generate()
         .registration(
             "hank",
