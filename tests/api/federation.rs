@@ -21,6 +21,18 @@ pub async fn wait_for_items(app: &TestApp, token: &str, count: usize, within: Du
     }
 }
 
+/// Waits until `app`'s outbox holds at most `rows` rows, or fails.
+pub async fn wait_for_outbox(app: &TestApp, rows: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.count("outbox") > rows {
+        assert!(
+            Instant::now() < deadline,
+            "the outbox never went down to {rows} rows"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 fn remote_message(from_app: &TestApp, to_app: &TestApp, to: &TestUser, body: &[u8]) -> Value {
     let mut message = message_to(from_app, &[(to, &[0])], body, "all");
     message["recipients"][0]["address"] = json!(format!("{}@{}", to.alias, to_app.server_name));
@@ -107,11 +119,7 @@ async fn a_holds_mail_while_b_is_down_and_delivers_once_after_both_restart() {
     let token = b.sign_in(&bob.account, &bob.device(0).keys).await;
     let page = wait_for_items(&b, &token, 1, Duration::from_secs(15)).await;
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while a.count("outbox") > 0 {
-        assert!(Instant::now() < deadline, "A's outbox never drained");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_for_outbox(&a, 0).await;
     // Exactly once: one message and one delivery on B.
     assert_eq!(b.count("messages"), 1);
     assert_eq!(b.count("deliveries"), 1);
@@ -431,11 +439,7 @@ async fn each_remote_recipient_gets_its_own_result_on_the_senders_receipt() {
         let response = a.post_json("/api/v1/dms/send", message, Some(token)).await;
         assert_eq!(response.status(), 202);
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while a.count("outbox") > 0 {
-        assert!(Instant::now() < deadline, "A's outbox never drained");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_for_outbox(&a, 0).await;
     assert_eq!(
         receipt_states(&a, token, &whole).await,
         [("bob".to_string(), "relayed".to_string())]

@@ -3,14 +3,12 @@
 //! carried, whatever else the answer names; a carried recipient the answer
 //! leaves out bounces.
 
-use std::time::{Duration, Instant};
-
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::federation::receipt_states;
-use crate::helpers::{new_message_id, spawn_app};
+use crate::federation::{receipt_states, wait_for_outbox};
+use crate::helpers::{new_message_id, spawn_app, TestApp};
 
 /// How a fake remote answers for one message's recipients.
 #[derive(Clone)]
@@ -90,11 +88,25 @@ async fn answer(mut stream: TcpStream, how: Answer) {
     let _ = stream.write_all(response.as_bytes()).await;
 }
 
-fn recipient(address: String) -> Value {
-    json!({
-        "address": address,
-        "devices": [{"device_id": "phone", "key_wrap": homing::crypto::b64(&[7u8; 80])}],
-    })
+/// Sends a message to remote `addresses` (one device each); it is accepted.
+async fn send(app: &TestApp, token: &str, addresses: [String; 2]) -> Value {
+    let recipients = addresses.map(|address| {
+        json!({
+            "address": address,
+            "devices": [{"device_id": "phone", "key_wrap": homing::crypto::b64(&[7u8; 80])}],
+        })
+    });
+    let message = json!({
+        "message_id": new_message_id(),
+        "body": homing::crypto::b64(b"sealed"),
+        "delivery": "all",
+        "recipients": recipients,
+    });
+    let response = app
+        .post_json("/api/v1/dms/send", &message, Some(token))
+        .await;
+    assert_eq!(response.status(), 202);
+    message
 }
 
 #[tokio::test]
@@ -105,21 +117,10 @@ async fn an_answer_cannot_mark_a_recipient_it_was_not_sent() {
     // whatever bob's server claims about him.
     let dave = "dave@127.0.0.1:9".to_string();
     let remote = fake_remote(Answer::AlsoClaim(dave.clone())).await;
-    let message = json!({
-        "message_id": new_message_id(),
-        "body": homing::crypto::b64(b"sealed"),
-        "delivery": "all",
-        "recipients": [recipient(format!("bob@{remote}")), recipient(dave)],
-    });
     let token = &alice.device(0).token;
-    let response = a.post_json("/api/v1/dms/send", &message, Some(token)).await;
-    assert_eq!(response.status(), 202);
+    let message = send(&a, token, [format!("bob@{remote}"), dave]).await;
     // Two outbox rows, one per server; bob's server answers for its own.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while a.count("outbox") > 1 {
-        assert!(Instant::now() < deadline, "bob's server never got its row");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_for_outbox(&a, 1).await;
     assert_eq!(
         receipt_states(&a, token, &message).await,
         [
@@ -134,20 +135,14 @@ async fn a_recipient_the_answer_leaves_out_bounces() {
     let a = spawn_app().await;
     let alice = a.register("alice").await;
     let remote = fake_remote(Answer::OmitLast).await;
-    let message = json!({
-        "message_id": new_message_id(),
-        "body": homing::crypto::b64(b"sealed"),
-        "delivery": "all",
-        "recipients": [recipient(format!("bob@{remote}")), recipient(format!("carol@{remote}"))],
-    });
     let token = &alice.device(0).token;
-    let response = a.post_json("/api/v1/dms/send", &message, Some(token)).await;
-    assert_eq!(response.status(), 202);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while a.count("outbox") > 0 {
-        assert!(Instant::now() < deadline, "the remote never got its row");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let message = send(
+        &a,
+        token,
+        [format!("bob@{remote}"), format!("carol@{remote}")],
+    )
+    .await;
+    wait_for_outbox(&a, 0).await;
     assert_eq!(
         receipt_states(&a, token, &message).await,
         [
