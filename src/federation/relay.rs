@@ -168,14 +168,20 @@ async fn deliver_destination(state: &AppState, destination: &str) -> bool {
         return false;
     }
     let drained = drain(state, destination, &owner).await;
+    // The back-off (after a failure) and the lease's release in one write;
+    // the failure is counted once it is on record.
+    let failure = drained.as_ref().err().map(|error| error.to_string());
+    let name = destination.to_string();
+    let recorded = write(state, move |conn| {
+        if let Some(message) = &failure {
+            outbox::fail(conn, &name, message, crate::time::now_ms())?;
+        }
+        outbox::release(conn, &name, &owner)
+    })
+    .await;
     if let Err(error) = &drained {
         tracing::info!(destination, %error, "relay attempt failed");
-        let (name, message) = (destination.to_string(), error.to_string());
-        let failed = write(state, move |conn| {
-            outbox::fail(conn, &name, &message, crate::time::now_ms())
-        })
-        .await;
-        if let Err(error) = failed {
+        if let Err(error) = recorded {
             tracing::warn!(destination, %error, "recording a relay failure failed");
         }
         state
@@ -186,8 +192,6 @@ async fn deliver_destination(state: &AppState, destination: &str) -> bool {
             })
             .inc();
     }
-    let name = destination.to_string();
-    let _ = write(state, move |conn| outbox::release(conn, &name, &owner)).await;
     drained.is_ok()
 }
 
