@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::crypto::identity::{AuthStatement, DeviceId};
 use crate::crypto::{b64, b64_array, PublicKey, SignatureBytes};
-use crate::storage::schema::{accounts, auth_challenges, auth_tokens, devices};
+use crate::storage::schema::{accounts, auth_challenges, auth_revocations, auth_tokens, devices};
 use crate::storage::{DbConnection, StorageError};
 use crate::time::{duration_ms, now_ms};
 use crate::with_backend;
@@ -66,6 +66,8 @@ pub struct AuthenticatedDevice {
     pub device_id: String,
     pub device_row: i64,
     pub token_hash: Vec<u8>,
+    /// When the token expires (Unix ms).
+    pub token_expires_at: i64,
 }
 
 /// A token request, already parsed.
@@ -79,6 +81,33 @@ pub struct TokenRequest {
 
 pub fn token_hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// False for anything that cannot be one of our tokens, so it is refused
+/// before any look-up.
+pub fn well_formed(token: &str) -> bool {
+    token.starts_with(TOKEN_PREFIX) && token.len() <= 128
+}
+
+/// Tells every daemon on this database that some token stopped working
+/// before its expiry. Call it in the transaction that revokes: daemons drop
+/// their cached token checks when the counter moves (see `token_cache`).
+pub fn bump_revocations(conn: &mut DbConnection) -> Result<(), diesel::result::Error> {
+    with_backend!(conn, c => diesel::insert_into(auth_revocations::table)
+        .values((auth_revocations::id.eq(1), auth_revocations::epoch.eq(1i64)))
+        .on_conflict(auth_revocations::id)
+        .do_update()
+        .set(auth_revocations::epoch.eq(auth_revocations::epoch + 1i64))
+        .execute(c))?;
+    Ok(())
+}
+
+/// The revocation counter; 0 before the first revocation.
+pub fn revocation_epoch(conn: &mut DbConnection) -> Result<i64, diesel::result::Error> {
+    let epoch: Vec<i64> = with_backend!(conn, c => auth_revocations::table
+        .select(auth_revocations::epoch)
+        .load(c))?;
+    Ok(epoch.first().copied().unwrap_or(0))
 }
 
 /// Creates a single-use challenge, and clears expired ones.
@@ -169,7 +198,7 @@ pub fn authenticate(
     conn: &mut DbConnection,
     token: &str,
 ) -> Result<AuthenticatedDevice, AuthError> {
-    if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
+    if !well_formed(token) {
         return Err(AuthError::InvalidToken);
     }
     let hash = token_hash(token);
@@ -177,31 +206,36 @@ pub fn authenticate(
     // `load`, not `first`: the token hash is unique, and SQLite re-prepares a
     // statement whose LIMIT is a bound parameter on every run, which made
     // this check (one per request) a tenth of the daemon's time under load.
-    let found: Option<(String, String, i64)> = with_backend!(conn, c => auth_tokens::table
+    let found: Option<(String, String, i64, i64)> = with_backend!(conn, c => auth_tokens::table
         .inner_join(devices::table.inner_join(accounts::table))
         .filter(auth_tokens::token_hash.eq(&hash))
         .filter(auth_tokens::expires_at.gt(now))
         .filter(devices::revoked_at.is_null())
         .filter(accounts::disabled_at.is_null())
-        .select((devices::account_key, devices::device_id, devices::id))
-        .load::<(String, String, i64)>(c))?
+        .select((devices::account_key, devices::device_id, devices::id, auth_tokens::expires_at))
+        .load::<(String, String, i64, i64)>(c))?
     .into_iter()
     .next();
-    let (account_key, device_id, device_row) = found.ok_or(AuthError::InvalidToken)?;
+    let (account_key, device_id, device_row, token_expires_at) =
+        found.ok_or(AuthError::InvalidToken)?;
     Ok(AuthenticatedDevice {
         account_key,
         device_id,
         device_row,
         token_hash: hash,
+        token_expires_at,
     })
 }
 
 /// Ends one token (sign-out). Expired tokens are cleared on the way.
 pub fn revoke_token(conn: &mut DbConnection, hash: &[u8]) -> Result<(), AuthError> {
     let now = now_ms();
-    with_backend!(conn, c => diesel::delete(
-        auth_tokens::table.filter(auth_tokens::token_hash.eq(hash).or(auth_tokens::expires_at.le(now))),
-    )
-    .execute(c))?;
-    Ok(())
+    crate::storage::write_transaction(conn, |conn| {
+        with_backend!(conn, c => diesel::delete(
+            auth_tokens::table.filter(auth_tokens::token_hash.eq(hash).or(auth_tokens::expires_at.le(now))),
+        )
+        .execute(c))?;
+        bump_revocations(conn)?;
+        Ok(())
+    })
 }

@@ -22,3 +22,4 @@ pub mod startup;
 pub mod storage;
 pub mod telemetry;
 pub mod time;
+pub mod token_cache;

@@ -39,6 +39,8 @@ pub struct AppState {
     pub replica_id: String,
     /// Gateway events on their way to other replicas.
     pub cluster: Arc<crate::gateway::cluster::Publisher>,
+    /// Token checks already made, so most requests need no look-up.
+    pub tokens: Arc<crate::token_cache::TokenCache>,
 }
 
 /// The rate limiters of the endpoints strangers can call.
@@ -117,6 +119,7 @@ impl Application {
                 metrics.write_batch_size.clone(),
             )),
             replica_id: replica_id.clone(),
+            tokens: Arc::default(),
             cluster: Arc::new(crate::gateway::cluster::Publisher::start(&db, replica_id)),
             settings: Arc::new(settings),
             db,
@@ -135,6 +138,7 @@ impl Application {
         crate::gateway::cluster::spawn_listener(&state.db, &state.hub, state.replica_id.clone());
         let background = vec![
             tokio::spawn(crate::background::purge_loop(state.clone())),
+            tokio::spawn(crate::token_cache::watch_revocations(state.clone())),
             tokio::spawn(crate::federation::relay::relay_loop(state.clone())),
             tokio::spawn(crate::federation::relay::say_hello(state.clone())),
         ];

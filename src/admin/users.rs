@@ -55,10 +55,15 @@ pub fn set_disabled(
     disabled: bool,
 ) -> Result<bool, StorageError> {
     let value = disabled.then(crate::time::now_ms);
-    let updated = with_backend!(conn, c => diesel::update(accounts::table.filter(accounts::alias.eq(alias)))
-        .set(accounts::disabled_at.eq(value))
-        .execute(c))?;
-    Ok(updated == 1)
+    write_transaction(conn, |conn| {
+        let updated = with_backend!(conn, c => diesel::update(accounts::table.filter(accounts::alias.eq(alias)))
+            .set(accounts::disabled_at.eq(value))
+            .execute(c))?;
+        if disabled && updated == 1 {
+            crate::auth::bump_revocations(conn)?;
+        }
+        Ok(updated == 1)
+    })
 }
 
 /// Deletes an account with its devices, tokens and pending mail. Returns
@@ -80,6 +85,7 @@ pub fn delete(conn: &mut DbConnection, alias: &str) -> Result<Option<usize>, Sto
             .load(c))?;
         let removed = with_backend!(conn, c => diesel::delete(deliveries::table.filter(deliveries::recipient_account.eq(&key))).execute(c))?;
         with_backend!(conn, c => diesel::delete(accounts::table.find(&key)).execute(c))?;
+        crate::auth::bump_revocations(conn)?;
         crate::mailbox::remove_finished_messages(conn, &message_rows)?;
         Ok(Some(removed))
     })

@@ -254,6 +254,7 @@ pub async fn revoke_device(
         .db
         .run(move |conn| identity::revoke_device(conn, &account, &device_id, list))
         .await?;
+    state.tokens.forget_all();
     Ok(HttpResponse::Ok().json(DeviceListVersion {
         device_list_version: version,
     }))

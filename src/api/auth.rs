@@ -50,10 +50,22 @@ async fn authenticate(
     token: Option<String>,
 ) -> Result<AuthenticatedDevice, ApiError> {
     let token = token.ok_or(AuthError::MissingToken)?;
-    Ok(state
+    if !auth::well_formed(&token) {
+        return Err(AuthError::InvalidToken.into());
+    }
+    let hash = auth::token_hash(&token);
+    if let Some(device) = state.tokens.get(&hash, crate::time::now_ms()) {
+        return Ok(device);
+    }
+    let generation = state.tokens.generation();
+    let device = state
         .db
         .run(move |conn| auth::authenticate(conn, &token))
-        .await?)
+        .await?;
+    state
+        .tokens
+        .remember(generation, device.clone(), crate::time::now_ms());
+    Ok(device)
 }
 
 /// Middleware: authenticates the routes whose OpenAPI operation requires a
@@ -220,5 +232,6 @@ pub async fn logout(
         .db
         .run(move |conn| auth::revoke_token(conn, &hash))
         .await?;
+    state.tokens.forget_all();
     Ok(HttpResponse::NoContent().finish())
 }

@@ -205,6 +205,7 @@ pub fn revoke_device(
             ))
             .execute(c))?;
         with_backend!(conn, c => diesel::delete(auth_tokens::table.filter(auth_tokens::device_row.eq(device_row))).execute(c))?;
+        crate::auth::bump_revocations(conn)?;
         with_backend!(conn, c => diesel::delete(deliveries::table.filter(deliveries::device_row.eq(device_row))).execute(c))?;
         store_list(conn, &key, version, &list)?;
         Ok(list.device_list.version)

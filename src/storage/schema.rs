@@ -210,6 +210,13 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    auth_revocations (id) {
+        id -> Integer,
+        epoch -> BigInt,
+    }
+}
+
 diesel::joinable!(devices -> accounts (account_key));
 diesel::joinable!(auth_tokens -> devices (device_row));
 diesel::joinable!(deliveries -> messages (message_row));
@@ -236,4 +243,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     remote_identities,
     federation_rules,
     send_idempotency,
+    auth_revocations,
 );

@@ -282,13 +282,33 @@ async fn users_can_be_listed_disabled_enabled_and_deleted() {
     assert_eq!(stats["pending_deliveries"], 1);
     assert!(String::from_utf8_lossy(&admin(&app, &["stats"]).stdout).contains("pending deliveries"));
 
-    admin_json(&app, &["users", "disable", "bob"]);
+    // Bob's token was checked, so the daemon remembers it; the disable
+    // happens in another process, which the daemon hears of through the
+    // revocation counter within a fraction of a second.
     assert_eq!(
         app.get_auth("/api/v1/account", &bob.device(0).token)
             .await
             .status(),
-        401
+        200
     );
+    admin_json(&app, &["users", "disable", "bob"]);
+    let disabled_at = Instant::now();
+    loop {
+        let status = app
+            .get_auth("/api/v1/account", &bob.device(0).token)
+            .await
+            .status();
+        if status == 401 {
+            break;
+        }
+        // Until then the account reads as gone (404).
+        assert!(status == 200 || status == 404, "{status}");
+        assert!(
+            disabled_at.elapsed() < Duration::from_secs(3),
+            "a disabled account's token still works"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         app.get("/.well-known/homing/identity/bob").await.status(),
         404

@@ -93,6 +93,7 @@ async fn schema_rs_matches_the_migrated_database() {
         remote_identities,
         federation_rules,
         send_idempotency,
+        auth_revocations,
     );
     let mut conn = app.state.db.get().expect("connection");
     let tables = names(

@@ -198,6 +198,7 @@ tables! {
     );
     auth_challenges(nonce, expires_at);
     auth_tokens(token_hash, device_row, created_at, expires_at);
+    auth_revocations(id, epoch);
     invites(invite_id, code_hash, max_uses, uses, created_at, expires_at, revoked_at);
     device_links(link_id, request, response, created_at, expires_at);
     messages(
