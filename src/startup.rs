@@ -41,6 +41,8 @@ pub struct AppState {
     pub cluster: Arc<crate::gateway::cluster::Publisher>,
     /// Token checks already made, so most requests need no look-up.
     pub tokens: Arc<crate::token_cache::TokenCache>,
+    /// The settings a send needs, shared instead of copied per request.
+    pub send_context: Arc<crate::mailbox::SendContext>,
 }
 
 /// The rate limiters of the endpoints strangers can call.
@@ -120,6 +122,7 @@ impl Application {
             )),
             replica_id: replica_id.clone(),
             tokens: Arc::default(),
+            send_context: Arc::new(crate::mailbox::SendContext::new(&settings)),
             cluster: Arc::new(crate::gateway::cluster::Publisher::start(&db, replica_id)),
             settings: Arc::new(settings),
             db,

@@ -1,7 +1,5 @@
 //! `/api/v1/dms/*`: send, sync, ack and delivery status.
 
-use std::sync::Arc;
-
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -11,23 +9,11 @@ use crate::error::ApiError;
 use crate::gateway::cluster::ClusterEvent;
 use crate::gateway::GatewayEvent;
 use crate::mailbox::{
-    self, NewDelivery, PreparedSend, Retention, SendContext, SendRequest, SendResponse, Sender,
-    StatusEvent, SyncPage,
+    self, NewDelivery, PreparedSend, Retention, SendRequest, SendResponse, Sender, StatusEvent,
+    SyncPage,
 };
 use crate::startup::AppState;
 use crate::storage::StorageError;
-
-fn send_context(state: &AppState) -> SendContext {
-    let settings = &state.settings;
-    SendContext {
-        server_name: settings.server_name.clone(),
-        limits: settings.limits.clone(),
-        max_pending_age: settings.retention.max_pending_age,
-        device_inactivity: settings.retention.device_inactivity,
-        inline_max_bytes: settings.gateway.inline_max_bytes,
-        federation: settings.federation.clone(),
-    }
-}
 
 /// Tells the senders' devices what changed.
 pub fn publish_status(state: &AppState, events: Vec<StatusEvent>) {
@@ -102,7 +88,7 @@ pub async fn send(
         .send_per_device
         .check(&device.device_row)
         .map_err(too_many)?;
-    let context = Arc::new(send_context(&state));
+    let context = state.send_context.clone();
     let sender = Sender {
         account_key: device.account_key,
         device_id: device.device_id,

@@ -4,6 +4,7 @@
 //! return.
 
 mod deliver;
+mod digest;
 mod group_commit;
 mod purge;
 mod relayed;

@@ -10,13 +10,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::deliver::{check_recipient, store_deliveries, CheckRules, MessageRef, Plan, SendChecks};
 use super::{valid_message_id, DeliveryMode, Isolation, MailboxError, NewDelivery};
 use crate::address::{Address, ServerName};
 use crate::config::{FederationSettings, Limits};
-use crate::crypto::canonical::to_canonical_bytes;
 use crate::crypto::identity::MAX_DEVICES;
 use crate::storage::schema::{delivery_receipts, messages, outbox, send_idempotency};
 use crate::storage::{is_unique_violation, DbConnection, StorageError};
@@ -98,6 +96,19 @@ pub struct SendContext {
     /// Bodies up to this size ride inline in `DM_NOTIFY`.
     pub inline_max_bytes: usize,
     pub federation: FederationSettings,
+}
+
+impl SendContext {
+    pub fn new(settings: &crate::config::Settings) -> Self {
+        Self {
+            server_name: settings.server_name.clone(),
+            limits: settings.limits.clone(),
+            max_pending_age: settings.retention.max_pending_age,
+            device_inactivity: settings.retention.device_inactivity,
+            inline_max_bytes: settings.gateway.inline_max_bytes,
+            federation: settings.federation.clone(),
+        }
+    }
 }
 
 /// What a committed send produced.
@@ -183,27 +194,12 @@ fn parse(request: &SendRequest, limits: &Limits) -> Result<Parsed, MailboxError>
         }
         recipients.push(ParsedRecipient { address, wraps });
     }
-    let digest = request_digest(request)?;
+    let digest = super::digest::request_digest(request);
     Ok(Parsed {
         body,
         recipients,
         digest,
     })
-}
-
-/// SHA-256 of the request's canonical form with recipients and devices
-/// sorted, so a retry that lists them in another order is the same send.
-fn request_digest(request: &SendRequest) -> Result<Vec<u8>, MailboxError> {
-    let mut normal = request.clone();
-    normal.recipients.sort_by(|a, b| a.address.cmp(&b.address));
-    for recipient in &mut normal.recipients {
-        recipient.address = recipient.address.to_ascii_lowercase();
-        recipient
-            .devices
-            .sort_by(|a, b| a.device_id.cmp(&b.device_id));
-    }
-    let bytes = to_canonical_bytes(&normal).map_err(|e| invalid(e.to_string()))?;
-    Ok(Sha256::digest(bytes).to_vec())
 }
 
 /// A send request checked and decoded, ready to be committed. Parsing
