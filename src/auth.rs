@@ -227,6 +227,27 @@ pub fn authenticate(
     })
 }
 
+/// Which of `hashes` still belong to working tokens: not signed out, the
+/// device not revoked, the account neither disabled nor deleted. Expiry is
+/// not looked at: a gateway session ends at its token's expiry by itself.
+pub fn still_valid(
+    conn: &mut DbConnection,
+    hashes: &[Vec<u8>],
+) -> Result<std::collections::HashSet<Vec<u8>>, AuthError> {
+    let mut valid = std::collections::HashSet::new();
+    for chunk in hashes.chunks(500) {
+        let found: Vec<Vec<u8>> = with_backend!(conn, c => auth_tokens::table
+            .inner_join(devices::table.inner_join(accounts::table))
+            .filter(auth_tokens::token_hash.eq_any(chunk))
+            .filter(devices::revoked_at.is_null())
+            .filter(accounts::disabled_at.is_null())
+            .select(auth_tokens::token_hash)
+            .load(c))?;
+        valid.extend(found);
+    }
+    Ok(valid)
+}
+
 /// Ends one token (sign-out). Expired tokens are cleared on the way.
 pub fn revoke_token(conn: &mut DbConnection, hash: &[u8]) -> Result<(), AuthError> {
     let now = now_ms();

@@ -12,6 +12,10 @@
 //! Forgetting everything on any revocation is deliberate: revocations are
 //! rare next to requests, and a per-token invalidation list would have to
 //! be shared between processes too.
+//!
+//! The same watch ends gateway sessions: after a revocation, the tokens the
+//! open sessions were opened with are checked in one query, and the
+//! sessions of those that stopped working are closed.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -47,6 +51,9 @@ struct Inner {
     epoch: Option<i64>,
     /// When the last successful read of the counter started.
     confirmed_at: Option<Instant>,
+    /// Something was revoked since the gateway sessions' tokens were last
+    /// checked.
+    sessions_unchecked: bool,
 }
 
 impl TokenCache {
@@ -103,6 +110,13 @@ impl TokenCache {
         let mut inner = self.lock();
         inner.generation += 1;
         inner.devices.clear();
+        inner.sessions_unchecked = true;
+    }
+
+    /// True once after each revocation: the gateway sessions' tokens need
+    /// checking.
+    fn take_sessions_unchecked(&self) -> bool {
+        std::mem::take(&mut self.lock().sessions_unchecked)
     }
 
     /// Records a read of the revocation counter that started at `asked`.
@@ -114,6 +128,7 @@ impl TokenCache {
             inner.generation += 1;
             inner.devices.clear();
             inner.epoch = Some(epoch);
+            inner.sessions_unchecked = true;
         }
         inner.confirmed_at = Some(asked);
     }
@@ -127,7 +142,26 @@ impl TokenCache {
     }
 }
 
-/// Reads the revocation counter every `POLL` for as long as the daemon runs.
+/// Ends the gateway sessions whose token stopped working.
+async fn end_revoked_sessions(state: &AppState) -> Result<(), crate::auth::AuthError> {
+    let tokens = state.hub.session_tokens();
+    if tokens.is_empty() {
+        return Ok(());
+    }
+    let valid = state
+        .db
+        .run(move |conn| crate::auth::still_valid(conn, &tokens))
+        .await?;
+    let ended = state.hub.end_sessions_without(&valid);
+    if ended > 0 {
+        tracing::info!(ended, "gateway sessions ended: their tokens were revoked");
+    }
+    Ok(())
+}
+
+/// Reads the revocation counter every `POLL` for as long as the daemon
+/// runs; after each revocation, here or elsewhere, ends the gateway
+/// sessions whose token it ended.
 pub async fn watch_revocations(state: AppState) {
     let mut ticker = tokio::time::interval(POLL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -144,6 +178,12 @@ pub async fn watch_revocations(state: AppState) {
             Ok(epoch) => state.tokens.observe(epoch, asked),
             Err(error) => {
                 tracing::warn!(%error, "cannot read the revocation counter; checking every token")
+            }
+        }
+        if state.tokens.take_sessions_unchecked() {
+            if let Err(error) = end_revoked_sessions(&state).await {
+                tracing::warn!(%error, "cannot check the gateway sessions' tokens; trying again");
+                state.tokens.lock().sessions_unchecked = true;
             }
         }
     }

@@ -47,6 +47,7 @@ pub async fn gateway(
         .register(
             device.device_row,
             &device.account_key,
+            &device.token_hash,
             settings.max_sessions_per_device,
         )
         .map_err(|e| ApiError::TooManyRequests {
@@ -79,7 +80,12 @@ pub async fn gateway(
             }
         }
     }
+    let token_expires_in = device
+        .token_expires_at
+        .saturating_sub(crate::time::now_ms())
+        .max(0);
     let config = SessionConfig {
+        token_expires_in: std::time::Duration::from_millis(token_expires_in as u64),
         heartbeat_interval: settings.heartbeat_interval,
         heartbeat_timeout: settings.heartbeat_timeout,
     };

@@ -3,8 +3,8 @@
 //! rather than buffered for (it reconnects and resumes from its cursor).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -45,7 +45,10 @@ fn frame(event: &GatewayEvent) -> Option<Frame> {
 struct SessionSlot {
     id: u64,
     account: String,
+    /// The hash of the token the session was opened with.
+    token_hash: Vec<u8>,
     sender: mpsc::Sender<Frame>,
+    revoked: Arc<AtomicBool>,
 }
 
 /// A registered session: its id and its event queue.
@@ -53,6 +56,9 @@ pub struct SessionTicket {
     pub id: u64,
     pub device_row: i64,
     pub events: mpsc::Receiver<Frame>,
+    /// Set before the queue closes when the session's token stopped
+    /// working, so the session can say why it ends.
+    pub revoked: Arc<AtomicBool>,
 }
 
 /// Why a session could not be registered.
@@ -90,6 +96,7 @@ impl Hub {
         &self,
         device_row: i64,
         account: &str,
+        token_hash: &[u8],
         max_per_device: usize,
     ) -> Result<SessionTicket, TooManySessions> {
         let mut sessions = self.sessions();
@@ -105,16 +112,51 @@ impl Hub {
         }
         let (sender, events) = mpsc::channel(SESSION_QUEUE);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let revoked = Arc::new(AtomicBool::new(false));
         slots.push(SessionSlot {
             id,
             account: account.to_string(),
+            token_hash: token_hash.to_vec(),
             sender,
+            revoked: revoked.clone(),
         });
         Ok(SessionTicket {
             id,
             device_row,
             events,
+            revoked,
         })
+    }
+
+    /// The tokens the open sessions were opened with, each once.
+    pub fn session_tokens(&self) -> Vec<Vec<u8>> {
+        let sessions = self.sessions();
+        let tokens: HashSet<&Vec<u8>> = sessions
+            .by_device
+            .values()
+            .flatten()
+            .map(|slot| &slot.token_hash)
+            .collect();
+        tokens.into_iter().cloned().collect()
+    }
+
+    /// Ends every session whose token is not in `valid`: its queue closes
+    /// and the session hangs up, saying the token was revoked. Returns how
+    /// many ended.
+    pub fn end_sessions_without(&self, valid: &HashSet<Vec<u8>>) -> usize {
+        let mut sessions = self.sessions();
+        let mut ended = 0;
+        for slots in sessions.by_device.values_mut() {
+            slots.retain(|slot| {
+                let keep = valid.contains(&slot.token_hash);
+                if !keep {
+                    slot.revoked.store(true, Ordering::Release);
+                    ended += 1;
+                }
+                keep
+            });
+        }
+        ended
     }
 
     /// Forgets a session (it ended).
@@ -200,10 +242,10 @@ mod tests {
     #[test]
     fn events_reach_only_the_device_and_sessions_are_capped() {
         let hub = Hub::default();
-        let mut a = hub.register(1, "acct-a", 2).unwrap();
-        let mut b = hub.register(2, "acct-b", 2).unwrap();
-        let _second = hub.register(1, "acct-a", 2).unwrap();
-        assert!(hub.register(1, "acct-a", 2).is_err());
+        let mut a = hub.register(1, "acct-a", b"token", 2).unwrap();
+        let mut b = hub.register(2, "acct-b", b"token", 2).unwrap();
+        let _second = hub.register(1, "acct-a", b"token", 2).unwrap();
+        assert!(hub.register(1, "acct-a", b"token", 2).is_err());
         hub.notify_device(1, notify(7));
         let expected = serde_json::to_string(&notify(7)).unwrap();
         assert_eq!(&*a.events.try_recv().unwrap(), expected.as_str());
@@ -215,9 +257,9 @@ mod tests {
     #[test]
     fn account_events_reach_that_accounts_devices_only_and_the_index_empties() {
         let hub = Hub::default();
-        let mut phone = hub.register(1, "acct-a", 2).unwrap();
-        let mut laptop = hub.register(2, "acct-a", 2).unwrap();
-        let mut other = hub.register(3, "acct-b", 2).unwrap();
+        let mut phone = hub.register(1, "acct-a", b"token", 2).unwrap();
+        let mut laptop = hub.register(2, "acct-a", b"token", 2).unwrap();
+        let mut other = hub.register(3, "acct-b", b"token", 2).unwrap();
         hub.notify_account("acct-a", notify(5));
         assert!(phone.events.try_recv().is_ok());
         assert!(laptop.events.try_recv().is_ok());
@@ -233,7 +275,7 @@ mod tests {
     #[test]
     fn a_slow_session_is_cut_off_instead_of_buffered() {
         let hub = Hub::default();
-        let mut ticket = hub.register(1, "acct", 1).unwrap();
+        let mut ticket = hub.register(1, "acct", b"token", 1).unwrap();
         for cursor in 0..(SESSION_QUEUE as i64 + 10) {
             hub.notify_device(1, notify(cursor));
         }
@@ -249,5 +291,27 @@ mod tests {
         );
         hub.unregister(1, ticket.id);
         assert!(hub.sessions().by_account.is_empty());
+    }
+
+    #[test]
+    fn sessions_whose_token_stopped_working_end_and_say_so() {
+        let hub = Hub::default();
+        let mut kept = hub.register(1, "acct", b"kept", 2).unwrap();
+        let mut ended = hub.register(1, "acct", b"gone", 2).unwrap();
+        let mut tokens = hub.session_tokens();
+        tokens.sort();
+        assert_eq!(tokens, vec![b"gone".to_vec(), b"kept".to_vec()]);
+
+        let valid: HashSet<Vec<u8>> = [b"kept".to_vec()].into();
+        assert_eq!(hub.end_sessions_without(&valid), 1);
+        assert!(ended.revoked.load(Ordering::Acquire));
+        assert!(ended.events.try_recv().is_err(), "its queue closed");
+        assert!(!kept.revoked.load(Ordering::Acquire));
+        hub.notify_device(1, notify(5));
+        assert!(
+            kept.events.try_recv().is_ok(),
+            "the other session still hears"
+        );
+        assert_eq!(hub.session_count(), 1);
     }
 }

@@ -20,6 +20,8 @@ const MAX_CLIENT_FRAMES_PER_SEC: u32 = 20;
 pub struct SessionConfig {
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
+    /// Until the session's token expires: the session ends then.
+    pub token_expires_in: Duration,
 }
 
 fn close(code: CloseCode, description: &str) -> Option<CloseReason> {
@@ -61,6 +63,8 @@ pub async fn run_session(
     }
     let mut ticker = tokio::time::interval(config.heartbeat_interval);
     ticker.tick().await;
+    let token_expiry = tokio::time::sleep(config.token_expires_in);
+    tokio::pin!(token_expiry);
     let mut last_heard = Instant::now();
     let mut window = (Instant::now(), 0u32);
     let reason = loop {
@@ -98,8 +102,12 @@ pub async fn run_session(
             }
             event = ticket.events.recv() => match event {
                 Some(frame) => alive = session.text(frame).await.is_ok(),
+                None if ticket.revoked.load(std::sync::atomic::Ordering::Acquire) => {
+                    break close(CloseCode::Policy, "the token was revoked");
+                }
                 None => break close(CloseCode::Again, "too slow: reconnect and resume"),
             },
+            _ = &mut token_expiry => break close(CloseCode::Policy, "the token expired"),
             _ = ticker.tick() => {
                 if last_heard.elapsed() > config.heartbeat_timeout {
                     break close(CloseCode::Away, "heartbeat timeout");

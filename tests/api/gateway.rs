@@ -235,3 +235,75 @@ async fn gateway_refuses_strangers_floods_and_extra_sessions() {
     }
     assert!(closed, "an oversized frame must close the session");
 }
+
+/// The reason of the close frame the server sends within `within`.
+async fn close_reason(socket: &mut Socket, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(remaining, socket.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => return frame.reason.to_string(),
+            Ok(Some(Ok(Message::Close(None)))) => return String::new(),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(error))) => panic!("socket error before a close frame: {error}"),
+            Ok(None) => panic!("socket ended without a close frame"),
+            Err(_) => panic!("no close frame within {within:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_session_ends_when_its_token_is_signed_out_and_others_stay() {
+    let app = spawn_app_with(vec![]).await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let second_token = app.sign_in(&bob.account, &bob.device(0).keys).await;
+    let mut signed_out = connect(&app, &bob.device(0).token, "").await.unwrap();
+    let mut stays = connect(&app, &second_token, "").await.unwrap();
+    assert_eq!(
+        next_json(&mut signed_out, Duration::from_secs(5)).await["type"],
+        "HELLO"
+    );
+    assert_eq!(
+        next_json(&mut stays, Duration::from_secs(5)).await["type"],
+        "HELLO"
+    );
+
+    let response = app
+        .http
+        .delete(app.url("/api/v1/auth/token"))
+        .bearer_auth(&bob.device(0).token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(
+        close_reason(&mut signed_out, Duration::from_secs(3)).await,
+        "the token was revoked"
+    );
+
+    // The session opened with the other token still hears of new mail.
+    let message = message_to(&app, &[(&bob, &[0])], b"still here", "all");
+    let response = app
+        .post_json("/api/v1/dms/send", &message, Some(&alice.device(0).token))
+        .await;
+    assert_eq!(response.status(), 202);
+    let notify = next_json(&mut stays, Duration::from_secs(5)).await;
+    assert_eq!(notify["type"], "DM_NOTIFY");
+}
+
+#[tokio::test]
+async fn a_session_ends_when_its_token_expires() {
+    let app = spawn_app_with(vec![("HOMING__AUTH__TOKEN_TTL", "2s")]).await;
+    let bob = app.register("bob").await;
+    let token = app.sign_in(&bob.account, &bob.device(0).keys).await;
+    let mut socket = connect(&app, &token, "").await.unwrap();
+    assert_eq!(
+        next_json(&mut socket, Duration::from_secs(5)).await["type"],
+        "HELLO"
+    );
+    assert_eq!(
+        close_reason(&mut socket, Duration::from_secs(5)).await,
+        "the token expired"
+    );
+}
