@@ -30,6 +30,12 @@ pub struct CauseLabels {
     pub cause: &'static str,
 }
 
+/// Where a token check was answered from: `cache` or `database`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenCheckLabels {
+    pub source: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     state: &'static str,
@@ -65,6 +71,7 @@ pub struct Metrics {
     pub outbox_oldest_age_seconds: Family<DestinationLabels, Gauge>,
     pub write_queue_depth: Gauge,
     pub write_batch_size: Histogram,
+    pub token_checks: Family<TokenCheckLabels, Counter>,
     db_pool_connections: Family<PoolLabels, Gauge>,
     db_pool_max: Gauge,
 }
@@ -184,6 +191,12 @@ impl Metrics {
             "Sends and acks committed together in one transaction",
             write_batch_size.clone(),
         );
+        let token_checks = Family::<TokenCheckLabels, Counter>::default();
+        registry.register(
+            "token_checks",
+            "Bearer token checks by where they were answered (cache, database)",
+            token_checks.clone(),
+        );
         let db_pool_connections = Family::<PoolLabels, Gauge>::default();
         registry.register(
             "db_pool_connections",
@@ -204,6 +217,7 @@ impl Metrics {
             outbox_oldest_age_seconds,
             write_queue_depth,
             write_batch_size,
+            token_checks,
             db_pool_connections,
             db_pool_max,
             relayed_messages,

@@ -54,9 +54,20 @@ async fn authenticate(
         return Err(AuthError::InvalidToken.into());
     }
     let hash = auth::token_hash(&token);
+    let source = |source| crate::metrics::TokenCheckLabels { source };
     if let Some(device) = state.tokens.get(&hash, crate::time::now_ms()) {
+        state
+            .metrics
+            .token_checks
+            .get_or_create(&source("cache"))
+            .inc();
         return Ok(device);
     }
+    state
+        .metrics
+        .token_checks
+        .get_or_create(&source("database"))
+        .inc();
     let generation = state.tokens.generation();
     let device = state
         .db

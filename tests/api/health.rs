@@ -131,6 +131,26 @@ async fn metrics_show_queues_failures_pool_and_group_commits() {
         "{text}"
     );
     assert!(
+        sample(&text, r#"homing_token_checks_total{source="database"}"#).unwrap_or(0.0) >= 1.0,
+        "{text}"
+    );
+    // Once the daemon has read the revocation counter, a token it checked
+    // before is answered from its cache.
+    let mut cached = None;
+    for _ in 0..60 {
+        let me = app
+            .get_auth("/api/v1/account", &alice.device(0).token)
+            .await;
+        assert_eq!(me.status(), 200);
+        text = app.get("/metrics").await.text().await.unwrap();
+        cached = sample(&text, r#"homing_token_checks_total{source="cache"}"#);
+        if cached.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(cached.unwrap_or(0.0) >= 1.0, "{text}");
+    assert!(
         sample(&text, "homing_db_pool_wait_seconds_count").unwrap_or(0.0) >= 1.0,
         "{text}"
     );
