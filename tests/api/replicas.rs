@@ -143,3 +143,52 @@ async fn a_dead_replica_does_not_strand_a_destinations_queue() {
     assert_eq!(y.count("messages"), 1);
     assert_eq!(y.count("deliveries"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_out_on_one_replica_ends_the_token_and_its_session_on_another() {
+    let a = spawn_app_with(vec![]).await;
+    if !postgres(&a) {
+        return;
+    }
+    let b = spawn_replica(&a, vec![]).await;
+    let bob = a.register("bob").await;
+    let token = bob.device(0).token.clone();
+    // Replica B checks the token (and remembers it) and holds a session.
+    assert_eq!(b.get_auth("/api/v1/account", &token).await.status(), 200);
+    let url = format!(
+        "ws://{}/api/v1/gateway",
+        b.address.trim_start_matches("http://")
+    );
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let hello = socket.next().await.unwrap().unwrap();
+    assert!(hello.to_text().unwrap().contains("HELLO"));
+
+    let signed_out = a
+        .http
+        .delete(a.url("/api/v1/auth/token"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_out.status(), 204);
+
+    let close = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(frame))) => {
+                    return frame.map(|f| f.reason.to_string())
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("the session ended without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("replica B kept the signed-out session open");
+    assert_eq!(close.as_deref(), Some("the token was revoked"));
+    assert_eq!(b.get_auth("/api/v1/account", &token).await.status(), 401);
+}
