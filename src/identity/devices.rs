@@ -141,12 +141,7 @@ pub fn add_device(
     let result = write_transaction(conn, |conn| {
         let account = load_account(conn, &key)?;
         let version = check_newer(account.device_list_version, &list)?;
-        let used: i64 = with_backend!(conn, c => devices::table
-            .filter(devices::account_key.eq(&key))
-            .filter(devices::device_id.eq(new_device.as_str()))
-            .count()
-            .get_result(c))?;
-        if used > 0 {
+        if device_id_used(conn, &key, &new_device)? {
             return Err(IdentityError::DeviceIdUsed(new_device.to_string()));
         }
         let mut expected = active_certificates(conn, &key)?;
@@ -161,11 +156,32 @@ pub fn add_device(
         Ok(list.device_list.version)
     });
     match result {
+        // A concurrent request took the id or the signing key after the
+        // checks above: say which (PostgreSQL lets both check first).
         Err(IdentityError::Storage(StorageError::Query(error))) if is_unique_violation(&error) => {
-            Err(IdentityError::DeviceKeyInUse)
+            if device_id_used(conn, &key, &new_device)? {
+                Err(IdentityError::DeviceIdUsed(new_device.to_string()))
+            } else {
+                Err(IdentityError::DeviceKeyInUse)
+            }
         }
         other => other,
     }
+}
+
+/// Whether the account ever had a device with this id (revoked ones count:
+/// an id is never reused).
+fn device_id_used(
+    conn: &mut DbConnection,
+    account_key: &str,
+    device_id: &DeviceId,
+) -> Result<bool, IdentityError> {
+    let used: i64 = with_backend!(conn, c => devices::table
+        .filter(devices::account_key.eq(account_key))
+        .filter(devices::device_id.eq(device_id.as_str()))
+        .count()
+        .get_result(c))?;
+    Ok(used > 0)
 }
 
 /// Revokes `device_id`: its tokens stop working at once and its pending

@@ -658,3 +658,40 @@ async fn admin_invite_commands_work_against_the_database() {
     let again = homingd(&["admin", "invite", "revoke", id]);
     assert!(!again.status.success());
 }
+
+#[tokio::test]
+async fn a_device_id_is_never_used_twice_even_after_its_revocation() {
+    let app = spawn_app().await;
+    let mut alice = app.register("alice").await;
+    app.add_device(&mut alice, "second").await;
+    let remaining = vec![alice.device(1).certificate.clone()];
+    let list = alice.account.device_list(3, remaining.clone()).unwrap();
+    let response = app
+        .post_json(
+            "/api/v1/devices/first/revoke",
+            &json!({ "device_list": list }),
+            Some(&alice.device(1).token),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+
+    // A new key under the revoked device's id is refused for the id.
+    let keys = DeviceKeys::generate(device_id("first"));
+    let signed = alice
+        .account
+        .certify(&keys, homing::time::now_ms())
+        .unwrap();
+    let mut certificates = remaining;
+    certificates.push(signed.certificate.clone());
+    let list = alice.account.device_list(4, certificates).unwrap();
+    let (status, code) = error_code(
+        app.post_json(
+            "/api/v1/devices",
+            &json!({ "device_certificate": signed, "device_list": list }),
+            Some(&alice.device(1).token),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (409, "device_id_used"));
+}
