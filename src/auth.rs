@@ -193,15 +193,13 @@ pub fn issue_token(
     })
 }
 
-/// The device a token belongs to, if the token is valid now.
+/// The device a token belongs to, if the token is valid now. Takes the
+/// token's hash (`token_hash`), which callers work out once for their cache
+/// too, of a token that passed `well_formed`.
 pub fn authenticate(
     conn: &mut DbConnection,
-    token: &str,
+    hash: Vec<u8>,
 ) -> Result<AuthenticatedDevice, AuthError> {
-    if !well_formed(token) {
-        return Err(AuthError::InvalidToken);
-    }
-    let hash = token_hash(token);
     let now = now_ms();
     // `load`, not `first`: the token hash is unique, and SQLite re-prepares a
     // statement whose LIMIT is a bound parameter on every run, which made

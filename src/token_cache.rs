@@ -133,12 +133,15 @@ impl TokenCache {
         inner.confirmed_at = Some(asked);
     }
 
-    pub fn len(&self) -> usize {
-        self.lock().devices.len()
+    /// Checks the gateway sessions' tokens again at the next tick (the last
+    /// check failed).
+    fn recheck_sessions(&self) {
+        self.lock().sessions_unchecked = true;
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().devices.len()
     }
 }
 
@@ -183,7 +186,7 @@ pub async fn watch_revocations(state: AppState) {
         if state.tokens.take_sessions_unchecked() {
             if let Err(error) = end_revoked_sessions(&state).await {
                 tracing::warn!(%error, "cannot check the gateway sessions' tokens; trying again");
-                state.tokens.lock().sessions_unchecked = true;
+                state.tokens.recheck_sessions();
             }
         }
     }
@@ -235,7 +238,7 @@ mod tests {
         );
         cache.remember(cache.generation(), device(2, 100), 0);
         cache.forget_all();
-        assert!(cache.is_empty());
+        assert_eq!(cache.len(), 0);
     }
 
     #[test]

@@ -71,7 +71,7 @@ async fn authenticate(
     let generation = state.tokens.generation();
     let device = state
         .db
-        .run(move |conn| auth::authenticate(conn, &token))
+        .run(move |conn| auth::authenticate(conn, hash))
         .await?;
     state
         .tokens
