@@ -357,6 +357,19 @@ impl TestApp {
         body["nonce"].as_str().expect("nonce").to_string()
     }
 
+    /// Signs the device behind `token` out (`DELETE /api/v1/auth/token`)
+    /// and returns the answer's status.
+    pub async fn sign_out(&self, token: &str) -> u16 {
+        self.http
+            .delete(self.url("/api/v1/auth/token"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     /// Signs `device` in and returns the token.
     pub async fn sign_in(&self, account: &AccountKeys, device: &DeviceKeys) -> String {
         let nonce = self.challenge().await;

@@ -335,14 +335,7 @@ async fn expired_revoked_and_missing_tokens_are_refused() {
     assert_eq!((status, code.as_str()), (401, "invalid_token"));
 
     // Sign-out revokes the token.
-    let response = app
-        .http
-        .delete(app.url("/api/v1/auth/token"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 204);
+    assert_eq!(app.sign_out(&token).await, 204);
     let (status, code) = error_code(app.get_auth("/api/v1/account", &token).await).await;
     assert_eq!((status, code.as_str()), (401, "invalid_token"));
 

@@ -167,14 +167,7 @@ async fn a_sign_out_on_one_replica_ends_the_token_and_its_session_on_another() {
     let hello = socket.next().await.unwrap().unwrap();
     assert!(hello.to_text().unwrap().contains("HELLO"));
 
-    let signed_out = a
-        .http
-        .delete(a.url("/api/v1/auth/token"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signed_out.status(), 204);
+    assert_eq!(a.sign_out(&token).await, 204);
 
     let close = tokio::time::timeout(Duration::from_secs(3), async {
         loop {
