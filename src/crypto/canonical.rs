@@ -79,8 +79,10 @@ fn utf16_order(a: &str, b: &str) -> std::cmp::Ordering {
 /// escape.
 pub(crate) fn write_string(text: &str, out: &mut Vec<u8>) {
     out.push(b'"');
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = text.as_bytes();
     let mut start = 0;
+    let mut unicode = *b"\\u00XX";
     for (at, &byte) in bytes.iter().enumerate() {
         let escaped: &[u8] = match byte {
             b'"' => b"\\\"",
@@ -91,10 +93,9 @@ pub(crate) fn write_string(text: &str, out: &mut Vec<u8>) {
             b'\r' => b"\\r",
             b'\t' => b"\\t",
             0x00..=0x1f => {
-                out.extend_from_slice(&bytes[start..at]);
-                out.extend_from_slice(format!("\\u{byte:04x}").as_bytes());
-                start = at + 1;
-                continue;
+                unicode[4] = HEX[usize::from(byte >> 4)];
+                unicode[5] = HEX[usize::from(byte & 0x0f)];
+                &unicode
             }
             _ => continue,
         };
