@@ -244,6 +244,83 @@ pub fn next_batch(
     }))
 }
 
+/// (sender, message id, recipient) of a receipt.
+type ReceiptKey = (String, String, String);
+
+#[derive(QueryableByName)]
+struct Relayed {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    sender_account: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    message_id: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    recipient: String,
+}
+
+/// Marks these queued receipts relayed: one primary-key probe each.
+/// Planned on every call: a generic plan made while the table was small
+/// could scan it once it is large (see `storage::plan_each_time`).
+fn mark_relayed_postgres(
+    pg: &mut diesel::PgConnection,
+    keys: &[(&str, &str, &str)],
+    now: i64,
+) -> Result<Vec<ReceiptKey>, StorageError> {
+    use diesel::sql_types::{Array, BigInt, Text};
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let updated: Vec<Relayed> = diesel::sql_query(
+        "UPDATE delivery_receipts r SET state = 'relayed', detail = NULL, updated_at = $1 \
+         FROM unnest($2, $3, $4) AS k(sender_account, message_id, recipient) \
+         WHERE r.sender_account = k.sender_account AND r.message_id = k.message_id \
+         AND r.recipient = k.recipient AND r.state = 'queued' \
+         RETURNING r.sender_account, r.message_id, r.recipient",
+    )
+    .bind::<BigInt, _>(now)
+    .bind::<Array<Text>, _>(keys.iter().map(|k| k.0).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(keys.iter().map(|k| k.1).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(keys.iter().map(|k| k.2).collect::<Vec<_>>())
+    .load(pg)?;
+    Ok(updated
+        .into_iter()
+        .map(|r| (r.sender_account, r.message_id, r.recipient))
+        .collect())
+}
+
+/// The same on SQLite, one statement per sender: SQLite probes the
+/// primary key for each combination of the two `IN` lists.
+fn mark_relayed_sqlite(
+    c: &mut diesel::SqliteConnection,
+    relayed: BTreeMap<&str, (Vec<&str>, Vec<&str>)>,
+    now: i64,
+) -> Result<Vec<ReceiptKey>, StorageError> {
+    let mut all = Vec::new();
+    for (sender, (message_ids, mut recipients)) in relayed {
+        recipients.sort_unstable();
+        recipients.dedup();
+        let updated: Vec<(String, String)> = diesel::update(
+            delivery_receipts::table
+                .filter(delivery_receipts::sender_account.eq(sender))
+                .filter(delivery_receipts::message_id.eq_any(&message_ids))
+                .filter(delivery_receipts::recipient.eq_any(&recipients))
+                .filter(delivery_receipts::state.eq("queued")),
+        )
+        .set((
+            delivery_receipts::state.eq("relayed"),
+            delivery_receipts::detail.eq(None::<String>),
+            delivery_receipts::updated_at.eq(now),
+        ))
+        .returning((delivery_receipts::message_id, delivery_receipts::recipient))
+        .get_results(c)?;
+        all.extend(
+            updated
+                .into_iter()
+                .map(|(message_id, recipient)| (sender.to_string(), message_id, recipient)),
+        );
+    }
+    Ok(all)
+}
+
 fn new_txn_id() -> String {
     let mut bytes = [0u8; 16];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
@@ -272,6 +349,7 @@ pub fn complete(
     // destination is in this batch, so the product of the two lists names
     // exactly their receipts.
     let mut relayed: BTreeMap<&str, (Vec<&str>, Vec<&str>)> = BTreeMap::new();
+    let mut relayed_receipts: Vec<(&str, &str, &str)> = Vec::new();
     let mut others = Vec::new();
     for ((_, _, message_id, sender), sent) in batch.rows.iter().zip(&batch.transaction.messages) {
         let Some(sender) = sender else { continue };
@@ -300,41 +378,29 @@ pub fn complete(
             entry
                 .1
                 .extend(sent.recipients.iter().map(|r| r.address.as_str()));
+            relayed_receipts.extend(
+                sent.recipients
+                    .iter()
+                    .map(|r| (sender.as_str(), message_id.as_str(), r.address.as_str())),
+            );
         } else {
             others.extend(answers.into_iter().map(|a| (sender, message_id, a)));
         }
     }
-    let mut events = Vec::new();
-    for (sender, (message_ids, mut recipients)) in relayed {
-        recipients.sort_unstable();
-        recipients.dedup();
-        let updated: Vec<(String, String)> = with_backend!(conn, c => diesel::update(
-            delivery_receipts::table
-                .filter(delivery_receipts::sender_account.eq(sender))
-                .filter(delivery_receipts::message_id.eq_any(&message_ids))
-                .filter(delivery_receipts::recipient.eq_any(&recipients))
-                .filter(delivery_receipts::state.eq("queued"))
-                .filter(crate::storage::plan_each_time()),
-        )
-        .set((
-            delivery_receipts::state.eq("relayed"),
-            delivery_receipts::detail.eq(None::<String>),
-            delivery_receipts::updated_at.eq(now),
-        ))
-        .returning((delivery_receipts::message_id, delivery_receipts::recipient))
-        .get_results(c))?;
-        events.extend(
-            updated
-                .into_iter()
-                .map(|(message_id, recipient)| StatusEvent {
-                    sender_account: sender.to_string(),
-                    message_id,
-                    recipient,
-                    state: "relayed".into(),
-                    updated_at: now,
-                }),
-        );
-    }
+    let updated = match conn {
+        DbConnection::Postgres(pg) => mark_relayed_postgres(pg, &relayed_receipts, now)?,
+        DbConnection::Sqlite(c) => mark_relayed_sqlite(c, relayed, now)?,
+    };
+    let mut events: Vec<StatusEvent> = updated
+        .into_iter()
+        .map(|(sender_account, message_id, recipient)| StatusEvent {
+            sender_account,
+            message_id,
+            recipient,
+            state: "relayed".into(),
+            updated_at: now,
+        })
+        .collect();
     for (sender, message_id, recipient) in others {
         events.extend(record_result(conn, sender, message_id, &recipient, now)?);
     }

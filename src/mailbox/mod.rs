@@ -9,6 +9,7 @@ mod group_commit;
 mod purge;
 mod relayed;
 mod rows;
+mod rows_pg;
 mod send;
 mod send_batch;
 mod status;

@@ -17,9 +17,8 @@ use crate::address::Address;
 use crate::config::Limits;
 use crate::federation::wire::{MessageResult, RecipientResult, TxnMessage};
 use crate::storage::schema::messages;
-use crate::storage::DbConnection;
+use crate::storage::{DbConnection, StorageError};
 use crate::time::duration_ms;
-use crate::with_backend;
 
 /// Server settings that inbound delivery depends on.
 #[derive(Debug, Clone)]
@@ -61,14 +60,7 @@ pub fn deliver_relayed(
     let held: HashSet<String> = if ids.is_empty() {
         HashSet::new()
     } else {
-        with_backend!(conn, c => messages::table
-            .filter(messages::origin.eq(origin))
-            .filter(messages::message_id.eq_any(&ids))
-            .filter(crate::storage::plan_each_time())
-            .select(messages::message_id)
-            .load::<String>(c))?
-        .into_iter()
-        .collect()
+        held_already(conn, origin, &ids)?.into_iter().collect()
     };
     let mut aliases: Vec<String> = Vec::new();
     for (message, _) in batch.iter().zip(&decoded).filter(|(_, b)| b.is_some()) {
@@ -264,4 +256,42 @@ fn store(
         created.extend(written.notes(&reference, &one.targets, now)?);
     }
     Ok(created)
+}
+
+#[derive(diesel::QueryableByName)]
+struct HeldId {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    message_id: String,
+}
+
+/// Which of `ids` from `origin` this server holds already. On PostgreSQL,
+/// one probe of the unique key per id, whatever the statistics say: with
+/// `= ANY`, statistics taken before this origin's mail arrived made the
+/// planner read every message held from the origin and filter the ids (3
+/// ms per inbound transaction after a few seconds of load, growing with
+/// the origin's mail). A scalar subquery is never turned into a join, so
+/// it stays a look-up per id.
+fn held_already(
+    conn: &mut DbConnection,
+    origin: &str,
+    ids: &[&str],
+) -> Result<Vec<String>, StorageError> {
+    use diesel::sql_types::{Array, Text};
+    Ok(match conn {
+        DbConnection::Postgres(pg) => diesel::sql_query(
+            "SELECT k.message_id FROM unnest($1) AS k(message_id) WHERE (SELECT m.id FROM messages m \
+             WHERE m.origin = $2 AND m.message_id = k.message_id) IS NOT NULL",
+        )
+        .bind::<Array<Text>, _>(ids)
+        .bind::<Text, _>(origin)
+        .load::<HeldId>(pg)?
+        .into_iter()
+        .map(|held| held.message_id)
+        .collect(),
+        DbConnection::Sqlite(c) => messages::table
+            .filter(messages::origin.eq(origin))
+            .filter(messages::message_id.eq_any(ids))
+            .select(messages::message_id)
+            .load::<String>(c)?,
+    })
 }

@@ -8,10 +8,10 @@ use std::collections::{BTreeMap, HashMap};
 use diesel::prelude::*;
 
 use super::deliver::MessageRef;
+use super::rows_pg::{self, DeliveryRow};
 use super::{DeliveryMode, MailboxError, NewDelivery};
 use crate::storage::schema::{deliveries, devices, messages};
 use crate::storage::DbConnection;
-use crate::with_backend;
 
 /// Rows per multi-row statement: PostgreSQL allows 65,535 bound values and
 /// SQLite 32,766; the widest row here binds 9.
@@ -88,13 +88,16 @@ pub(super) fn insert(
             bump.1 = bump.1.saturating_add(body_len);
         }
     }
-    for (device_row, (count, bytes)) in &bumps {
-        with_backend!(conn, c => diesel::update(devices::table.find(device_row))
-            .set((
-                devices::pending_messages.eq(devices::pending_messages + count),
-                devices::pending_bytes.eq(devices::pending_bytes + bytes),
-            ))
-            .execute(c))?;
+    for (&device_row, &(count, bytes)) in &bumps {
+        match conn {
+            DbConnection::Postgres(pg) => rows_pg::bump_counters(pg, device_row, count, bytes)?,
+            DbConnection::Sqlite(c) => diesel::update(devices::table.find(device_row))
+                .set((
+                    devices::pending_messages.eq(devices::pending_messages + count),
+                    devices::pending_bytes.eq(devices::pending_bytes + bytes),
+                ))
+                .execute(c)?,
+        };
     }
     let cursors = insert_deliveries(conn, batch, &message_rows, now)?;
     Ok(Written {
@@ -108,6 +111,27 @@ fn insert_messages(
     batch: &[NewMessage<'_>],
     now: i64,
 ) -> Result<Vec<i64>, MailboxError> {
+    let ids: HashMap<String, i64> = match conn {
+        DbConnection::Postgres(pg) => rows_pg::insert_messages(pg, batch, now)?
+            .into_iter()
+            .collect(),
+        DbConnection::Sqlite(c) => insert_messages_sqlite(c, batch, now)?,
+    };
+    batch
+        .iter()
+        .map(|message| {
+            ids.get(message.message_id)
+                .copied()
+                .ok_or(diesel::result::Error::NotFound.into())
+        })
+        .collect()
+}
+
+fn insert_messages_sqlite(
+    c: &mut diesel::SqliteConnection,
+    batch: &[NewMessage<'_>],
+    now: i64,
+) -> QueryResult<HashMap<String, i64>> {
     let rows: Vec<_> = batch
         .iter()
         .map(|message| {
@@ -126,20 +150,13 @@ fn insert_messages(
         .collect();
     let mut ids: HashMap<String, i64> = HashMap::with_capacity(rows.len());
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let returned: Vec<(String, i64)> = with_backend!(conn, c => diesel::insert_into(messages::table)
+        let returned: Vec<(String, i64)> = diesel::insert_into(messages::table)
             .values(chunk)
             .returning((messages::message_id, messages::id))
-            .get_results(c))?;
+            .get_results(c)?;
         ids.extend(returned);
     }
-    batch
-        .iter()
-        .map(|message| {
-            ids.get(message.message_id)
-                .copied()
-                .ok_or(diesel::result::Error::NotFound.into())
-        })
-        .collect()
+    Ok(ids)
 }
 
 fn insert_deliveries(
@@ -150,28 +167,52 @@ fn insert_deliveries(
 ) -> Result<HashMap<(i64, i64), i64>, MailboxError> {
     let mut rows = Vec::new();
     for (message, message_row) in batch.iter().zip(message_rows) {
-        let body_len = message.body.len() as i64;
         for (account, targets) in message.targets {
             for (device_row, wrap) in targets {
-                rows.push((
-                    deliveries::message_row.eq(*message_row),
-                    deliveries::device_row.eq(*device_row),
-                    deliveries::recipient_account.eq(account.as_str()),
-                    deliveries::key_wrap.eq(wrap.as_slice()),
-                    deliveries::body_bytes.eq(body_len),
-                    deliveries::created_at.eq(now),
-                    deliveries::expires_at.eq(message.expires_at),
-                ));
+                rows.push(DeliveryRow {
+                    message_row: *message_row,
+                    device_row: *device_row,
+                    recipient_account: account,
+                    key_wrap: wrap,
+                    body_bytes: message.body.len() as i64,
+                    expires_at: message.expires_at,
+                });
             }
         }
     }
     let mut cursors = HashMap::with_capacity(rows.len());
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let returned: Vec<(i64, i64, i64)> = with_backend!(conn, c => diesel::insert_into(deliveries::table)
-            .values(chunk)
-            .returning((deliveries::message_row, deliveries::device_row, deliveries::id))
-            .get_results(c))?;
-        cursors.extend(returned.into_iter().map(|(m, d, id)| ((m, d), id)));
+    match conn {
+        DbConnection::Postgres(pg) => {
+            let returned = rows_pg::insert_deliveries(pg, &rows, now)?;
+            cursors.extend(returned.into_iter().map(|(m, d, id)| ((m, d), id)));
+        }
+        DbConnection::Sqlite(c) => {
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                let values: Vec<_> = chunk
+                    .iter()
+                    .map(|d| {
+                        (
+                            deliveries::message_row.eq(d.message_row),
+                            deliveries::device_row.eq(d.device_row),
+                            deliveries::recipient_account.eq(d.recipient_account),
+                            deliveries::key_wrap.eq(d.key_wrap),
+                            deliveries::body_bytes.eq(d.body_bytes),
+                            deliveries::created_at.eq(now),
+                            deliveries::expires_at.eq(d.expires_at),
+                        )
+                    })
+                    .collect();
+                let returned: Vec<(i64, i64, i64)> = diesel::insert_into(deliveries::table)
+                    .values(values)
+                    .returning((
+                        deliveries::message_row,
+                        deliveries::device_row,
+                        deliveries::id,
+                    ))
+                    .get_results(c)?;
+                cursors.extend(returned.into_iter().map(|(m, d, id)| ((m, d), id)));
+            }
+        }
     }
     Ok(cursors)
 }

@@ -17,6 +17,7 @@ use super::deliver::{
     evaluate_recipient, load_recipients, CheckRules, DeviceState, MessageRef, SendChecks,
 };
 use super::rows::{self, AccountTargets, NewMessage, ROWS_PER_STATEMENT};
+use super::rows_pg::{self, ReceiptRow, RecordRow, StoredRecord};
 use super::send::{
     answer_from_record, queue_remote, PreparedSend, RecipientStatus, RemoteRecipients, SendContext,
     SendOutcome, SendResponse, Sender,
@@ -76,25 +77,39 @@ fn answer_retries(
         // out which is a retry and which is refused.
         return Err(StorageError::Unavailable("one message id twice in a batch".into()).into());
     }
-    let mut senders: Vec<&str> = local
-        .iter()
-        .map(|&i| jobs[i].sender.account_key.as_str())
-        .collect();
-    senders.sort_unstable();
-    senders.dedup();
-    type Record = (String, String, Vec<u8>, String);
-    // Both key columns, so the look-up seeks the primary key.
-    let records: Vec<Record> = with_backend!(conn, c => send_idempotency::table
-        .filter(send_idempotency::sender_account.eq_any(&senders))
-        .filter(send_idempotency::message_id.eq_any(&ids))
-        .filter(crate::storage::plan_each_time())
-        .select((
-            send_idempotency::sender_account,
-            send_idempotency::message_id,
-            send_idempotency::request_digest,
-            send_idempotency::response,
-        ))
-        .load(c))?;
+    let records = match conn {
+        DbConnection::Postgres(pg) => {
+            let keys: Vec<(&str, &str)> = local
+                .iter()
+                .map(|&i| {
+                    (
+                        jobs[i].sender.account_key.as_str(),
+                        jobs[i].prepared.message_id(),
+                    )
+                })
+                .collect();
+            rows_pg::find_records(pg, &keys)?
+        }
+        DbConnection::Sqlite(c) => {
+            let mut senders: Vec<&str> = local
+                .iter()
+                .map(|&i| jobs[i].sender.account_key.as_str())
+                .collect();
+            senders.sort_unstable();
+            senders.dedup();
+            // Both key columns, so the look-up seeks the primary key.
+            send_idempotency::table
+                .filter(send_idempotency::sender_account.eq_any(&senders))
+                .filter(send_idempotency::message_id.eq_any(&ids))
+                .select((
+                    send_idempotency::sender_account,
+                    send_idempotency::message_id,
+                    send_idempotency::request_digest,
+                    send_idempotency::response,
+                ))
+                .load::<StoredRecord>(c)?
+        }
+    };
     let mut left = Vec::with_capacity(local.len());
     for index in local {
         let job = &mut *jobs[index];
@@ -338,19 +353,14 @@ fn insert_records(
     accepted: &[Accepted],
     now: i64,
 ) -> Result<(), MailboxError> {
-    let mut receipts = Vec::new();
-    let mut records = Vec::with_capacity(accepted.len());
+    let mut receipts: Vec<ReceiptRow<'_>> = Vec::new();
+    let mut records: Vec<RecordRow<'_>> = Vec::with_capacity(accepted.len());
     for one in accepted {
         let job = &jobs[one.job];
         let (request, parsed) = (&job.prepared.request, &job.prepared.parsed);
+        let (sender, message_id) = (job.sender.account_key.as_str(), request.message_id.as_str());
         for status in &one.statuses {
-            receipts.push((
-                delivery_receipts::sender_account.eq(job.sender.account_key.as_str()),
-                delivery_receipts::message_id.eq(request.message_id.as_str()),
-                delivery_receipts::recipient.eq(status.address.as_str()),
-                delivery_receipts::state.eq(status.status.as_str()),
-                delivery_receipts::updated_at.eq(now),
-            ));
+            receipts.push((sender, message_id, &status.address, &status.status));
         }
         let response = SendResponse {
             message_id: request.message_id.clone(),
@@ -358,23 +368,48 @@ fn insert_records(
         };
         let stored =
             serde_json::to_string(&response).map_err(|e| MailboxError::Invalid(e.to_string()))?;
-        records.push((
-            send_idempotency::sender_account.eq(job.sender.account_key.as_str()),
-            send_idempotency::message_id.eq(request.message_id.as_str()),
-            send_idempotency::request_digest.eq(parsed.digest.as_slice()),
-            send_idempotency::response.eq(stored),
-            send_idempotency::created_at.eq(now),
-        ));
+        records.push((sender, message_id, parsed.digest.as_slice(), stored));
     }
+    let DbConnection::Sqlite(c) = conn else {
+        if let DbConnection::Postgres(pg) = conn {
+            rows_pg::insert_receipts(pg, &receipts, now)?;
+            rows_pg::insert_records(pg, &records, now)?;
+        }
+        return Ok(());
+    };
     for chunk in receipts.chunks(ROWS_PER_STATEMENT) {
-        with_backend!(conn, c => diesel::insert_into(delivery_receipts::table)
-            .values(chunk)
-            .execute(c))?;
+        let values: Vec<_> = chunk
+            .iter()
+            .map(|&(sender, message_id, recipient, state)| {
+                (
+                    delivery_receipts::sender_account.eq(sender),
+                    delivery_receipts::message_id.eq(message_id),
+                    delivery_receipts::recipient.eq(recipient),
+                    delivery_receipts::state.eq(state),
+                    delivery_receipts::updated_at.eq(now),
+                )
+            })
+            .collect();
+        diesel::insert_into(delivery_receipts::table)
+            .values(values)
+            .execute(c)?;
     }
     for chunk in records.chunks(ROWS_PER_STATEMENT) {
-        with_backend!(conn, c => diesel::insert_into(send_idempotency::table)
-            .values(chunk)
-            .execute(c))?;
+        let values: Vec<_> = chunk
+            .iter()
+            .map(|(sender, message_id, digest, response)| {
+                (
+                    send_idempotency::sender_account.eq(*sender),
+                    send_idempotency::message_id.eq(*message_id),
+                    send_idempotency::request_digest.eq(*digest),
+                    send_idempotency::response.eq(response.as_str()),
+                    send_idempotency::created_at.eq(now),
+                )
+            })
+            .collect();
+        diesel::insert_into(send_idempotency::table)
+            .values(values)
+            .execute(c)?;
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! runtime. Backend-specific SQL lives in this module and nowhere else.
 
 mod connection;
+mod reusable;
 pub mod schema;
 
 use std::path::Path;
@@ -17,6 +18,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use crate::config::{DatabaseSettings, DatabaseUrl, SqliteSynchronous};
 
 pub use connection::DbConnection;
+pub use reusable::Reusable;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");

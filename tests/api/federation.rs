@@ -370,6 +370,47 @@ async fn a_retried_transaction_is_answered_from_the_record() {
 }
 
 #[tokio::test]
+async fn a_message_already_held_is_accepted_again_and_stored_once() {
+    let a = spawn_app().await;
+    let b = spawn_app().await;
+    let bob = b.register("bob").await;
+    let held = remote_message(&a, &b, &bob, b"held");
+    let fresh = remote_message(&a, &b, &bob, b"fresh");
+    let now = homing::time::now_ms() / 1000;
+    let body = |messages: &[&Value]| {
+        let messages: Vec<Value> = messages.iter().map(|m| txn_message(m)).collect();
+        serde_json::to_vec(&json!({"origin": a.server_name, "messages": messages})).unwrap()
+    };
+    let first = forge(&a, &b, "/federation/v1/txn/one", &body(&[&held]), now, None);
+    assert_eq!(send_forged(&first).await.0, 200);
+    // A later transaction (another id) carries the held message again, as
+    // after a crash between the remote's commit and the sender's.
+    let second = forge(
+        &a,
+        &b,
+        "/federation/v1/txn/two",
+        &body(&[&held, &fresh]),
+        now,
+        None,
+    );
+    let (status, answer) = send_forged_answer(&second).await;
+    assert_eq!(status, 200);
+    let statuses: Vec<&str> = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|result| result["recipients"][0]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["accepted", "accepted"]);
+    assert_eq!(
+        b.count("messages"),
+        2,
+        "the held message is not stored twice"
+    );
+    assert_eq!(b.count("deliveries"), 2);
+}
+
+#[tokio::test]
 async fn one_transaction_counts_its_own_mail_against_the_quota_and_stores_a_repeat_once() {
     let a = spawn_app().await;
     let b = spawn_app_with(vec![(
