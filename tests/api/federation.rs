@@ -369,6 +369,16 @@ async fn a_retried_transaction_is_answered_from_the_record() {
     assert_eq!(send_forged(&other).await, (409, "txn_reused".into()));
 }
 
+/// Each message's status for its first recipient, from a transaction's answer.
+fn first_recipient_statuses(answer: &Value) -> Vec<&str> {
+    answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|result| result["recipients"][0]["status"].as_str().unwrap())
+        .collect()
+}
+
 #[tokio::test]
 async fn a_message_already_held_is_accepted_again_and_stored_once() {
     let a = spawn_app().await;
@@ -395,12 +405,7 @@ async fn a_message_already_held_is_accepted_again_and_stored_once() {
     );
     let (status, answer) = send_forged_answer(&second).await;
     assert_eq!(status, 200);
-    let statuses: Vec<&str> = answer["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|result| result["recipients"][0]["status"].as_str().unwrap())
-        .collect();
+    let statuses = first_recipient_statuses(&answer);
     assert_eq!(statuses, ["accepted", "accepted"]);
     assert_eq!(
         b.count("messages"),
@@ -429,12 +434,7 @@ async fn one_transaction_counts_its_own_mail_against_the_quota_and_stores_a_repe
     let forged = forge(&a, &b, "/federation/v1/txn/quota", &body, now, None);
     let (status, answer) = send_forged_answer(&forged).await;
     assert_eq!(status, 200);
-    let statuses: Vec<&str> = answer["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|result| result["recipients"][0]["status"].as_str().unwrap())
-        .collect();
+    let statuses = first_recipient_statuses(&answer);
     // Bob's device holds at most two: the third message finds it full.
     assert_eq!(
         statuses,
