@@ -288,14 +288,24 @@ fn mark_relayed_postgres(
 }
 
 /// The same on SQLite, one statement per sender: SQLite probes the
-/// primary key for each combination of the two `IN` lists.
+/// primary key for each combination of the two `IN` lists. Every recipient
+/// of these messages on this destination was in the batch, so the product
+/// of a sender's message ids and recipients names exactly their receipts.
 fn mark_relayed_sqlite(
     c: &mut diesel::SqliteConnection,
-    relayed: BTreeMap<&str, (Vec<&str>, Vec<&str>)>,
+    keys: &[(&str, &str, &str)],
     now: i64,
 ) -> Result<Vec<ReceiptKey>, StorageError> {
+    let mut by_sender: BTreeMap<&str, (Vec<&str>, Vec<&str>)> = BTreeMap::new();
+    for &(sender, message_id, recipient) in keys {
+        let (message_ids, recipients) = by_sender.entry(sender).or_default();
+        if message_ids.last() != Some(&message_id) {
+            message_ids.push(message_id);
+        }
+        recipients.push(recipient);
+    }
     let mut all = Vec::new();
-    for (sender, (message_ids, mut recipients)) in relayed {
+    for (sender, (message_ids, mut recipients)) in by_sender {
         recipients.sort_unstable();
         recipients.dedup();
         let updated: Vec<(String, String)> = diesel::update(
@@ -332,9 +342,9 @@ fn new_txn_id() -> String {
 /// caller's write transaction.
 ///
 /// Only the recipients this batch carried are updated, whatever else the
-/// answer names; one it leaves out bounces. Receipts of recipients the remote accepted become
-/// `relayed` with one statement per sender; other statuses (rare) one by
-/// one, with their details.
+/// answer names; one it leaves out bounces. Receipts of recipients the
+/// remote accepted become `relayed` in one statement (one per sender on
+/// SQLite); other statuses (rare) one by one, with their details.
 pub fn complete(
     conn: &mut DbConnection,
     destination: &str,
@@ -344,11 +354,8 @@ pub fn complete(
 ) -> Result<Vec<StatusEvent>, StorageError> {
     let ids: Vec<i64> = batch.rows.iter().map(|row| row.0).collect();
     with_backend!(conn, c => diesel::delete(outbox::table.filter(outbox::id.eq_any(&ids))).execute(c))?;
-    // Per sender: message ids whose recipients were all accepted, and
-    // those recipients. Every recipient of such a message on this
-    // destination is in this batch, so the product of the two lists names
-    // exactly their receipts.
-    let mut relayed: BTreeMap<&str, (Vec<&str>, Vec<&str>)> = BTreeMap::new();
+    // (sender, message id, recipient) of each message whose recipients
+    // were all accepted.
     let mut relayed_receipts: Vec<(&str, &str, &str)> = Vec::new();
     let mut others = Vec::new();
     for ((_, _, message_id, sender), sent) in batch.rows.iter().zip(&batch.transaction.messages) {
@@ -373,11 +380,6 @@ pub fn complete(
             })
             .collect();
         if answers.iter().all(|a| a.status == "accepted") {
-            let entry = relayed.entry(sender.as_str()).or_default();
-            entry.0.push(message_id.as_str());
-            entry
-                .1
-                .extend(sent.recipients.iter().map(|r| r.address.as_str()));
             relayed_receipts.extend(
                 sent.recipients
                     .iter()
@@ -389,7 +391,7 @@ pub fn complete(
     }
     let updated = match conn {
         DbConnection::Postgres(pg) => mark_relayed_postgres(pg, &relayed_receipts, now)?,
-        DbConnection::Sqlite(c) => mark_relayed_sqlite(c, relayed, now)?,
+        DbConnection::Sqlite(c) => mark_relayed_sqlite(c, &relayed_receipts, now)?,
     };
     let mut events: Vec<StatusEvent> = updated
         .into_iter()

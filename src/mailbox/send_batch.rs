@@ -370,12 +370,13 @@ fn insert_records(
             serde_json::to_string(&response).map_err(|e| MailboxError::Invalid(e.to_string()))?;
         records.push((sender, message_id, parsed.digest.as_slice(), stored));
     }
-    let DbConnection::Sqlite(c) = conn else {
-        if let DbConnection::Postgres(pg) = conn {
+    let c = match conn {
+        DbConnection::Postgres(pg) => {
             rows_pg::insert_receipts(pg, &receipts, now)?;
             rows_pg::insert_records(pg, &records, now)?;
+            return Ok(());
         }
-        return Ok(());
+        DbConnection::Sqlite(c) => c,
     };
     for chunk in receipts.chunks(ROWS_PER_STATEMENT) {
         let values: Vec<_> = chunk

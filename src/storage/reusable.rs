@@ -83,7 +83,7 @@ impl QueryFragment<Pg> for Reusable<'_> {
             number += 1;
             let bind = binds
                 .next()
-                .filter(|_| rest[at + 1..at + 1 + digits] == *number.to_string())
+                .filter(|_| rest[at + 1..at + 1 + digits].parse() == Ok(number))
                 .ok_or_else(|| misplaced(self.sql))?;
             bind.push(&mut out)?;
             rest = &rest[at + 1 + digits..];
