@@ -5,8 +5,11 @@ use std::net::{IpAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::dev::{Server, Service};
-use actix_web::{web, App, HttpServer};
+use actix_http::HttpService;
+use actix_service::{map_config, IntoServiceFactory};
+use actix_web::body::MessageBody;
+use actix_web::dev::{AppConfig, Server, Service, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::{web, App};
 use anyhow::Context;
 
 use crate::api;
@@ -177,40 +180,76 @@ impl Application {
     }
 }
 
+/// The App every request is served by; each worker builds two (one for
+/// plain requests, one for upgrades), sharing `state`.
+fn app(
+    state: &AppState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let metrics = state.metrics.clone();
+    let settings = state.settings.clone();
+    App::new()
+        .wrap_fn(move |request, service| {
+            let started = Instant::now();
+            let route = request
+                .match_pattern()
+                .unwrap_or_else(|| "unmatched".to_string());
+            let metrics = metrics.clone();
+            let response = service.call(request);
+            async move {
+                let response = response.await?;
+                metrics.observe_request(
+                    &route,
+                    response.status().as_u16(),
+                    started.elapsed().as_secs_f64(),
+                );
+                Ok(response)
+            }
+        })
+        .app_data(web::Data::new(state.clone()))
+        .configure(move |cfg| api::configure(cfg, &settings))
+}
+
+/// The HTTP server: actix-web's App on actix-http's HTTP/1 service, as
+/// `HttpServer` would build it, plus the upgrade hook that serves the
+/// gateway's WebSocket without the dispatcher's buffers (`api::upgraded`).
 fn http_server(listener: TcpListener, state: AppState) -> anyhow::Result<Server> {
     let shutdown_secs = state.settings.shutdown_timeout.as_secs();
     let client_timeout = state.settings.client_timeout;
-    let server = HttpServer::new(move || {
-        let metrics = state.metrics.clone();
-        App::new()
-            .wrap_fn(move |request, service| {
-                let started = Instant::now();
-                let route = request
-                    .match_pattern()
-                    .unwrap_or_else(|| "unmatched".to_string());
-                let metrics = metrics.clone();
-                let response = service.call(request);
-                async move {
-                    let response = response.await?;
-                    metrics.observe_request(
-                        &route,
-                        response.status().as_u16(),
-                        started.elapsed().as_secs_f64(),
-                    );
-                    Ok(response)
-                }
-            })
-            .app_data(web::Data::new(state.clone()))
-            .configure(|cfg| api::configure(cfg, &state.settings))
-    })
-    .client_request_timeout(client_timeout)
-    .client_disconnect_timeout(Duration::from_secs(1))
-    // Gateway frames are small writes; with Nagle's algorithm each waited
-    // for the client's delayed ACK (up to 40 ms) once notifications came
-    // faster than one per round trip.
-    .tcp_nodelay(true)
-    .listen(listener)?
-    .shutdown_timeout(shutdown_secs)
-    .run();
+    let write_stall = state.settings.gateway.heartbeat_timeout;
+    let local_addr = listener.local_addr()?;
+    let builder = actix_server::Server::build();
+    let shutting_down = builder.graceful_shutdown_signal();
+    let server = builder
+        .listen("homingd", listener, move || {
+            let (state, shutting_down) = (state.clone(), shutting_down.clone());
+            let make_app = move || map_config(app(&state).into_factory(), |_| AppConfig::default());
+            HttpService::build()
+                .graceful_shutdown_signal(move || {
+                    let signal = shutting_down.clone();
+                    async move { signal.notified().await }
+                })
+                .client_request_timeout(client_timeout)
+                .client_disconnect_timeout(Duration::from_secs(1))
+                // Gateway frames are small writes; with Nagle's algorithm
+                // each waited for the client's delayed ACK (up to 40 ms)
+                // once notifications came faster than one per round trip.
+                .tcp_nodelay(true)
+                .local_addr(local_addr)
+                .upgrade(api::upgraded::service(make_app.clone(), write_stall))
+                // Boxed futures: the dispatcher holds its service's future
+                // inline, in every connection's task, idle or not.
+                .finish(actix_service::boxed::factory(make_app()))
+                .tcp()
+        })?
+        .shutdown_timeout(shutdown_secs)
+        .run();
     Ok(server)
 }

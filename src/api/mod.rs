@@ -13,6 +13,7 @@ mod links;
 pub mod openapi;
 pub mod server_info;
 mod signed;
+pub mod upgraded;
 
 use actix_web::dev::{HttpServiceFactory, ServiceResponse};
 use actix_web::http::{header, StatusCode};

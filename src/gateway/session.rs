@@ -52,14 +52,17 @@ pub async fn run_session(
         .max_frame_size(MAX_CLIENT_FRAME)
         .aggregate_continuations()
         .max_continuation_size(MAX_CLIENT_FRAME);
+    // Only the text is kept across the await: this future lives as long
+    // as the session, and a JSON map would stay allocated with it.
     let hello = json!({
         "type": "HELLO",
         "session_id": ticket.id,
         "heartbeat_interval_ms": config.heartbeat_interval.as_millis() as u64,
-    });
-    let mut alive = session.text(hello.to_string()).await.is_ok();
-    for event in &initial {
-        alive = alive && send_event(&mut session, event).await;
+    })
+    .to_string();
+    let mut alive = session.text(hello).await.is_ok();
+    for event in initial {
+        alive = alive && send_event(&mut session, &event).await;
     }
     let mut ticker = tokio::time::interval(config.heartbeat_interval);
     ticker.tick().await;

@@ -22,3 +22,4 @@ mod replicas;
 mod resolver;
 mod schema;
 mod test_servers;
+mod upgrades;

@@ -1,0 +1,156 @@
+//! Upgrade requests at the byte level: the gateway's WebSocket is served
+//! outside actix-http's HTTP/1 dispatcher, so what a raw client sends and
+//! reads around the upgrade is pinned here.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{spawn_app, TestApp};
+
+const WITHIN: Duration = Duration::from_secs(5);
+
+/// An upgrade request for `path`, with `token` as bearer if given.
+fn upgrade_request(app: &TestApp, path: &str, token: Option<&str>) -> Vec<u8> {
+    let host = app.address.trim_start_matches("http://");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{auth}\r\n"
+    )
+    .into_bytes()
+}
+
+async fn open(app: &TestApp) -> TcpStream {
+    TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .expect("connect")
+}
+
+/// Reads up to the end of the response head; returns it and what followed.
+async fn read_head(socket: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut bytes = Vec::new();
+    loop {
+        if let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = bytes.split_off(end + 4);
+            return (String::from_utf8(bytes).expect("ASCII head"), rest);
+        }
+        let mut chunk = [0u8; 1024];
+        let n = tokio::time::timeout(WITHIN, socket.read(&mut chunk))
+            .await
+            .expect("a response in time")
+            .expect("read");
+        assert!(n > 0, "connection closed before the response head");
+        bytes.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Reads until the server closes the connection.
+async fn read_to_close(socket: &mut TcpStream, mut bytes: Vec<u8>) -> Vec<u8> {
+    tokio::time::timeout(WITHIN, socket.read_to_end(&mut bytes))
+        .await
+        .expect("the server closes the connection")
+        .expect("read");
+    bytes
+}
+
+/// A client frame (masked, as RFC 6455 requires) with a short payload.
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x11, 0x22, 0x33, 0x44];
+    let mut frame = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// Server frames (unmasked) read until one has `opcode`; its payload.
+async fn frame_with_opcode(socket: &mut TcpStream, mut buffered: Vec<u8>, opcode: u8) -> Vec<u8> {
+    loop {
+        while buffered.len() >= 2 {
+            let (code, short) = (buffered[0] & 0x0f, (buffered[1] & 0x7f) as usize);
+            let (start, len) = match short {
+                126 if buffered.len() >= 4 => {
+                    (4, u16::from_be_bytes([buffered[2], buffered[3]]) as usize)
+                }
+                126 => break,
+                127 => panic!("no frame here is that large"),
+                len => (2, len),
+            };
+            if buffered.len() < start + len {
+                break;
+            }
+            let payload = buffered[start..start + len].to_vec();
+            buffered.drain(..start + len);
+            if code == opcode {
+                return payload;
+            }
+        }
+        let mut chunk = [0u8; 1024];
+        let n = tokio::time::timeout(WITHIN, socket.read(&mut chunk))
+            .await
+            .expect("a frame in time")
+            .expect("read");
+        assert!(n > 0, "connection closed before the frame");
+        buffered.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test]
+async fn frames_sent_right_behind_the_upgrade_request_are_not_lost() {
+    let app = spawn_app().await;
+    let bob = app.register("bob").await;
+    let mut socket = open(&app).await;
+    // The request and a ping in one write: the ping arrives with the
+    // request's bytes, before the server has answered.
+    let mut bytes = upgrade_request(&app, "/api/v1/gateway", Some(&bob.device(0).token));
+    bytes.extend(client_frame(0x9, b"are you there"));
+    socket.write_all(&bytes).await.unwrap();
+    let (head, rest) = read_head(&mut socket).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let hello = frame_with_opcode(&mut socket, rest.clone(), 0x1).await;
+    assert!(String::from_utf8_lossy(&hello).contains("HELLO"));
+    let pong = frame_with_opcode(&mut socket, rest, 0xA).await;
+    assert_eq!(pong, b"are you there");
+}
+
+#[tokio::test]
+async fn a_refused_upgrade_gets_the_json_error_and_the_connection_closes() {
+    let app = spawn_app().await;
+    let mut socket = open(&app).await;
+    socket
+        .write_all(&upgrade_request(&app, "/api/v1/gateway", None))
+        .await
+        .unwrap();
+    let (head, rest) = read_head(&mut socket).await;
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
+    assert!(head.to_lowercase().contains("connection: close"), "{head}");
+    let body = read_to_close(&mut socket, rest).await;
+    let error: serde_json::Value = serde_json::from_slice(&body).expect("a JSON error body");
+    assert_eq!(error["error"], "missing_token");
+}
+
+#[tokio::test]
+async fn an_upgrade_request_for_another_path_is_answered_as_http() {
+    let app = spawn_app().await;
+    let mut socket = open(&app).await;
+    socket
+        .write_all(&upgrade_request(&app, "/healthz", None))
+        .await
+        .unwrap();
+    let (head, rest) = read_head(&mut socket).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|line| {
+            line.to_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_string)
+        })
+        .expect("a content-length")
+        .trim()
+        .parse()
+        .unwrap();
+    let body = read_to_close(&mut socket, rest).await;
+    assert_eq!(body.len(), length);
+}
