@@ -46,6 +46,18 @@ async fn read_head(socket: &mut TcpStream) -> (String, Vec<u8>) {
     }
 }
 
+/// Sends an upgrade request for `path` without a token; the socket, the
+/// answer's head and what followed it.
+async fn answer_to_upgrade(app: &TestApp, path: &str) -> (TcpStream, String, Vec<u8>) {
+    let mut socket = open(app).await;
+    socket
+        .write_all(&upgrade_request(app, path, None))
+        .await
+        .unwrap();
+    let (head, rest) = read_head(&mut socket).await;
+    (socket, head, rest)
+}
+
 /// Reads until the server closes the connection.
 async fn read_to_close(socket: &mut TcpStream, mut bytes: Vec<u8>) -> Vec<u8> {
     tokio::time::timeout(WITHIN, socket.read_to_end(&mut bytes))
@@ -117,12 +129,7 @@ async fn frames_sent_right_behind_the_upgrade_request_are_not_lost() {
 #[tokio::test]
 async fn a_refused_upgrade_gets_the_json_error_and_the_connection_closes() {
     let app = spawn_app().await;
-    let mut socket = open(&app).await;
-    socket
-        .write_all(&upgrade_request(&app, "/api/v1/gateway", None))
-        .await
-        .unwrap();
-    let (head, rest) = read_head(&mut socket).await;
+    let (mut socket, head, rest) = answer_to_upgrade(&app, "/api/v1/gateway").await;
     assert!(head.starts_with("HTTP/1.1 401"), "{head}");
     assert!(head.to_lowercase().contains("connection: close"), "{head}");
     let body = read_to_close(&mut socket, rest).await;
@@ -133,12 +140,7 @@ async fn a_refused_upgrade_gets_the_json_error_and_the_connection_closes() {
 #[tokio::test]
 async fn an_upgrade_request_for_another_path_is_answered_as_http() {
     let app = spawn_app().await;
-    let mut socket = open(&app).await;
-    socket
-        .write_all(&upgrade_request(&app, "/healthz", None))
-        .await
-        .unwrap();
-    let (head, rest) = read_head(&mut socket).await;
+    let (mut socket, head, rest) = answer_to_upgrade(&app, "/healthz").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let length: usize = head
         .lines()
