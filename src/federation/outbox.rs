@@ -26,6 +26,8 @@ const BACKOFF_CAP: Duration = Duration::from_secs(3_600);
 /// A batch ready to send.
 #[derive(Debug, Clone)]
 pub struct Batch {
+    /// Sent before under this id and never answered.
+    pub resent: bool,
     pub txn_id: String,
     pub transaction: Transaction,
     /// `(outbox row, message row, message id, sender)` per message.
@@ -148,16 +150,18 @@ type OutboxRow = (
     Option<String>,
 );
 
-/// The next batch for `destination`: the rows of an unanswered transaction
-/// again under the same id, or else the oldest rows under a new id.
-/// Transactions in `in_flight` (sent and not yet answered) are skipped.
-/// Runs in the caller's write transaction, which must commit the new id
-/// before the batch is sent.
+/// The next batch for `destination`: with `resend`, the rows of an
+/// unanswered transaction again under the same id; else (or when there is
+/// none) the oldest unsent rows under a new id. Transactions in
+/// `in_flight` (sent and not yet answered) are skipped. Runs in the
+/// caller's write transaction, which must commit the new id before the
+/// batch is sent.
 pub fn next_batch(
     conn: &mut DbConnection,
     origin: &str,
     destination: &str,
     in_flight: &[String],
+    resend: bool,
 ) -> Result<Option<Batch>, StorageError> {
     let select = |conn: &mut DbConnection, pending: bool| -> Result<Vec<OutboxRow>, StorageError> {
         Ok(with_backend!(conn, c => {
@@ -188,7 +192,12 @@ pub fn next_batch(
             }
         })?)
     };
-    let mut rows = select(conn, true)?;
+    let mut rows = if resend {
+        select(conn, true)?
+    } else {
+        Vec::new()
+    };
+    let resent = !rows.is_empty();
     let txn_id = match rows.first().and_then(|row| row.9.clone()) {
         Some(txn_id) => {
             rows.retain(|row| row.9.as_deref() == Some(txn_id.as_str()));
@@ -211,9 +220,21 @@ pub fn next_batch(
             }
             let txn_id = new_txn_id();
             let ids: Vec<i64> = rows.iter().map(|row| row.0).collect();
-            with_backend!(conn, c => diesel::update(outbox::table.filter(outbox::id.eq_any(&ids)))
-                .set(outbox::txn_id.eq(&txn_id))
-                .execute(c))?;
+            match conn {
+                // diesel never keeps an `UPDATE` prepared; this one has a
+                // single plan (by primary key).
+                DbConnection::Postgres(pg) => crate::storage::Reusable::new(
+                    "UPDATE outbox SET txn_id = $1 WHERE id = ANY($2)",
+                )
+                .bind::<diesel::sql_types::Text, _>(&txn_id)
+                .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(&ids)
+                .execute(pg)?,
+                DbConnection::Sqlite(c) => {
+                    diesel::update(outbox::table.filter(outbox::id.eq_any(&ids)))
+                        .set(outbox::txn_id.eq(&txn_id))
+                        .execute(c)?
+                }
+            };
             txn_id
         }
     };
@@ -235,6 +256,7 @@ pub fn next_batch(
         refs.push((id, message_row, message_id, sender));
     }
     Ok(Some(Batch {
+        resent,
         txn_id,
         transaction: Transaction {
             origin: origin.to_string(),
@@ -259,7 +281,8 @@ struct Relayed {
 
 /// Marks these queued receipts relayed: one primary-key probe each.
 /// Planned on every call: a generic plan made while the table was small
-/// could scan it once it is large (see `storage::plan_each_time`).
+/// could scan it once it is large. (diesel never keeps a `sql_query`
+/// prepared, so PostgreSQL plans it for each call's values.)
 fn mark_relayed_postgres(
     pg: &mut diesel::PgConnection,
     keys: &[(&str, &str, &str)],

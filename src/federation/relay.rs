@@ -214,16 +214,22 @@ async fn drain(state: &AppState, destination: &str, owner: &str) -> anyhow::Resu
     let mut sending = FuturesUnordered::new();
     let mut in_flight: Vec<String> = Vec::new();
     let mut empty = false;
+    // Transactions an earlier attempt sent and never heard back about go
+    // first, under their ids. None appears during this attempt: one of
+    // its own that fails ends it. So once a new transaction is made, the
+    // look-up for them is skipped.
+    let mut resend = true;
     let mut failure: Option<anyhow::Error> = None;
     loop {
         while failure.is_none() && !empty && in_flight.len() < WINDOW {
             let (origin, name, skip) = (origin.clone(), destination.to_string(), in_flight.clone());
             match write(state, move |conn| {
-                outbox::next_batch(conn, &origin, &name, &skip)
+                outbox::next_batch(conn, &origin, &name, &skip, resend)
             })
             .await
             {
                 Ok(Some(batch)) => {
+                    resend = resend && batch.resent;
                     in_flight.push(batch.txn_id.clone());
                     sending.push(send_batch(state, &target, destination, owner, batch));
                 }

@@ -101,19 +101,31 @@ pub(crate) fn load_recipients(
     // A row per live device, or one row without a device for an account
     // that has none.
     type Row = (String, String, Option<DeviceState>);
-    let joined: Vec<Row> = with_backend!(conn, c => accounts::table
-        .left_join(devices::table.on(
-            devices::account_key.eq(accounts::account_key).and(devices::revoked_at.is_null())))
-        .filter(accounts::alias.eq_any(aliases))
-        .filter(accounts::disabled_at.is_null())
-        .order(devices::id.asc())
-        .select((
-            accounts::alias,
-            accounts::account_key,
-            (devices::id, devices::device_id, devices::last_seen_at, devices::pending_messages,
-                devices::pending_bytes).nullable(),
-        ))
-        .load(c))?;
+    let joined: Vec<Row> = match conn {
+        DbConnection::Postgres(pg) => super::rows_pg::load_recipients(pg, aliases)?,
+        DbConnection::Sqlite(c) => accounts::table
+            .left_join(
+                devices::table.on(devices::account_key
+                    .eq(accounts::account_key)
+                    .and(devices::revoked_at.is_null())),
+            )
+            .filter(accounts::alias.eq_any(aliases))
+            .filter(accounts::disabled_at.is_null())
+            .order(devices::id.asc())
+            .select((
+                accounts::alias,
+                accounts::account_key,
+                (
+                    devices::id,
+                    devices::device_id,
+                    devices::last_seen_at,
+                    devices::pending_messages,
+                    devices::pending_bytes,
+                )
+                    .nullable(),
+            ))
+            .load(c)?,
+    };
     let mut found: HashMap<String, (String, Vec<DeviceState>)> = HashMap::new();
     for (alias, account, device) in joined {
         let entry = found.entry(alias).or_insert_with(|| (account, Vec::new()));

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::send::{send_within, PreparedSend, SendContext, SendOutcome, Sender};
 use super::send_batch::{store_batch, SendJob};
 use super::MailboxError;
-use crate::storage::{write_transaction, Database, DbConnection, StorageError};
+use crate::storage::{write_transaction, Database, DbConnection, Pooled, StorageError};
 
 /// Most writes in one transaction.
 const MAX_BATCH: usize = 256;
@@ -253,13 +253,17 @@ fn next_batch(receiver: &Mutex<mpsc::Receiver<Queued>>) -> Option<Vec<Queued>> {
 }
 
 fn writer(db: Database, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>, sizes: Histogram) {
+    // The connection of the last batch that committed, kept for the next:
+    // a checkout from the pool would test it with a round trip first. A
+    // batch that fails gives it back, and the next takes a tested one.
+    let mut held = None;
     while let Some(mut batch) = next_batch(&receiver) {
         sizes.observe(batch.len() as f64);
         // A panic in one write must not take the writer (and with it every
         // later send) down: its batch was not committed, so each caller is
         // told to try again and the writer goes on.
         let shared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            commit(&db, &mut batch, Isolation::Shared)
+            commit(&db, &mut held, &mut batch, Isolation::Shared)
         }));
         if let Ok((Ok(()), _)) = shared {
             for job in batch {
@@ -269,7 +273,7 @@ fn writer(db: Database, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>, sizes: His
         }
         for attempt in 1..=ATTEMPTS {
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                commit(&db, &mut batch, Isolation::Savepoint)
+                commit(&db, &mut held, &mut batch, Isolation::Savepoint)
             }));
             let (committed, transient) = match outcome {
                 Ok(outcome) => outcome,
@@ -300,40 +304,53 @@ fn writer(db: Database, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>, sizes: His
     }
 }
 
-/// Runs one transaction over `batch`; says whether it committed and, per
-/// job, whether it failed transiently. With `Isolation::Shared` a failed
-/// write rolls the batch back.
+/// Runs one transaction over `batch` on the `held` connection (or one from
+/// the pool); says whether it committed and, per job, whether it failed
+/// transiently. With `Isolation::Shared` a failed write rolls the batch
+/// back. The connection is kept only when the batch committed.
 fn commit(
     db: &Database,
+    held: &mut Option<Pooled>,
     batch: &mut [Queued],
     isolation: Isolation,
 ) -> (Result<(), String>, Vec<bool>) {
-    let mut conn = match db.get() {
+    let mut conn = match held.take().map_or_else(|| db.get(), Ok) {
         Ok(conn) => conn,
         Err(error) => return (Err(error.to_string()), vec![true; batch.len()]),
     };
     let mut transient = Vec::with_capacity(batch.len());
     let committed = write_transaction(&mut conn, |conn| {
-        if isolation == Isolation::Shared {
-            run_shared(conn, batch)?;
+        let open = if isolation == Isolation::Shared {
+            let open = run_shared(conn, batch)?;
             transient = vec![false; batch.len()];
+            open
         } else {
             for job in batch.iter_mut() {
                 let ran = job.run(conn, isolation);
                 transient.push(matches!(ran, Ran::Failed { transient: true }));
             }
+            false
+        };
+        if open {
+            Ok(())
+        } else {
+            still_open(conn)
         }
-        still_open(conn)
     });
     match committed {
-        Ok(()) => (Ok(()), transient),
+        Ok(()) => {
+            *held = Some(conn);
+            (Ok(()), transient)
+        }
         Err(error) => (Err(error.to_string()), vec![true; batch.len()]),
     }
 }
 
 /// Runs a batch without savepoints: the sends together, the rest one by
 /// one. An error means some write failed and the batch must roll back.
-fn run_shared(conn: &mut DbConnection, batch: &mut [Queued]) -> Result<(), MailboxError> {
+/// True when the batch's last statement was the sends' and succeeded,
+/// which shows the transaction is still open (see [`still_open`]).
+fn run_shared(conn: &mut DbConnection, batch: &mut [Queued]) -> Result<bool, MailboxError> {
     let failed = || {
         MailboxError::Storage(StorageError::Unavailable(
             "a write failed; the batch runs again with savepoints".into(),
@@ -347,10 +364,13 @@ fn run_shared(conn: &mut DbConnection, batch: &mut [Queued]) -> Result<(), Mailb
         }
     }
     let mut sends: Vec<&mut SendJob> = sends.iter_mut().filter_map(|job| job.as_send()).collect();
-    if !sends.is_empty() {
-        store_batch(conn, &mut sends).map_err(|_| failed())?;
+    if sends.is_empty() {
+        return Ok(false);
     }
-    Ok(())
+    // `store_batch` always reads before it returns, so its success means
+    // a statement ran after every other write of the batch.
+    store_batch(conn, &mut sends).map_err(|_| failed())?;
+    Ok(true)
 }
 
 /// PostgreSQL turns the `COMMIT` of a transaction that an error aborted

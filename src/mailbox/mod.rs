@@ -3,6 +3,7 @@
 //! here; the API calls these and then wakes the gateway with what they
 //! return.
 
+mod batch_lookup;
 mod deliver;
 mod digest;
 mod group_commit;
@@ -10,6 +11,7 @@ mod purge;
 mod relayed;
 mod rows;
 mod rows_pg;
+mod rows_sqlite;
 mod send;
 mod send_batch;
 mod status;
@@ -184,10 +186,13 @@ pub fn remove_finished_messages(
     if message_rows.is_empty() {
         return Ok(0);
     }
-    Ok(with_backend!(conn, c => diesel::delete(
+    let c = match conn {
+        DbConnection::Postgres(pg) => return Ok(rows_pg::remove_finished(pg, message_rows)?),
+        DbConnection::Sqlite(c) => c,
+    };
+    Ok(diesel::delete(
         messages::table
             .filter(messages::id.eq_any(message_rows))
-            .filter(crate::storage::plan_each_time())
             .filter(diesel::dsl::not(diesel::dsl::exists(
                 deliveries::table.filter(deliveries::message_row.eq(messages::id)),
             )))
@@ -195,7 +200,7 @@ pub fn remove_finished_messages(
                 outbox::table.filter(outbox::message_row.eq(messages::id)),
             ))),
     )
-    .execute(c))?)
+    .execute(c)?)
 }
 
 /// Pending deliveries on this server and their body bytes (per target

@@ -240,7 +240,7 @@ fn store(
             targets: &one.targets,
         })
         .collect();
-    let written = rows::insert(conn, &batch, now)?;
+    let written = rows::insert(conn, &batch, &rows::Beside::default(), now)?;
     let mut created = Vec::new();
     for (one, &message_row) in storing.iter().zip(&written.message_rows) {
         let reference = MessageRef {
@@ -270,7 +270,7 @@ struct HeldId {
 /// planner read every message held from the origin and filter the ids (3
 /// ms per inbound transaction after a few seconds of load, growing with
 /// the origin's mail). A scalar subquery is never turned into a join, so
-/// it stays a look-up per id.
+/// it stays a look-up per id, and the statement can stay prepared.
 fn held_already(
     conn: &mut DbConnection,
     origin: &str,
@@ -278,7 +278,7 @@ fn held_already(
 ) -> Result<Vec<String>, StorageError> {
     use diesel::sql_types::{Array, Text};
     Ok(match conn {
-        DbConnection::Postgres(pg) => diesel::sql_query(
+        DbConnection::Postgres(pg) => crate::storage::Reusable::new(
             "SELECT k.message_id FROM unnest($1) AS k(message_id) WHERE (SELECT m.id FROM messages m \
              WHERE m.origin = $2 AND m.message_id = k.message_id) IS NOT NULL",
         )

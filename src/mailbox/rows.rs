@@ -1,26 +1,30 @@
-//! Many messages and their deliveries written with a few statements: the
-//! messages, one counter update per target device, the deliveries. Used by
-//! the group commit's sends and by inbound transactions, where it replaces
-//! a handful of statements per message (each a round trip on PostgreSQL).
+//! Many messages and their deliveries written together: the messages, one
+//! counter update per target device, the deliveries and, for a group
+//! commit's sends, the senders' receipts, the idempotency records and the
+//! outbox rows. Used by the group commit's sends and by inbound
+//! transactions, where it replaces a handful of statements per message.
+//!
+//! On PostgreSQL all of it is one statement (`rows_pg`): every statement
+//! is a round trip in the writer's serial conversation with the database,
+//! which is what bounds a batch there. SQLite, where a statement costs no
+//! round trip, runs a few multi-row statements (`rows_sqlite`).
 
 use std::collections::{BTreeMap, HashMap};
 
-use diesel::prelude::*;
-
 use super::deliver::MessageRef;
-use super::rows_pg::{self, DeliveryRow};
+use super::{rows_pg, rows_sqlite};
 use super::{DeliveryMode, MailboxError, NewDelivery};
-use crate::storage::schema::{deliveries, devices, messages};
 use crate::storage::DbConnection;
 
-/// Rows per multi-row statement: PostgreSQL allows 65,535 bound values and
-/// SQLite 32,766; the widest row here binds 9.
+/// Rows per multi-row statement on SQLite, which allows 32,766 bound
+/// values; the widest row there binds 9.
 pub(super) const ROWS_PER_STATEMENT: usize = 1_000;
 
 /// A recipient account and its target devices' rows with their key wraps.
 pub(super) type AccountTargets = (String, Vec<(i64, Vec<u8>)>);
 
-/// One message to store. Message ids are distinct within one call.
+/// One message to store. Message ids are distinct within one call, and
+/// all messages of one call have the same origin.
 pub(super) struct NewMessage<'a> {
     pub origin: &'a str,
     pub message_id: &'a str,
@@ -32,6 +36,38 @@ pub(super) struct NewMessage<'a> {
     pub expires_at: i64,
     pub targets: &'a [AccountTargets],
 }
+
+/// A sender's receipt for one recipient: (sender, message id, recipient, state).
+pub(super) type ReceiptRow<'a> = (&'a str, &'a str, &'a str, &'a str);
+
+/// A send's idempotency record: (sender, message id, request digest, response).
+pub(super) type RecordRow<'a> = (&'a str, &'a str, &'a [u8], String);
+
+/// A message's relay work for one server: (message id, destination, the
+/// recipients there as JSON).
+pub(super) type OutboxRow<'a> = (&'a str, &'a str, String);
+
+/// What a group commit's sends write beside their messages; nothing for
+/// relayed mail.
+#[derive(Default)]
+pub(super) struct Beside<'a> {
+    pub receipts: Vec<ReceiptRow<'a>>,
+    pub records: Vec<RecordRow<'a>>,
+    pub outbox: Vec<OutboxRow<'a>>,
+}
+
+/// One delivery to insert: its message (an index into the batch), its
+/// device and what the device needs to open the message.
+pub(super) struct DeliveryRow<'a> {
+    pub message: usize,
+    pub device_row: i64,
+    pub recipient_account: &'a str,
+    pub key_wrap: &'a [u8],
+}
+
+/// The pending messages and bytes a batch adds to each target device, in
+/// device row order.
+pub(super) type Bumps = BTreeMap<i64, (i64, i64)>;
 
 /// What [`insert`] wrote.
 pub(super) struct Written {
@@ -62,10 +98,14 @@ impl Written {
     }
 }
 
-/// Writes `batch`: messages, device counters, deliveries.
+/// Writes `batch` and what goes `beside` it. Device rows are locked (by
+/// the counter update, in id order) before any delivery draws its id, so
+/// one device's deliveries commit in id order: a device that syncs past a
+/// cursor never sees a lower id commit later.
 pub(super) fn insert(
     conn: &mut DbConnection,
     batch: &[NewMessage<'_>],
+    beside: &Beside<'_>,
     now: i64,
 ) -> Result<Written, MailboxError> {
     if batch.is_empty() {
@@ -74,148 +114,50 @@ pub(super) fn insert(
             cursors: HashMap::new(),
         });
     }
-    let message_rows = insert_messages(conn, batch, now)?;
-    // Device rows are locked (by the counter update, in id order) before
-    // any delivery draws its id, so one device's deliveries commit in id
-    // order: a device that syncs past a cursor never sees a lower id
-    // commit later.
-    let mut bumps: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
-    for message in batch {
+    let mut bumps = Bumps::new();
+    let mut deliveries = Vec::new();
+    for (index, message) in batch.iter().enumerate() {
         let body_len = message.body.len() as i64;
-        for (device_row, _) in message.targets.iter().flat_map(|(_, t)| t) {
-            let bump = bumps.entry(*device_row).or_default();
-            bump.0 += 1;
-            bump.1 = bump.1.saturating_add(body_len);
+        for (account, targets) in message.targets {
+            for (device_row, wrap) in targets {
+                let bump = bumps.entry(*device_row).or_default();
+                bump.0 += 1;
+                bump.1 = bump.1.saturating_add(body_len);
+                deliveries.push(DeliveryRow {
+                    message: index,
+                    device_row: *device_row,
+                    recipient_account: account,
+                    key_wrap: wrap,
+                });
+            }
         }
     }
-    for (&device_row, &(count, bytes)) in &bumps {
-        match conn {
-            DbConnection::Postgres(pg) => rows_pg::bump_counters(pg, device_row, count, bytes)?,
-            DbConnection::Sqlite(c) => diesel::update(devices::table.find(device_row))
-                .set((
-                    devices::pending_messages.eq(devices::pending_messages + count),
-                    devices::pending_bytes.eq(devices::pending_bytes + bytes),
-                ))
-                .execute(c)?,
-        };
+    let (message_ids, cursors) = match conn {
+        DbConnection::Postgres(pg) => rows_pg::store(pg, batch, &bumps, &deliveries, beside, now)?,
+        DbConnection::Sqlite(c) => rows_sqlite::store(c, batch, &bumps, &deliveries, beside, now)?,
+    };
+    let message_rows = batch
+        .iter()
+        .map(|message| {
+            message_ids
+                .get(message.message_id)
+                .copied()
+                .ok_or(diesel::result::Error::NotFound.into())
+        })
+        .collect::<Result<Vec<i64>, MailboxError>>()?;
+    if cursors.len() != deliveries.len() {
+        // A device row that vanished: the counter update found nothing to
+        // lock, so its deliveries were not written.
+        return Err(diesel::result::Error::NotFound.into());
     }
-    let cursors = insert_deliveries(conn, batch, &message_rows, now)?;
     Ok(Written {
         message_rows,
         cursors,
     })
 }
 
-fn insert_messages(
-    conn: &mut DbConnection,
-    batch: &[NewMessage<'_>],
-    now: i64,
-) -> Result<Vec<i64>, MailboxError> {
-    let ids: HashMap<String, i64> = match conn {
-        DbConnection::Postgres(pg) => rows_pg::insert_messages(pg, batch, now)?
-            .into_iter()
-            .collect(),
-        DbConnection::Sqlite(c) => insert_messages_sqlite(c, batch, now)?,
-    };
-    batch
-        .iter()
-        .map(|message| {
-            ids.get(message.message_id)
-                .copied()
-                .ok_or(diesel::result::Error::NotFound.into())
-        })
-        .collect()
-}
-
-fn insert_messages_sqlite(
-    c: &mut diesel::SqliteConnection,
-    batch: &[NewMessage<'_>],
-    now: i64,
-) -> QueryResult<HashMap<String, i64>> {
-    let rows: Vec<_> = batch
-        .iter()
-        .map(|message| {
-            (
-                messages::origin.eq(message.origin),
-                messages::message_id.eq(message.message_id),
-                messages::sender_account.eq(message.sender.map(|(account, _)| account)),
-                messages::sender_device.eq(message.sender.map(|(_, device)| device)),
-                messages::request_digest.eq(message.digest),
-                messages::body.eq(message.body),
-                messages::delivery_mode.eq(message.delivery.as_str()),
-                messages::created_at.eq(now),
-                messages::expires_at.eq(message.expires_at),
-            )
-        })
-        .collect();
-    let mut ids: HashMap<String, i64> = HashMap::with_capacity(rows.len());
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let returned: Vec<(String, i64)> = diesel::insert_into(messages::table)
-            .values(chunk)
-            .returning((messages::message_id, messages::id))
-            .get_results(c)?;
-        ids.extend(returned);
-    }
-    Ok(ids)
-}
-
-fn insert_deliveries(
-    conn: &mut DbConnection,
-    batch: &[NewMessage<'_>],
-    message_rows: &[i64],
-    now: i64,
-) -> Result<HashMap<(i64, i64), i64>, MailboxError> {
-    let mut rows = Vec::new();
-    for (message, message_row) in batch.iter().zip(message_rows) {
-        for (account, targets) in message.targets {
-            for (device_row, wrap) in targets {
-                rows.push(DeliveryRow {
-                    message_row: *message_row,
-                    device_row: *device_row,
-                    recipient_account: account,
-                    key_wrap: wrap,
-                    body_bytes: message.body.len() as i64,
-                    expires_at: message.expires_at,
-                });
-            }
-        }
-    }
-    let mut cursors = HashMap::with_capacity(rows.len());
-    match conn {
-        DbConnection::Postgres(pg) => {
-            let returned = rows_pg::insert_deliveries(pg, &rows, now)?;
-            cursors.extend(returned.into_iter().map(|(m, d, id)| ((m, d), id)));
-        }
-        DbConnection::Sqlite(c) => {
-            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                let values: Vec<_> = chunk
-                    .iter()
-                    .map(|d| {
-                        (
-                            deliveries::message_row.eq(d.message_row),
-                            deliveries::device_row.eq(d.device_row),
-                            deliveries::recipient_account.eq(d.recipient_account),
-                            deliveries::key_wrap.eq(d.key_wrap),
-                            deliveries::body_bytes.eq(d.body_bytes),
-                            deliveries::created_at.eq(now),
-                            deliveries::expires_at.eq(d.expires_at),
-                        )
-                    })
-                    .collect();
-                let returned: Vec<(i64, i64, i64)> = diesel::insert_into(deliveries::table)
-                    .values(values)
-                    .returning((
-                        deliveries::message_row,
-                        deliveries::device_row,
-                        deliveries::id,
-                    ))
-                    .get_results(c)?;
-                cursors.extend(returned.into_iter().map(|(m, d, id)| ((m, d), id)));
-            }
-        }
-    }
-    Ok(cursors)
-}
+/// Message rows by message id, and delivery ids by (message row, device row).
+pub(super) type Stored = (HashMap<String, i64>, HashMap<(i64, i64), i64>);
 
 /// The devices' pending counts after a delivery of `body_len` bytes to
 /// each of `targets`, so that later messages of the same batch are checked

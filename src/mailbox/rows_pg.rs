@@ -1,214 +1,265 @@
-//! The batch inserts on PostgreSQL: each takes its rows as one array per
-//! column, so its text is the same for every batch and the writer's
-//! connection keeps it prepared (see `storage::reusable`). SQLite, which
-//! has no arrays, uses diesel's multi-row inserts instead.
+//! The batch on PostgreSQL, in one statement (see `rows`). It takes its
+//! rows as one array per column, so its text is the same for every batch
+//! and the writer's connection keeps it prepared (`storage::reusable`).
+
+use std::collections::HashMap;
 
 use diesel::pg::PgConnection;
 use diesel::sql_types::{Array, BigInt, Binary, Nullable, Text};
 use diesel::{QueryResult, QueryableByName, RunQueryDsl};
 
-use super::rows::NewMessage;
+use super::deliver::DeviceState;
+use super::rows::{Beside, Bumps, DeliveryRow, NewMessage, Stored};
 use crate::storage::Reusable;
 
 #[derive(QueryableByName)]
-struct MessageRow {
-    #[diesel(sql_type = Text)]
-    message_id: String,
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-}
-
-/// Inserts `batch`; returns each message's id with its row.
-pub(super) fn insert_messages(
-    pg: &mut PgConnection,
-    batch: &[NewMessage<'_>],
-    now: i64,
-) -> QueryResult<Vec<(String, i64)>> {
-    let rows: Vec<MessageRow> = Reusable::new(
-        "INSERT INTO messages (origin, message_id, sender_account, sender_device, \
-         request_digest, body, delivery_mode, created_at, expires_at) \
-         SELECT m.origin, m.message_id, m.sender_account, m.sender_device, m.digest, m.body, \
-         m.delivery_mode, $1, m.expires_at \
-         FROM unnest($2, $3, $4, $5, $6, $7, $8, $9) AS m(origin, message_id, \
-         sender_account, sender_device, digest, body, delivery_mode, expires_at) \
-         RETURNING message_id, id",
-    )
-    .bind::<BigInt, _>(now)
-    .bind::<Array<Text>, _>(batch.iter().map(|m| m.origin).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(batch.iter().map(|m| m.message_id).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Text>>, _>(
-        batch
-            .iter()
-            .map(|m| m.sender.map(|s| s.0))
-            .collect::<Vec<_>>(),
-    )
-    .bind::<Array<Nullable<Text>>, _>(
-        batch
-            .iter()
-            .map(|m| m.sender.map(|s| s.1))
-            .collect::<Vec<_>>(),
-    )
-    .bind::<Array<Binary>, _>(batch.iter().map(|m| m.digest).collect::<Vec<_>>())
-    .bind::<Array<Binary>, _>(batch.iter().map(|m| m.body).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(
-        batch
-            .iter()
-            .map(|m| m.delivery.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind::<Array<BigInt>, _>(batch.iter().map(|m| m.expires_at).collect::<Vec<_>>())
-    .load(pg)?;
-    Ok(rows
-        .into_iter()
-        .map(|row| (row.message_id, row.id))
-        .collect())
-}
-
-/// One delivery to insert.
-pub(super) struct DeliveryRow<'a> {
-    pub message_row: i64,
-    pub device_row: i64,
-    pub recipient_account: &'a str,
-    pub key_wrap: &'a [u8],
-    pub body_bytes: i64,
-    pub expires_at: i64,
-}
-
-#[derive(QueryableByName)]
-struct DeliveryId {
+struct StoredRow {
+    /// A message's id, on the rows that name a message.
+    #[diesel(sql_type = Nullable<Text>)]
+    message_id: Option<String>,
     #[diesel(sql_type = BigInt)]
     message_row: i64,
-    #[diesel(sql_type = BigInt)]
-    device_row: i64,
-    #[diesel(sql_type = BigInt)]
-    id: i64,
+    /// A delivery's device and id, on the rows that name a delivery.
+    #[diesel(sql_type = Nullable<BigInt>)]
+    device_row: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    delivery_id: Option<i64>,
 }
 
-/// Inserts `rows`; returns (message row, device row, delivery id) of each.
-pub(super) fn insert_deliveries(
+/// The batch in one statement. Its parts depend on each other only through
+/// what they return: a delivery joins its message's new row (`m`) and its
+/// device's counter update (`c`), so the device row is locked before the
+/// delivery draws its id; the outbox rows join their messages. Foreign
+/// keys are checked at the statement's end, when the messages exist.
+const STORE: &str = "WITH m AS (\
+     INSERT INTO messages (origin, message_id, sender_account, sender_device, request_digest, \
+     body, delivery_mode, created_at, expires_at) \
+     SELECT m.origin, m.message_id, m.sender_account, m.sender_device, m.digest, m.body, \
+     m.delivery_mode, $1, m.expires_at \
+     FROM unnest($2, $3, $4, $5, $6, $7, $8, $9) AS m(origin, message_id, sender_account, \
+     sender_device, digest, body, delivery_mode, expires_at) \
+     RETURNING message_id, id, expires_at, octet_length(body) AS body_bytes), \
+     c AS (UPDATE devices SET pending_messages = devices.pending_messages + b.count, \
+     pending_bytes = devices.pending_bytes + b.bytes \
+     FROM unnest($10, $11, $12) AS b(device_row, count, bytes) WHERE devices.id = b.device_row \
+     RETURNING devices.id), \
+     d AS (INSERT INTO deliveries (message_row, device_row, recipient_account, key_wrap, \
+     body_bytes, created_at, expires_at) \
+     SELECT m.id, t.device_row, t.recipient_account, t.key_wrap, m.body_bytes, $13, m.expires_at \
+     FROM unnest($14, $15, $16, $17) AS t(message_id, device_row, recipient_account, key_wrap) \
+     JOIN m ON m.message_id = t.message_id JOIN c ON c.id = t.device_row \
+     RETURNING message_row, device_row, id), \
+     r AS (INSERT INTO delivery_receipts (sender_account, message_id, recipient, state, updated_at) \
+     SELECT r.sender_account, r.message_id, r.recipient, r.state, $18 \
+     FROM unnest($19, $20, $21, $22) AS r(sender_account, message_id, recipient, state)), \
+     i AS (INSERT INTO send_idempotency (sender_account, message_id, request_digest, response, \
+     created_at) \
+     SELECT i.sender_account, i.message_id, i.request_digest, i.response, $23 \
+     FROM unnest($24, $25, $26, $27) AS i(sender_account, message_id, request_digest, response)), \
+     s AS (INSERT INTO destinations (server_name) \
+     SELECT DISTINCT s.server_name FROM unnest($28) AS s(server_name) ON CONFLICT DO NOTHING), \
+     o AS (INSERT INTO outbox (message_row, destination, recipients, created_at) \
+     SELECT m.id, o.destination, o.recipients, $29 \
+     FROM unnest($30, $31, $32) AS o(message_id, destination, recipients) \
+     JOIN m ON m.message_id = o.message_id) \
+     SELECT m.message_id, m.id AS message_row, NULL::bigint AS device_row, \
+     NULL::bigint AS delivery_id FROM m \
+     UNION ALL SELECT NULL, d.message_row, d.device_row, d.id FROM d";
+
+/// Writes the batch, its counters, deliveries and what goes beside it in
+/// one round trip.
+pub(super) fn store(
     pg: &mut PgConnection,
-    rows: &[DeliveryRow<'_>],
+    batch: &[NewMessage<'_>],
+    bumps: &Bumps,
+    deliveries: &[DeliveryRow<'_>],
+    beside: &Beside<'_>,
     now: i64,
-) -> QueryResult<Vec<(i64, i64, i64)>> {
-    let numbers = |f: fn(&DeliveryRow<'_>) -> i64| rows.iter().map(f).collect::<Vec<_>>();
-    let ids: Vec<DeliveryId> = Reusable::new(
-        "INSERT INTO deliveries (message_row, device_row, recipient_account, key_wrap, \
-         body_bytes, created_at, expires_at) \
-         SELECT d.message_row, d.device_row, d.recipient_account, d.key_wrap, d.body_bytes, \
-         $1, d.expires_at \
-         FROM unnest($2, $3, $4, $5, $6, $7) \
-         AS d(message_row, device_row, recipient_account, key_wrap, body_bytes, expires_at) \
-         RETURNING message_row, device_row, id",
-    )
-    .bind::<BigInt, _>(now)
-    .bind::<Array<BigInt>, _>(numbers(|d| d.message_row))
-    .bind::<Array<BigInt>, _>(numbers(|d| d.device_row))
-    .bind::<Array<Text>, _>(rows.iter().map(|d| d.recipient_account).collect::<Vec<_>>())
-    .bind::<Array<Binary>, _>(rows.iter().map(|d| d.key_wrap).collect::<Vec<_>>())
-    .bind::<Array<BigInt>, _>(numbers(|d| d.body_bytes))
-    .bind::<Array<BigInt>, _>(numbers(|d| d.expires_at))
-    .load(pg)?;
-    Ok(ids
-        .into_iter()
-        .map(|d| (d.message_row, d.device_row, d.id))
-        .collect())
-}
-
-/// A sender's receipt for one recipient: (sender, message id, recipient, state).
-pub(super) type ReceiptRow<'a> = (&'a str, &'a str, &'a str, &'a str);
-
-pub(super) fn insert_receipts(
-    pg: &mut PgConnection,
-    rows: &[ReceiptRow<'_>],
-    now: i64,
-) -> QueryResult<usize> {
-    Reusable::new(
-        "INSERT INTO delivery_receipts (sender_account, message_id, recipient, state, updated_at) \
-         SELECT r.sender_account, r.message_id, r.recipient, r.state, $1 \
-         FROM unnest($2, $3, $4, $5) AS r(sender_account, message_id, recipient, state)",
-    )
-    .bind::<BigInt, _>(now)
-    .bind::<Array<Text>, _>(rows.iter().map(|r| r.0).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(rows.iter().map(|r| r.1).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(rows.iter().map(|r| r.2).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(rows.iter().map(|r| r.3).collect::<Vec<_>>())
-    .execute(pg)
-}
-
-/// A send's idempotency record: (sender, message id, request digest, response).
-pub(super) type RecordRow<'a> = (&'a str, &'a str, &'a [u8], String);
-
-pub(super) fn insert_records(
-    pg: &mut PgConnection,
-    rows: &[RecordRow<'_>],
-    now: i64,
-) -> QueryResult<usize> {
-    Reusable::new(
-        "INSERT INTO send_idempotency (sender_account, message_id, request_digest, response, \
-         created_at) \
-         SELECT r.sender_account, r.message_id, r.request_digest, r.response, $1 \
-         FROM unnest($2, $3, $4, $5) AS r(sender_account, message_id, request_digest, response)",
-    )
-    .bind::<BigInt, _>(now)
-    .bind::<Array<Text>, _>(rows.iter().map(|r| r.0).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(rows.iter().map(|r| r.1).collect::<Vec<_>>())
-    .bind::<Array<Binary>, _>(rows.iter().map(|r| r.2).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(rows.iter().map(|r| r.3.as_str()).collect::<Vec<_>>())
-    .execute(pg)
-}
-
-/// Adds a batch's deliveries to a device's pending counters. diesel never
-/// keeps an `UPDATE` prepared; this one has a single plan (by primary key).
-pub(super) fn bump_counters(
-    pg: &mut PgConnection,
-    device_row: i64,
-    count: i64,
-    bytes: i64,
-) -> QueryResult<usize> {
-    Reusable::new(
-        "UPDATE devices SET pending_messages = pending_messages + $1, \
-         pending_bytes = pending_bytes + $2 WHERE id = $3",
-    )
-    .bind::<BigInt, _>(count)
-    .bind::<BigInt, _>(bytes)
-    .bind::<BigInt, _>(device_row)
-    .execute(pg)
+) -> QueryResult<Stored> {
+    fn column<'r, T, U>(rows: &'r [T], f: impl Fn(&'r T) -> U) -> Vec<U> {
+        rows.iter().map(f).collect()
+    }
+    let (receipts, records, outbox) = (&beside.receipts, &beside.records, &beside.outbox);
+    let rows: Vec<StoredRow> = Reusable::new(STORE)
+        .bind::<BigInt, _>(now)
+        .bind::<Array<Text>, _>(column(batch, |m| m.origin))
+        .bind::<Array<Text>, _>(column(batch, |m| m.message_id))
+        .bind::<Array<Nullable<Text>>, _>(column(batch, |m| m.sender.map(|s| s.0)))
+        .bind::<Array<Nullable<Text>>, _>(column(batch, |m| m.sender.map(|s| s.1)))
+        .bind::<Array<Binary>, _>(column(batch, |m| m.digest))
+        .bind::<Array<Binary>, _>(column(batch, |m| m.body))
+        .bind::<Array<Text>, _>(column(batch, |m| m.delivery.as_str()))
+        .bind::<Array<BigInt>, _>(column(batch, |m| m.expires_at))
+        .bind::<Array<BigInt>, _>(bumps.keys().copied().collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(bumps.values().map(|b| b.0).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(bumps.values().map(|b| b.1).collect::<Vec<_>>())
+        .bind::<BigInt, _>(now)
+        .bind::<Array<Text>, _>(column(deliveries, |d| batch[d.message].message_id))
+        .bind::<Array<BigInt>, _>(column(deliveries, |d| d.device_row))
+        .bind::<Array<Text>, _>(column(deliveries, |d| d.recipient_account))
+        .bind::<Array<Binary>, _>(column(deliveries, |d| d.key_wrap))
+        .bind::<BigInt, _>(now)
+        .bind::<Array<Text>, _>(column(receipts, |r| r.0))
+        .bind::<Array<Text>, _>(column(receipts, |r| r.1))
+        .bind::<Array<Text>, _>(column(receipts, |r| r.2))
+        .bind::<Array<Text>, _>(column(receipts, |r| r.3))
+        .bind::<BigInt, _>(now)
+        .bind::<Array<Text>, _>(column(records, |r| r.0))
+        .bind::<Array<Text>, _>(column(records, |r| r.1))
+        .bind::<Array<Binary>, _>(column(records, |r| r.2))
+        .bind::<Array<Text>, _>(column(records, |r| r.3.as_str()))
+        .bind::<Array<Text>, _>(column(outbox, |o| o.1))
+        .bind::<BigInt, _>(now)
+        .bind::<Array<Text>, _>(column(outbox, |o| o.0))
+        .bind::<Array<Text>, _>(column(outbox, |o| o.1))
+        .bind::<Array<Text>, _>(column(outbox, |o| o.2.as_str()))
+        .load(pg)?;
+    let mut message_rows = HashMap::with_capacity(batch.len());
+    let mut cursors = HashMap::with_capacity(deliveries.len());
+    for row in rows {
+        match (row.message_id, row.device_row, row.delivery_id) {
+            (Some(message_id), _, _) => {
+                message_rows.insert(message_id, row.message_row);
+            }
+            (None, Some(device_row), Some(id)) => {
+                cursors.insert((row.message_row, device_row), id);
+            }
+            _ => {}
+        }
+    }
+    Ok((message_rows, cursors))
 }
 
 /// A stored idempotency record: (sender, message id, digest, response).
 pub(super) type StoredRecord = (String, String, Vec<u8>, String);
 
-#[derive(QueryableByName)]
-struct RecordFound {
-    #[diesel(sql_type = Text)]
-    sender_account: String,
-    #[diesel(sql_type = Text)]
-    message_id: String,
-    #[diesel(sql_type = Binary)]
-    request_digest: Vec<u8>,
-    #[diesel(sql_type = Text)]
-    response: String,
+/// The accounts behind `aliases` with their live devices (id order): the
+/// recipients' part of [`look_up`], whose other parts cost nothing here.
+pub(crate) fn load_recipients(
+    pg: &mut PgConnection,
+    aliases: &[&str],
+) -> QueryResult<Vec<RecipientRowOf>> {
+    Ok(look_up(pg, &[], aliases)?.recipients)
 }
 
-/// The idempotency records of these (sender, message id) pairs: one index
-/// probe per pair. Planned on every call, never prepared: a generic plan
-/// made while the table is small could scan it once it is large (see
-/// `storage::plan_each_time`).
-pub(super) fn find_records(
+#[derive(QueryableByName)]
+struct LookedUp {
+    /// 1: an idempotency record; 2: a recipient (and a device); 3: a
+    /// federation rule.
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    part: i32,
+    /// The sender, the alias or the server.
+    #[diesel(sql_type = Text)]
+    first: String,
+    /// The message id, the account or the rule.
+    #[diesel(sql_type = Text)]
+    second: String,
+    #[diesel(sql_type = Nullable<Binary>)]
+    request_digest: Option<Vec<u8>>,
+    #[diesel(sql_type = Nullable<Text>)]
+    response: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    device_row: Option<i64>,
+    #[diesel(sql_type = Nullable<Text>)]
+    device_id: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    last_seen_at: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pending_messages: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    pending_bytes: Option<i64>,
+}
+
+/// A recipient row: (alias, account, its device, if it has any).
+pub(super) type RecipientRowOf = (String, String, Option<DeviceState>);
+
+/// What [`look_up`] read.
+pub(super) struct Read {
+    pub records: Vec<StoredRecord>,
+    pub recipients: Vec<RecipientRowOf>,
+    /// (server, "allow" or "deny").
+    pub rules: Vec<(String, String)>,
+}
+
+/// The reads of a group commit (see `batch_lookup`) in one statement: the
+/// idempotency records of `keys`, the accounts of `aliases` with their
+/// live devices in id order (the alias is a unique key) and the federation
+/// rules (a handful of rows, often none). Prepared, like the writes: each
+/// record is looked up by a subquery with `LIMIT`, which PostgreSQL never
+/// turns into a join, so even a generic plan made while the table was
+/// nearly empty stays one probe per key instead of reading the sender's
+/// whole history.
+pub(super) fn look_up(
     pg: &mut PgConnection,
     keys: &[(&str, &str)],
-) -> QueryResult<Vec<StoredRecord>> {
-    let found: Vec<RecordFound> = diesel::sql_query(
-        "SELECT s.sender_account, s.message_id, s.request_digest, s.response \
+    aliases: &[&str],
+) -> QueryResult<Read> {
+    let rows: Vec<LookedUp> = Reusable::new(
+        "SELECT 1 AS part, k.sender_account AS first, k.message_id AS second, \
+         s.request_digest, s.response, NULL::bigint AS device_row, NULL::text AS device_id, \
+         NULL::bigint AS last_seen_at, NULL::bigint AS pending_messages, \
+         NULL::bigint AS pending_bytes \
          FROM unnest($1, $2) AS k(sender_account, message_id) \
-         JOIN send_idempotency s \
-         ON s.sender_account = k.sender_account AND s.message_id = k.message_id",
+         CROSS JOIN LATERAL (SELECT i.request_digest, i.response FROM send_idempotency i \
+         WHERE i.sender_account = k.sender_account AND i.message_id = k.message_id LIMIT 1) s \
+         UNION ALL \
+         SELECT 2, a.alias, a.account_key, NULL, NULL, d.id, d.device_id, d.last_seen_at, \
+         d.pending_messages, d.pending_bytes \
+         FROM accounts a LEFT JOIN devices d \
+         ON d.account_key = a.account_key AND d.revoked_at IS NULL \
+         WHERE a.alias = ANY($3) AND a.disabled_at IS NULL \
+         UNION ALL \
+         SELECT 3, r.server_name, r.rule, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
+         FROM federation_rules r \
+         ORDER BY part, device_row",
     )
     .bind::<Array<Text>, _>(keys.iter().map(|k| k.0).collect::<Vec<_>>())
     .bind::<Array<Text>, _>(keys.iter().map(|k| k.1).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(aliases)
     .load(pg)?;
-    Ok(found
-        .into_iter()
-        .map(|r| (r.sender_account, r.message_id, r.request_digest, r.response))
-        .collect())
+    let mut read = Read {
+        records: Vec::new(),
+        recipients: Vec::new(),
+        rules: Vec::new(),
+    };
+    for row in rows {
+        match row.part {
+            1 => read.records.push((
+                row.first,
+                row.second,
+                row.request_digest.unwrap_or_default(),
+                row.response.unwrap_or_default(),
+            )),
+            2 => {
+                let device = match (row.device_row, row.device_id, row.last_seen_at) {
+                    (Some(id), Some(device_id), Some(seen)) => Some((
+                        id,
+                        device_id,
+                        seen,
+                        row.pending_messages.unwrap_or(0),
+                        row.pending_bytes.unwrap_or(0),
+                    )),
+                    _ => None,
+                };
+                read.recipients.push((row.first, row.second, device));
+            }
+            _ => read.rules.push((row.first, row.second)),
+        }
+    }
+    Ok(read)
+}
+
+/// Deletes those of `message_rows` that no delivery or outbox row refers
+/// to any more. Each check is a subquery with `LIMIT`, which PostgreSQL
+/// never turns into a join: one probe of a unique key per message, so the
+/// statement can stay prepared whatever plan it settles on (an anti-join
+/// planned while the tables were small would read all their rows).
+pub(super) fn remove_finished(pg: &mut PgConnection, message_rows: &[i64]) -> QueryResult<usize> {
+    Reusable::new(
+        "DELETE FROM messages m WHERE m.id = ANY($1) \
+         AND (SELECT 1 FROM deliveries d WHERE d.message_row = m.id LIMIT 1) IS NULL \
+         AND (SELECT 1 FROM outbox o WHERE o.message_row = m.id LIMIT 1) IS NULL",
+    )
+    .bind::<Array<BigInt>, _>(message_rows)
+    .execute(pg)
 }

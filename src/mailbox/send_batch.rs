@@ -11,22 +11,17 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use diesel::prelude::*;
-
-use super::deliver::{
-    evaluate_recipient, load_recipients, CheckRules, DeviceState, MessageRef, SendChecks,
-};
-use super::rows::{self, AccountTargets, NewMessage, ROWS_PER_STATEMENT};
-use super::rows_pg::{self, ReceiptRow, RecordRow, StoredRecord};
+use super::batch_lookup::{look_up, Found};
+use super::deliver::{evaluate_recipient, CheckRules, DeviceState, MessageRef, SendChecks};
+use super::rows::{self, AccountTargets, Beside, NewMessage};
+use super::rows_pg::StoredRecord;
 use super::send::{
     answer_from_record, queue_remote, PreparedSend, RecipientStatus, RemoteRecipients, SendContext,
     SendOutcome, SendResponse, Sender,
 };
 use super::MailboxError;
-use crate::storage::schema::{delivery_receipts, outbox, send_idempotency};
 use crate::storage::{DbConnection, StorageError};
 use crate::time::duration_ms;
-use crate::with_backend;
 
 /// A queued send.
 pub(super) struct SendJob {
@@ -53,66 +48,26 @@ pub(super) fn store_batch(
     conn: &mut DbConnection,
     jobs: &mut [&mut SendJob],
 ) -> Result<(), MailboxError> {
-    let pending = answer_retries(conn, jobs, (0..jobs.len()).collect())?;
-    if pending.is_empty() {
-        return Ok(());
-    }
-    let now = crate::time::now_ms();
-    let accepted = check_all(conn, jobs, &pending, now)?;
-    write_all(conn, jobs, accepted, now)
-}
-
-/// Answers retries from their idempotency records; returns the jobs left.
-fn answer_retries(
-    conn: &mut DbConnection,
-    jobs: &mut [&mut SendJob],
-    local: Vec<usize>,
-) -> Result<Vec<usize>, MailboxError> {
-    let ids: Vec<&str> = local
-        .iter()
-        .map(|&i| jobs[i].prepared.message_id())
-        .collect();
-    if ids.iter().collect::<HashSet<_>>().len() != ids.len() {
+    let ids: HashSet<&str> = jobs.iter().map(|job| job.prepared.message_id()).collect();
+    if ids.len() != jobs.len() {
         // Two sends with one id in one batch: the single-send path sorts
         // out which is a retry and which is refused.
         return Err(StorageError::Unavailable("one message id twice in a batch".into()).into());
     }
-    let records = match conn {
-        DbConnection::Postgres(pg) => {
-            let keys: Vec<(&str, &str)> = local
-                .iter()
-                .map(|&i| {
-                    (
-                        jobs[i].sender.account_key.as_str(),
-                        jobs[i].prepared.message_id(),
-                    )
-                })
-                .collect();
-            rows_pg::find_records(pg, &keys)?
-        }
-        DbConnection::Sqlite(c) => {
-            let mut senders: Vec<&str> = local
-                .iter()
-                .map(|&i| jobs[i].sender.account_key.as_str())
-                .collect();
-            senders.sort_unstable();
-            senders.dedup();
-            // Both key columns, so the look-up seeks the primary key.
-            send_idempotency::table
-                .filter(send_idempotency::sender_account.eq_any(&senders))
-                .filter(send_idempotency::message_id.eq_any(&ids))
-                .select((
-                    send_idempotency::sender_account,
-                    send_idempotency::message_id,
-                    send_idempotency::request_digest,
-                    send_idempotency::response,
-                ))
-                .load::<StoredRecord>(c)?
-        }
-    };
-    let mut left = Vec::with_capacity(local.len());
-    for index in local {
-        let job = &mut *jobs[index];
+    let found = look_up(conn, jobs)?;
+    let pending = answer_retries(jobs, &found.records);
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let now = crate::time::now_ms();
+    let accepted = check_all(jobs, &pending, found, now);
+    write_all(conn, jobs, accepted, now)
+}
+
+/// Answers retries from their idempotency records; returns the jobs left.
+fn answer_retries(jobs: &mut [&mut SendJob], records: &[StoredRecord]) -> Vec<usize> {
+    let mut left = Vec::with_capacity(jobs.len());
+    for (index, job) in jobs.iter_mut().enumerate() {
         let (request, parsed) = (&job.prepared.request, &job.prepared.parsed);
         let record = records.iter().find(|(account, id, ..)| {
             *account == job.sender.account_key && *id == request.message_id
@@ -124,36 +79,20 @@ fn answer_retries(
             None => left.push(index),
         }
     }
-    Ok(left)
+    left
 }
 
 /// Checks every send against the recipients' devices as the earlier sends
 /// of the batch leave them, as if each ran alone in turn.
 fn check_all(
-    conn: &mut DbConnection,
     jobs: &mut [&mut SendJob],
     pending: &[usize],
+    found: Found,
     now: i64,
-) -> Result<Vec<Accepted>, MailboxError> {
-    let mut aliases = Vec::new();
-    // Whether each remote server of the batch may be sent to, asked once.
-    let mut allowed: HashMap<String, bool> = HashMap::new();
-    for &index in pending {
-        let context = &jobs[index].context;
-        for recipient in &jobs[index].prepared.parsed.recipients {
-            let server = recipient.address.server();
-            if server == &context.server_name {
-                aliases.push(recipient.address.alias().as_str());
-            } else if !allowed.contains_key(server.as_str()) {
-                let verdict =
-                    crate::federation::policy::is_allowed(conn, &context.federation, server)?;
-                allowed.insert(server.to_string(), verdict);
-            }
-        }
-    }
-    aliases.sort_unstable();
-    aliases.dedup();
-    let mut known = load_recipients(conn, &aliases)?;
+) -> Vec<Accepted> {
+    let Found {
+        mut known, allowed, ..
+    } = found;
     let mut accepted = Vec::with_capacity(pending.len());
     for &index in pending {
         let job = &mut *jobs[index];
@@ -162,7 +101,7 @@ fn check_all(
             Err(refusal) => job.result = Some(Err(refusal)),
         }
     }
-    Ok(accepted)
+    accepted
 }
 
 fn check_one(
@@ -246,7 +185,8 @@ fn check_one(
     })
 }
 
-/// The batch's rows, a few statements per table.
+/// The batch's rows (one statement on PostgreSQL, a few per table on
+/// SQLite: see `rows`).
 fn write_all(
     conn: &mut DbConnection,
     jobs: &mut [&mut SendJob],
@@ -257,6 +197,7 @@ fn write_all(
         return Ok(());
     }
     let origin = jobs[accepted[0].job].context.server_name.to_string();
+    let beside = beside(jobs, &accepted)?;
     let batch: Vec<NewMessage<'_>> = accepted
         .iter()
         .map(|one| {
@@ -274,9 +215,8 @@ fn write_all(
             }
         })
         .collect();
-    let written = rows::insert(conn, &batch, now)?;
-    insert_outbox(conn, &accepted, &written.message_rows, now)?;
-    insert_records(conn, jobs, &accepted, now)?;
+    let written = rows::insert(conn, &batch, &beside, now)?;
+    drop((batch, beside));
     for (one, &message_row) in accepted.into_iter().zip(&written.message_rows) {
         let job = &mut *jobs[one.job];
         let (request, parsed) = (&job.prepared.request, &job.prepared.parsed);
@@ -305,62 +245,24 @@ fn write_all(
     Ok(())
 }
 
-/// An outbox row per (message, destination server), and a back-off row for
-/// each destination that has none yet.
-fn insert_outbox(
-    conn: &mut DbConnection,
-    accepted: &[Accepted],
-    message_rows: &[i64],
-    now: i64,
-) -> Result<(), MailboxError> {
-    let mut servers: Vec<&str> = accepted
-        .iter()
-        .flat_map(|one| one.remote.keys().map(String::as_str))
-        .collect();
-    if servers.is_empty() {
-        return Ok(());
-    }
-    servers.sort_unstable();
-    servers.dedup();
-    for server in servers {
-        crate::federation::outbox::ensure_destination(conn, server)?;
-    }
-    let mut rows = Vec::new();
-    for (one, message_row) in accepted.iter().zip(message_rows) {
-        for (destination, recipients) in &one.remote {
-            let encoded = serde_json::to_string(recipients)
-                .map_err(|e| MailboxError::Invalid(e.to_string()))?;
-            rows.push((
-                outbox::message_row.eq(*message_row),
-                outbox::destination.eq(destination.as_str()),
-                outbox::recipients.eq(encoded),
-                outbox::created_at.eq(now),
-            ));
-        }
-    }
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        with_backend!(conn, c => diesel::insert_into(outbox::table)
-            .values(chunk)
-            .execute(c))?;
-    }
-    Ok(())
-}
-
-/// The senders' receipts and the idempotency records.
-fn insert_records(
-    conn: &mut DbConnection,
-    jobs: &[&mut SendJob],
-    accepted: &[Accepted],
-    now: i64,
-) -> Result<(), MailboxError> {
-    let mut receipts: Vec<ReceiptRow<'_>> = Vec::new();
-    let mut records: Vec<RecordRow<'_>> = Vec::with_capacity(accepted.len());
+/// The senders' receipts, the idempotency records and an outbox row per
+/// (message, destination server).
+fn beside<'a>(
+    jobs: &'a [&mut SendJob],
+    accepted: &'a [Accepted],
+) -> Result<Beside<'a>, MailboxError> {
+    let mut beside = Beside {
+        records: Vec::with_capacity(accepted.len()),
+        ..Beside::default()
+    };
     for one in accepted {
         let job = &jobs[one.job];
         let (request, parsed) = (&job.prepared.request, &job.prepared.parsed);
         let (sender, message_id) = (job.sender.account_key.as_str(), request.message_id.as_str());
         for status in &one.statuses {
-            receipts.push((sender, message_id, &status.address, &status.status));
+            beside
+                .receipts
+                .push((sender, message_id, &status.address, &status.status));
         }
         let response = SendResponse {
             message_id: request.message_id.clone(),
@@ -368,49 +270,16 @@ fn insert_records(
         };
         let stored =
             serde_json::to_string(&response).map_err(|e| MailboxError::Invalid(e.to_string()))?;
-        records.push((sender, message_id, parsed.digest.as_slice(), stored));
-    }
-    let c = match conn {
-        DbConnection::Postgres(pg) => {
-            rows_pg::insert_receipts(pg, &receipts, now)?;
-            rows_pg::insert_records(pg, &records, now)?;
-            return Ok(());
+        beside
+            .records
+            .push((sender, message_id, parsed.digest.as_slice(), stored));
+        for (destination, recipients) in &one.remote {
+            let encoded = serde_json::to_string(recipients)
+                .map_err(|e| MailboxError::Invalid(e.to_string()))?;
+            beside
+                .outbox
+                .push((message_id, destination.as_str(), encoded));
         }
-        DbConnection::Sqlite(c) => c,
-    };
-    for chunk in receipts.chunks(ROWS_PER_STATEMENT) {
-        let values: Vec<_> = chunk
-            .iter()
-            .map(|&(sender, message_id, recipient, state)| {
-                (
-                    delivery_receipts::sender_account.eq(sender),
-                    delivery_receipts::message_id.eq(message_id),
-                    delivery_receipts::recipient.eq(recipient),
-                    delivery_receipts::state.eq(state),
-                    delivery_receipts::updated_at.eq(now),
-                )
-            })
-            .collect();
-        diesel::insert_into(delivery_receipts::table)
-            .values(values)
-            .execute(c)?;
     }
-    for chunk in records.chunks(ROWS_PER_STATEMENT) {
-        let values: Vec<_> = chunk
-            .iter()
-            .map(|(sender, message_id, digest, response)| {
-                (
-                    send_idempotency::sender_account.eq(*sender),
-                    send_idempotency::message_id.eq(*message_id),
-                    send_idempotency::request_digest.eq(*digest),
-                    send_idempotency::response.eq(response.as_str()),
-                    send_idempotency::created_at.eq(now),
-                )
-            })
-            .collect();
-        diesel::insert_into(send_idempotency::table)
-            .values(values)
-            .execute(c)?;
-    }
-    Ok(())
+    Ok(beside)
 }

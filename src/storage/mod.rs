@@ -20,6 +20,9 @@ use crate::config::{DatabaseSettings, DatabaseUrl, SqliteSynchronous};
 pub use connection::DbConnection;
 pub use reusable::Reusable;
 
+/// A connection checked out of the pool; it goes back when dropped.
+pub type Pooled = PooledConnection<connection::Manager>;
+
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
@@ -309,20 +312,6 @@ pub fn open_postgres(url: &str) -> Result<PgConnection, String> {
 /// libpq reports errors over several lines; logs and CLI errors want one.
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// A condition that always holds, for look-ups by `= ANY(…)` on part of a
-/// composite key. It keeps the statement out of diesel's prepared-statement
-/// cache, so PostgreSQL plans it for each call's values. A cached statement
-/// switches to a generic plan after five runs and keeps it until the table
-/// is next analysed: the batch's look-up of idempotency records, planned
-/// while the table was nearly empty, then read the sender's whole history
-/// on every batch (10 ms per batch after a few seconds of load). Planning
-/// every statement of the writer afresh instead cost about half a
-/// millisecond per batch, most of a send's latency at light load. (SQLite
-/// prepares `IN` lists on every run anyway.)
-pub fn plan_each_time() -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
-    diesel::dsl::sql("TRUE")
 }
 
 /// True when `error` is a unique-constraint violation (a lost race or a

@@ -5,6 +5,7 @@ mod admin;
 mod cli;
 mod crash;
 mod daemon;
+mod database_faults;
 mod devices;
 mod faults;
 mod federation;
