@@ -319,24 +319,34 @@ fn commit(
         Err(error) => return (Err(error.to_string()), vec![true; batch.len()]),
     };
     let mut transient = Vec::with_capacity(batch.len());
-    let committed = write_transaction(&mut conn, |conn| {
-        let open = if isolation == Isolation::Shared {
-            let open = run_shared(conn, batch)?;
-            transient = vec![false; batch.len()];
-            open
-        } else {
-            for job in batch.iter_mut() {
-                let ran = job.run(conn, isolation);
-                transient.push(matches!(ran, Ran::Failed { transient: true }));
+    let only_sends = batch.iter().all(|job| job.is_send());
+    let committed = if isolation == Isolation::Shared && only_sends && conn.is_postgres() {
+        // On PostgreSQL a group of sends writes with one statement (see
+        // `rows`), which is a transaction of its own: committed when it
+        // answers, nothing written when it fails. BEGIN and COMMIT would
+        // be two more round trips. The read before it sees what any
+        // statement of a READ COMMITTED transaction would.
+        run_shared(&mut conn, batch).map(|_| transient = vec![false; batch.len()])
+    } else {
+        write_transaction(&mut conn, |conn| {
+            let open = if isolation == Isolation::Shared {
+                let open = run_shared(conn, batch)?;
+                transient = vec![false; batch.len()];
+                open
+            } else {
+                for job in batch.iter_mut() {
+                    let ran = job.run(conn, isolation);
+                    transient.push(matches!(ran, Ran::Failed { transient: true }));
+                }
+                false
+            };
+            if open {
+                Ok(())
+            } else {
+                still_open(conn)
             }
-            false
-        };
-        if open {
-            Ok(())
-        } else {
-            still_open(conn)
-        }
-    });
+        })
+    };
     match committed {
         Ok(()) => {
             *held = Some(conn);

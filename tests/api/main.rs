@@ -10,6 +10,7 @@ mod devices;
 mod faults;
 mod federation;
 mod gateway;
+mod group_commit;
 mod health;
 mod helpers;
 mod hostile;
