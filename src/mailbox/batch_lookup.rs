@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use diesel::prelude::*;
 
-use super::deliver::{load_recipients, DeviceState};
+use super::deliver::{by_alias, load_recipients, DeviceState};
 use super::rows_pg::{self, StoredRecord};
 use super::send_batch::SendJob;
 use super::MailboxError;
@@ -53,12 +53,7 @@ pub(super) fn look_up(
     let (records, known, rules) = match conn {
         DbConnection::Postgres(pg) => {
             let read = rows_pg::look_up(pg, &keys, &aliases)?;
-            let mut known: HashMap<String, (String, Vec<DeviceState>)> = HashMap::new();
-            for (alias, account, device) in read.recipients {
-                let entry = known.entry(alias).or_insert_with(|| (account, Vec::new()));
-                entry.1.extend(device);
-            }
-            (read.records, known, read.rules)
+            (read.records, by_alias(read.recipients), read.rules)
         }
         DbConnection::Sqlite(c) => {
             let records = sqlite_records(c, &keys)?;

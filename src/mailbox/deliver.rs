@@ -126,12 +126,20 @@ pub(crate) fn load_recipients(
             ))
             .load(c)?,
     };
+    Ok(by_alias(joined))
+}
+
+/// Recipient rows (alias, account, a device if it has any) gathered per
+/// alias, devices in the rows' order.
+pub(crate) fn by_alias(
+    rows: Vec<(String, String, Option<DeviceState>)>,
+) -> HashMap<String, (String, Vec<DeviceState>)> {
     let mut found: HashMap<String, (String, Vec<DeviceState>)> = HashMap::new();
-    for (alias, account, device) in joined {
+    for (alias, account, device) in rows {
         let entry = found.entry(alias).or_insert_with(|| (account, Vec::new()));
         entry.1.extend(device);
     }
-    Ok(found)
+    found
 }
 
 /// Checks `address`'s current devices against the devices the sender

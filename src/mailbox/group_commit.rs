@@ -320,19 +320,20 @@ fn commit(
     };
     let mut transient = Vec::with_capacity(batch.len());
     let only_sends = batch.iter().all(|job| job.is_send());
-    let committed = if isolation == Isolation::Shared && only_sends && conn.is_postgres() {
+    let committed = if isolation == Isolation::Shared
+        && only_sends
+        && matches!(*conn, DbConnection::Postgres(_))
+    {
         // On PostgreSQL a group of sends writes with one statement (see
         // `rows`), which is a transaction of its own: committed when it
         // answers, nothing written when it fails. BEGIN and COMMIT would
         // be two more round trips. The read before it sees what any
         // statement of a READ COMMITTED transaction would.
-        run_shared(&mut conn, batch).map(|_| transient = vec![false; batch.len()])
+        run_shared(&mut conn, batch).map(|_| ())
     } else {
         write_transaction(&mut conn, |conn| {
             let open = if isolation == Isolation::Shared {
-                let open = run_shared(conn, batch)?;
-                transient = vec![false; batch.len()];
-                open
+                run_shared(conn, batch)?
             } else {
                 for job in batch.iter_mut() {
                     let ran = job.run(conn, isolation);
@@ -350,6 +351,10 @@ fn commit(
     match committed {
         Ok(()) => {
             *held = Some(conn);
+            // A shared batch commits only when every write in it ran clean.
+            if isolation == Isolation::Shared {
+                transient = vec![false; batch.len()];
+            }
             (Ok(()), transient)
         }
         Err(error) => (Err(error.to_string()), vec![true; batch.len()]),

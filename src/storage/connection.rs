@@ -14,12 +14,6 @@ pub enum DbConnection {
     Postgres(PgConnection),
 }
 
-impl DbConnection {
-    pub fn is_postgres(&self) -> bool {
-        matches!(self, DbConnection::Postgres(_))
-    }
-}
-
 /// Why a connection could not be opened or checked.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
