@@ -27,24 +27,63 @@ fn random_ids() -> bool {
     std::env::var("LOADGEN_RANDOM_IDS").is_ok_and(|v| v == "1")
 }
 
-pub fn message(to: &User) -> (String, Value) {
+pub fn message(to: &User) -> (String, Vec<u8>) {
+    #[derive(serde::Serialize)]
+    struct Device<'a> {
+        device_id: &'a str,
+        key_wrap: &'a str,
+    }
+    #[derive(serde::Serialize)]
+    struct Recipient<'a> {
+        address: &'a str,
+        devices: Vec<Device<'a>>,
+    }
+    #[derive(serde::Serialize)]
+    struct Send<'a> {
+        message_id: &'a str,
+        body: String,
+        recipients: [Recipient<'a>; 1],
+    }
     let id = if random_ids() {
         b64(&rand::random::<[u8; 18]>())
     } else {
         homing::client::new_message_id()
     };
-    let body: Vec<u8> = (0..1024).map(|_| rand::random::<u8>()).collect();
-    let devices: Vec<Value> = to
-        .device_ids
-        .iter()
-        .map(|d| json!({ "device_id": d, "key_wrap": b64(&[9u8; 80]) }))
-        .collect();
-    let request = json!({
-        "message_id": id,
-        "body": b64(&body),
-        "recipients": [{ "address": to.address, "devices": devices }],
-    });
-    (id, request)
+    // One call fills the body: a draw per byte cost the load generator
+    // more CPU than the rest of the request did.
+    let mut body = [0u8; 1024];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut body[..]);
+    let key_wrap = b64(&[9u8; 80]);
+    let request = Send {
+        message_id: &id,
+        body: b64(&body),
+        recipients: [Recipient {
+            address: &to.address,
+            devices: to
+                .device_ids
+                .iter()
+                .map(|device_id| Device {
+                    device_id,
+                    key_wrap: &key_wrap,
+                })
+                .collect(),
+        }],
+    };
+    let json = serde_json::to_vec(&request).unwrap_or_default();
+    (id, json)
+}
+
+/// A JSON send request of `body` to `url`'s send endpoint.
+fn post_send(
+    http: &reqwest::Client,
+    send_url: &str,
+    token: &str,
+    body: Vec<u8>,
+) -> reqwest::RequestBuilder {
+    http.post(send_url)
+        .bearer_auth(token)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
 }
 
 /// Sends from `concurrency` tasks for `duration`; returns (accepted,
@@ -63,7 +102,8 @@ async fn blast(
     let deadline = Instant::now() + duration;
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (http, url, token) = (http.clone(), url.to_string(), token.to_string());
+            let (http, token) = (http.clone(), token.to_string());
+            let send_url = format!("{url}/api/v1/dms/send");
             let to = User {
                 address: to.address.clone(),
                 device_ids: to.device_ids.clone(),
@@ -74,12 +114,7 @@ async fn blast(
                 while Instant::now() < deadline {
                     let (_, request) = message(&to);
                     let started = Instant::now();
-                    let response = http
-                        .post(format!("{url}/api/v1/dms/send"))
-                        .bearer_auth(&token)
-                        .json(&request)
-                        .send()
-                        .await;
+                    let response = post_send(&http, &send_url, &token, request).send().await;
                     match response {
                         Ok(r) if r.status() == 202 => {
                             ok += 1;
@@ -169,10 +204,7 @@ pub async fn e2e(postgres: Option<&str>, duration: Duration, rate: u64) -> anyho
         let (http, url, token) = (http.clone(), daemon.url.clone(), alice.tokens[0].clone());
         sends.push(tokio::spawn(async move {
             let started = Instant::now();
-            let answer = http
-                .post(format!("{url}/api/v1/dms/send"))
-                .bearer_auth(&token)
-                .json(&request)
+            let answer = post_send(&http, &format!("{url}/api/v1/dms/send"), &token, request)
                 .send()
                 .await;
             answer
@@ -281,9 +313,8 @@ pub async fn fanout(postgres: Option<&str>, connections: usize) -> anyhow::Resul
     let (_, request) = message(&bob);
     let started = Instant::now();
     let http = reqwest::Client::new();
-    http.post(format!("{}/api/v1/dms/send", daemon.url))
-        .bearer_auth(&alice.tokens[0])
-        .json(&request)
+    let send_url = format!("{}/api/v1/dms/send", daemon.url);
+    post_send(&http, &send_url, &alice.tokens[0], request)
         .send()
         .await?;
     let mut latencies = Vec::with_capacity(sockets.len());
@@ -319,12 +350,11 @@ pub async fn backlog(postgres: Option<&str>, sizes: &[u64]) -> anyhow::Result<Va
     let bob = user(&daemon, "bob", 1).await?;
     let carol = user(&daemon, "carol", 1).await?;
     let http = reqwest::Client::new();
+    let send_url = format!("{}/api/v1/dms/send", daemon.url);
     // Bob has a few messages of his own.
     for _ in 0..10 {
         let (_, request) = message(&bob);
-        http.post(format!("{}/api/v1/dms/send", daemon.url))
-            .bearer_auth(&alice.tokens[0])
-            .json(&request)
+        post_send(&http, &send_url, &alice.tokens[0], request)
             .send()
             .await?;
     }

@@ -194,6 +194,12 @@ impl Hub {
 
     /// Queues `event` for every session of `device_row`.
     pub fn notify_device(&self, device_row: i64, event: GatewayEvent) {
+        // Most deliveries are for devices that are not connected here; the
+        // frame (which may carry the whole message) is made only for those
+        // that are, and outside the lock.
+        if !self.sessions().by_device.contains_key(&device_row) {
+            return;
+        }
         let Some(event) = frame(&event) else {
             return;
         };
