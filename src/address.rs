@@ -249,6 +249,10 @@ mod tests {
             ServerName::parse("bücher.example").unwrap().as_str(),
             "xn--bcher-kva.example"
         );
+        assert_eq!(
+            ServerName::parse("xn--bcher-kva.example").unwrap().as_str(),
+            "xn--bcher-kva.example"
+        );
     }
 
     #[test]
@@ -265,6 +269,9 @@ mod tests {
             "::1",
             "exa mple.org",
             "host:+80",
+            // An A-label must be valid Punycode.
+            "xn--6x.example",
+            "xn--a",
         ] {
             assert!(ServerName::parse(bad).is_err(), "{bad} should be refused");
         }

@@ -22,10 +22,14 @@ proptest! {
         }
     }
 
+    // A label starting `xn--` is an IDNA A-label, and one that is not valid
+    // Punycode is rightly refused (`src/address.rs` tests both cases), so the
+    // generator leaves them out: they are not well-formed.
     #[test]
     fn address_like_strings_round_trip(
         alias in "[A-Za-z0-9._-]{1,64}",
-        host in "[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?(\\.[a-z]{2,6}){0,3}",
+        host in "[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?(\\.[a-z]{2,6}){0,3}"
+            .prop_filter("not an A-label", |host: &String| !host.starts_with("xn--")),
         port in proptest::option::of(1u16..),
     ) {
         let text = match port {
