@@ -78,13 +78,19 @@ pub fn delete(conn: &mut DbConnection, alias: &str) -> Result<Option<usize>, Sto
         let Some(key) = key else {
             return Ok(None);
         };
+        // The account goes first, and its devices with it: a send that
+        // wrote deliveries to them committed before (deleting the device
+        // rows waits for it), and none can follow (a send locks the device
+        // row it writes a delivery for, and finds it gone). So the
+        // deliveries read next are all there will ever be: nothing
+        // deletes them but this.
+        with_backend!(conn, c => diesel::delete(accounts::table.find(&key)).execute(c))?;
         let message_rows: Vec<i64> = with_backend!(conn, c => deliveries::table
             .filter(deliveries::recipient_account.eq(&key))
             .select(deliveries::message_row)
             .distinct()
             .load(c))?;
         let removed = with_backend!(conn, c => diesel::delete(deliveries::table.filter(deliveries::recipient_account.eq(&key))).execute(c))?;
-        with_backend!(conn, c => diesel::delete(accounts::table.find(&key)).execute(c))?;
         crate::auth::bump_revocations(conn)?;
         crate::mailbox::remove_finished_messages(conn, &message_rows)?;
         Ok(Some(removed))

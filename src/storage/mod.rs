@@ -3,6 +3,8 @@
 //! runtime. Backend-specific SQL lives in this module and nowhere else.
 
 mod connection;
+#[cfg(test)]
+mod migration_tests;
 mod reusable;
 pub mod schema;
 

@@ -258,6 +258,49 @@ async fn hello_from_a_recovered_server_ends_the_back_off() {
     crate::federation::wait_for_items(&b, &token, 2, Duration::from_secs(10)).await;
 }
 
+/// No foreign key removes a delivery with its device or account: the
+/// revocation and the deletion do. Mail for others stays, exactly.
+#[tokio::test]
+async fn revocations_and_deletions_leave_no_rows_pointing_at_them() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let mut bob = app.register("bob").await;
+    app.add_device(&mut bob, "second").await;
+    let carol = app.register("carol").await;
+    let token = alice.device(0).token.clone();
+    for targets in [
+        vec![(&bob, &[0usize, 1][..]), (&carol, &[0][..])],
+        vec![(&bob, &[0, 1][..])],
+        vec![(&carol, &[0][..])],
+    ] {
+        let message = message_to(&app, &targets, b"pending", "all");
+        let response = app
+            .post_json("/api/v1/dms/send", &message, Some(&token))
+            .await;
+        assert_eq!(response.status(), 202);
+    }
+    assert_eq!((app.count("messages"), app.count("deliveries")), (3, 6));
+
+    // Bob's second device revokes his first.
+    let remaining = vec![bob.device(1).certificate.clone()];
+    let list = bob.account.device_list(3, remaining).unwrap();
+    let response = app
+        .post_json(
+            "/api/v1/devices/first/revoke",
+            &json!({ "device_list": list }),
+            Some(&bob.device(1).token),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(app.count("deliveries"), 4);
+
+    let deleted = admin_json(&app, &["users", "delete", "carol"]);
+    assert_eq!(deleted["pending_dropped"], 2);
+    // Carol's own message is gone; the one she shared with bob stays.
+    assert_eq!((app.count("messages"), app.count("deliveries")), (2, 2));
+    assert_eq!(app.orphans(), 0);
+}
+
 #[tokio::test]
 async fn users_can_be_listed_disabled_enabled_and_deleted() {
     let app = spawn_app().await;
@@ -325,6 +368,7 @@ async fn users_can_be_listed_disabled_enabled_and_deleted() {
     assert_eq!(deleted["pending_dropped"], 1);
     assert_eq!(app.count("messages"), 0);
     assert_eq!(app.count("devices"), 1);
+    assert_eq!(app.orphans(), 0);
     assert!(!admin(&app, &["users", "delete", "bob"]).status.success());
     let purged = admin_json(&app, &["purge"]);
     assert!(purged["finished_messages"].is_number());

@@ -82,6 +82,7 @@ async fn alice_on_a_sends_to_bob_on_b_and_the_outbox_empties() {
     }
     assert_eq!(a.count("outbox"), 0);
     assert_eq!(a.count("messages"), 0, "A keeps nothing once B has it");
+    assert_eq!((a.orphans(), b.orphans()), (0, 0));
 }
 
 #[tokio::test]

@@ -527,4 +527,16 @@ impl TestApp {
             homing::with_backend!(&mut *conn, c => diesel::sql_query(&sql).load(c)).expect("count");
         rows[0].n
     }
+
+    /// Deliveries and outbox rows whose message or device is gone: no
+    /// foreign key removes them, so every delete must (federation-spec/
+    /// storage.md). Tests that delete assert this is zero.
+    pub fn orphans(&self) -> i64 {
+        self.count(
+            "deliveries d WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = d.message_row) \
+             OR NOT EXISTS (SELECT 1 FROM devices v WHERE v.id = d.device_row)",
+        ) + self.count(
+            "outbox o WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = o.message_row)",
+        )
+    }
 }

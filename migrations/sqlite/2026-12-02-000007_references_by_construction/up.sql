@@ -1,0 +1,49 @@
+-- The same as the PostgreSQL migration of this name: deliveries and outbox
+-- rows refer to their message and device by construction, not through
+-- foreign keys (see federation-spec/storage.md). SQLite cannot drop a
+-- constraint in place, so both tables are built again; `deliveries` keeps
+-- AUTOINCREMENT and its sequence, so no id is ever handed out twice.
+CREATE TABLE deliveries_by_construction (
+    id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
+    message_row BIGINT NOT NULL,
+    device_row BIGINT NOT NULL,
+    recipient_account TEXT NOT NULL,
+    key_wrap BLOB NOT NULL,
+    body_bytes BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    UNIQUE (message_row, device_row)
+);
+INSERT INTO deliveries_by_construction
+    (id, message_row, device_row, recipient_account, key_wrap, body_bytes, created_at, expires_at)
+SELECT id, message_row, device_row, recipient_account, key_wrap, body_bytes, created_at, expires_at
+FROM deliveries;
+CREATE TEMPORARY TABLE deliveries_sequence AS
+    SELECT seq FROM sqlite_sequence WHERE name = 'deliveries';
+DROP TABLE deliveries;
+ALTER TABLE deliveries_by_construction RENAME TO deliveries;
+DELETE FROM sqlite_sequence WHERE name IN ('deliveries', 'deliveries_by_construction');
+INSERT INTO sqlite_sequence (name, seq)
+SELECT 'deliveries', MAX(COALESCE((SELECT MAX(seq) FROM deliveries_sequence), 0),
+                         COALESCE((SELECT MAX(id) FROM deliveries), 0));
+DROP TABLE deliveries_sequence;
+CREATE INDEX deliveries_device ON deliveries (device_row, id);
+CREATE INDEX deliveries_expiry ON deliveries (expires_at);
+
+CREATE TABLE outbox_by_construction (
+    id INTEGER PRIMARY KEY NOT NULL,
+    message_row BIGINT NOT NULL,
+    destination TEXT NOT NULL,
+    recipients TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    txn_id TEXT,
+    UNIQUE (message_row, destination)
+);
+INSERT INTO outbox_by_construction
+    (id, message_row, destination, recipients, created_at, txn_id)
+SELECT id, message_row, destination, recipients, created_at, txn_id FROM outbox;
+DROP TABLE outbox;
+ALTER TABLE outbox_by_construction RENAME TO outbox;
+CREATE INDEX outbox_destination ON outbox (destination, id);
+CREATE INDEX outbox_unsent ON outbox (destination, id) WHERE txn_id IS NULL;
+CREATE INDEX outbox_sent ON outbox (destination, id) WHERE txn_id IS NOT NULL;
