@@ -101,9 +101,22 @@ pub async fn start(postgres: Option<&str>, extra: &[(&str, &str)]) -> anyhow::Re
             "1000000000000",
         )
         .env("HOMING__GATEWAY__MAX_SESSIONS_PER_DEVICE", "100000")
-        .env("HOMING__LOG__FILTER", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stdout(Stdio::null());
+    // `LOADGEN_LOG_DIR` keeps each daemon's log there, at `info`, for a
+    // run that went wrong; by default only errors, and nowhere.
+    match std::env::var_os("LOADGEN_LOG_DIR") {
+        Some(dir) => {
+            let log = std::fs::File::create(
+                std::path::Path::new(&dir).join(format!("homingd-{}.log", name.replace(':', "-"))),
+            )?;
+            command.env("HOMING__LOG__FILTER", "info").stderr(log);
+        }
+        None => {
+            command
+                .env("HOMING__LOG__FILTER", "error")
+                .stderr(Stdio::null());
+        }
+    }
     for (key, value) in extra {
         command.env(key, value);
     }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
+use tokio::task::JoinSet;
 
 use super::client::{put_transaction, RequestError, Signer};
 use super::outbox::{self, Batch};
@@ -27,14 +27,31 @@ const IDLE: Duration = Duration::from_secs(5);
 /// per transaction. Four keep a loopback peer busy; more only queue there.
 const WINDOW: usize = 4;
 
+/// Relay writes on PostgreSQL at once, each on a connection of the pool:
+/// two let one batch be read while another's answer is recorded, and leave
+/// the rest of the pool to the API.
+const POOLED_WRITES: usize = 2;
+
 /// Destinations this replica is sending to right now, each with whether
-/// mail was queued for it since its worker last looked.
-#[derive(Default)]
-pub struct InFlight(Mutex<HashMap<String, bool>>);
+/// mail was queued for it since its worker last looked, and the permits
+/// for the relay's writes on PostgreSQL.
+pub struct InFlight {
+    destinations: Mutex<HashMap<String, bool>>,
+    pooled_writes: tokio::sync::Semaphore,
+}
+
+impl Default for InFlight {
+    fn default() -> Self {
+        Self {
+            destinations: Mutex::default(),
+            pooled_writes: tokio::sync::Semaphore::new(POOLED_WRITES),
+        }
+    }
+}
 
 impl InFlight {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, bool>> {
-        self.0
+        self.destinations
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -195,23 +212,44 @@ async fn deliver_destination(state: &AppState, destination: &str) -> bool {
     drained.is_ok()
 }
 
-/// Runs one relay write through the write queue, so it shares the sends'
-/// commits instead of competing with them for SQLite's write lock.
+/// Runs one relay write. On SQLite through the write queue, so it shares
+/// the sends' commits instead of competing with them for the write lock;
+/// on PostgreSQL in a transaction of its own beside the writer, whose
+/// serial conversation with the database it would otherwise lengthen.
 async fn write<T, F>(state: &AppState, mut work: F) -> Result<T, MailboxError>
 where
     T: Send + 'static,
     F: FnMut(&mut crate::storage::DbConnection) -> Result<T, StorageError> + Send + 'static,
 {
-    state.write_queue.run(move |conn, _| Ok(work(conn)?)).await
+    match state.db.backend() {
+        crate::storage::Backend::Postgres => {
+            let _permit = state
+                .relay_in_flight
+                .pooled_writes
+                .acquire()
+                .await
+                .map_err(|_| StorageError::Unavailable("the relay stopped".into()))?;
+            let written = state
+                .db
+                .run(move |conn| crate::storage::write_transaction(conn, |conn| work(conn)))
+                .await;
+            Ok(written?)
+        }
+        crate::storage::Backend::Sqlite => {
+            state.write_queue.run(move |conn, _| Ok(work(conn)?)).await
+        }
+    }
 }
 
 /// Sends the destination's batches, up to `WINDOW` at once, until none is
-/// left or one fails; then waits for those still out.
+/// left or one fails; then waits for those still out. Each batch is a task
+/// of its own: one that waits for a permit to record its answer must make
+/// progress while this loop waits for its own permit to read the next.
 async fn drain(state: &AppState, destination: &str, owner: &str) -> anyhow::Result<()> {
     let server = ServerName::parse(destination)?;
-    let target = state.federation.resolve(&server).await?;
+    let target = Arc::new(state.federation.resolve(&server).await?);
     let origin = state.settings.server_name.to_string();
-    let mut sending = FuturesUnordered::new();
+    let mut sending = JoinSet::new();
     let mut in_flight: Vec<String> = Vec::new();
     let mut empty = false;
     // Transactions an earlier attempt sent and never heard back about go
@@ -231,15 +269,29 @@ async fn drain(state: &AppState, destination: &str, owner: &str) -> anyhow::Resu
                 Ok(Some(batch)) => {
                     resend = resend && batch.resent;
                     in_flight.push(batch.txn_id.clone());
-                    sending.push(send_batch(state, &target, destination, owner, batch));
+                    sending.spawn(send_batch(
+                        state.clone(),
+                        target.clone(),
+                        destination.to_string(),
+                        owner.to_string(),
+                        batch,
+                    ));
                 }
                 Ok(None) => empty = true,
                 Err(error) => failure = Some(error.into()),
             }
         }
-        let Some((txn_id, sent)) = sending.next().await else {
+        let Some(joined) = sending.join_next().await else {
             break;
         };
+        let (txn_id, sent) = joined.unwrap_or_else(|error| {
+            // The batch's task panicked: its transaction stays open and is
+            // resent under its id by the next attempt.
+            (
+                String::new(),
+                Err(anyhow::anyhow!("relay batch task failed: {error}")),
+            )
+        });
         in_flight.retain(|id| *id != txn_id);
         match sent {
             // Mail may have been queued meanwhile: look again.
@@ -255,12 +307,13 @@ async fn drain(state: &AppState, destination: &str, owner: &str) -> anyhow::Resu
 /// Signs and sends one batch and, on a `200`, records the results (and
 /// renews the lease) in one write. Yields the batch's transaction id.
 async fn send_batch(
-    state: &AppState,
-    target: &Destination,
-    destination: &str,
-    owner: &str,
+    state: AppState,
+    target: Arc<Destination>,
+    destination: String,
+    owner: String,
     batch: Batch,
 ) -> (String, anyhow::Result<()>) {
+    let state = &state;
     let txn_id = batch.txn_id.clone();
     let sent = async {
         // Sign with whatever key is current now, so a rotation takes effect
@@ -273,15 +326,13 @@ async fn send_batch(
             origin: &origin,
             timeout: state.settings.federation.request_timeout,
         };
-        let response = put_transaction(&signer, target, &batch.txn_id, &batch.transaction).await?;
+        let response = put_transaction(&signer, &target, &batch.txn_id, &batch.transaction).await?;
         let (batch, response) = (Arc::new(batch), Arc::new(response));
-        let (name, owner) = (destination.to_string(), owner.to_string());
+        let (name, owner) = (destination, owner);
         let lease = state.settings.federation.relay_lease;
         let events = write(state, move |conn| {
             let now = crate::time::now_ms();
-            let events = outbox::complete(conn, &name, &batch, &response, now)?;
-            outbox::claim(conn, &name, &owner, now, lease)?;
-            Ok(events)
+            outbox::complete(conn, &name, &owner, lease, &batch, &response, now)
         })
         .await?;
         state.metrics.relayed_messages.inc_by(events.len() as u64);

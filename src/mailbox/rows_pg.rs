@@ -30,7 +30,9 @@ struct StoredRow {
 /// what they return: a delivery joins its message's new row (`m`) and its
 /// device's counter update (`c`), so the device row is locked before the
 /// delivery draws its id; the outbox rows join their messages. Foreign
-/// keys are checked at the statement's end, when the messages exist.
+/// keys are checked at the statement's end, when the messages exist. A
+/// destination row is inserted only when none is there: `ON CONFLICT`
+/// alone would wait for a relay answer that is updating the row to commit.
 const STORE: &str = "WITH m AS (\
      INSERT INTO messages (origin, message_id, sender_account, sender_device, request_digest, \
      body, delivery_mode, created_at, expires_at) \
@@ -57,7 +59,9 @@ const STORE: &str = "WITH m AS (\
      SELECT i.sender_account, i.message_id, i.request_digest, i.response, $23 \
      FROM unnest($24, $25, $26, $27) AS i(sender_account, message_id, request_digest, response)), \
      s AS (INSERT INTO destinations (server_name) \
-     SELECT DISTINCT s.server_name FROM unnest($28) AS s(server_name) ON CONFLICT DO NOTHING), \
+     SELECT DISTINCT s.server_name FROM unnest($28) AS s(server_name) \
+     WHERE (SELECT 1 FROM destinations e WHERE e.server_name = s.server_name LIMIT 1) IS NULL \
+     ON CONFLICT DO NOTHING), \
      o AS (INSERT INTO outbox (message_row, destination, recipients, created_at) \
      SELECT m.id, o.destination, o.recipients, $29 \
      FROM unnest($30, $31, $32) AS o(message_id, destination, recipients) \

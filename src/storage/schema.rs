@@ -115,7 +115,15 @@ diesel::table! {
         destination -> Text,
         recipients -> Text,
         created_at -> BigInt,
-        txn_id -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    outbox_txns (txn_id) {
+        txn_id -> Text,
+        destination -> Text,
+        outbox_rows -> Text,
+        created_at -> BigInt,
     }
 }
 
@@ -234,6 +242,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     deliveries,
     delivery_receipts,
     outbox,
+    outbox_txns,
     destinations,
     inbound_txns,
     federation_nonces,

@@ -14,7 +14,7 @@ fn items(page: &Value) -> &Vec<Value> {
     page["items"].as_array().expect("items")
 }
 
-fn purge_at(app: &TestApp, now: i64) -> homing::mailbox::PurgeReport {
+pub(crate) fn purge_at(app: &TestApp, now: i64) -> homing::mailbox::PurgeReport {
     let settings = PurgeSettings {
         max_pending_age: app.state.settings.retention.max_pending_age,
         device_inactivity: app.state.settings.retention.device_inactivity,

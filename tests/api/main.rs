@@ -20,6 +20,7 @@ mod migrate_store;
 mod openapi;
 mod properties;
 mod relay_answers;
+mod relay_batches;
 mod replicas;
 mod resolver;
 mod schema;

@@ -84,6 +84,7 @@ async fn schema_rs_matches_the_migrated_database() {
         deliveries,
         delivery_receipts,
         outbox,
+        outbox_txns,
         destinations,
         inbound_txns,
         federation_nonces,

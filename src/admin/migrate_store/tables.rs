@@ -210,7 +210,8 @@ tables! {
         created_at, expires_at,
     );
     delivery_receipts(sender_account, message_id, recipient, state, detail, updated_at);
-    outbox(id, message_row, destination, recipients, created_at, txn_id);
+    outbox(id, message_row, destination, recipients, created_at);
+    outbox_txns(txn_id, destination, outbox_rows, created_at);
     destinations(
         server_name, failures, next_attempt_at, last_error, last_success_at,
         lease_owner, lease_expires_at,
