@@ -32,6 +32,13 @@ const WINDOW: usize = 4;
 /// the rest of the pool to the API.
 const POOLED_WRITES: usize = 2;
 
+/// New transactions in a row that read the queue from past the last one's
+/// rows; then one reads it from its start again. Every row with a lower id
+/// is by then in a transaction or answered, unless it committed after
+/// rows with higher ids (several writers or replicas): such a row waits
+/// for at most this many transactions.
+const READS_FROM_LAST: usize = 32;
+
 /// Destinations this replica is sending to right now, each with whether
 /// mail was queued for it since its worker last looked, and the permits
 /// for the relay's writes on PostgreSQL.
@@ -257,17 +264,26 @@ async fn drain(state: &AppState, destination: &str, owner: &str) -> anyhow::Resu
     // its own that fails ends it. So once a new transaction is made, the
     // look-up for them is skipped.
     let mut resend = true;
+    // Past the last new transaction's rows, for so many more.
+    let mut after: Option<i64> = None;
+    let mut reads_from_last = 0;
     let mut failure: Option<anyhow::Error> = None;
     loop {
         while failure.is_none() && !empty && in_flight.len() < WINDOW {
             let (origin, name, skip) = (origin.clone(), destination.to_string(), in_flight.clone());
             match write(state, move |conn| {
-                outbox::next_batch(conn, &origin, &name, &skip, resend)
+                outbox::next_batch(conn, &origin, &name, &skip, resend, after)
             })
             .await
             {
                 Ok(Some(batch)) => {
                     resend = resend && batch.resent;
+                    if !batch.resent {
+                        reads_from_last = (reads_from_last + 1) % READS_FROM_LAST;
+                        after = (reads_from_last > 0)
+                            .then(|| batch.rows.iter().map(|row| row.0).max())
+                            .flatten();
+                    }
                     in_flight.push(batch.txn_id.clone());
                     sending.spawn(send_batch(
                         state.clone(),

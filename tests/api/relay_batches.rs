@@ -57,9 +57,19 @@ fn hold_lease(app: &TestApp, destination: &str, held: bool) {
 }
 
 fn next(app: &TestApp, in_flight: &[&Batch], resend: bool) -> Option<Batch> {
+    next_after(app, in_flight, resend, None)
+}
+
+fn next_after(
+    app: &TestApp,
+    in_flight: &[&Batch],
+    resend: bool,
+    after: Option<i64>,
+) -> Option<Batch> {
     let mut conn = app.state.db.get().unwrap();
     let in_flight: Vec<String> = in_flight.iter().map(|b| b.txn_id.clone()).collect();
-    outbox::next_batch(&mut conn, &app.server_name, DESTINATION, &in_flight, resend).unwrap()
+    let origin = &app.server_name;
+    outbox::next_batch(&mut conn, origin, DESTINATION, &in_flight, resend, after).unwrap()
 }
 
 fn message_ids(batch: &Batch) -> Vec<String> {
@@ -103,6 +113,38 @@ async fn open_transactions_keep_their_rows_and_ids_until_answered() {
     assert_eq!(app.count("outbox"), 0);
     assert!(next(&app, &[], true).is_none());
     assert_eq!(app.count("outbox_txns"), 0);
+}
+
+/// A new transaction read past a given row leaves the rows up to it to a
+/// later read from the start.
+#[tokio::test]
+async fn a_transaction_read_past_a_row_takes_only_the_rows_after_it() {
+    let app = spawn_app().await;
+    hold_lease(&app, DESTINATION, true);
+    let alice = app.register("alice").await;
+    let like = app.register("like").await;
+    let token = alice.device(0).token.clone();
+    let queued = queue(&app, &like, &token, 3).await;
+
+    let all = next(&app, &[], false).expect("a transaction");
+    assert_eq!(message_ids(&all), queued);
+    // Forget it, as if it had never been made, and read past its first row.
+    {
+        use diesel::prelude::*;
+        use homing::storage::schema::outbox_txns;
+        let mut conn = app.state.db.get().unwrap();
+        let forgotten = homing::with_backend!(&mut *conn, c => diesel::delete(
+            outbox_txns::table.find(&all.txn_id)
+        )
+        .execute(c))
+        .unwrap();
+        assert_eq!(forgotten, 1);
+    }
+    let first_row = all.rows[0].0;
+    let later = next_after(&app, &[], false, Some(first_row)).expect("the rows after");
+    assert_eq!(message_ids(&later), queued[1..]);
+    let from_start = next_after(&app, &[&later], false, None).expect("the first row");
+    assert_eq!(message_ids(&from_start), queued[..1]);
 }
 
 /// Ten transactions' worth of mail queued while another replica held the

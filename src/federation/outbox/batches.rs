@@ -29,39 +29,31 @@ pub struct Batch {
 }
 
 /// An outbox row with what its message contributes to a transaction.
-#[derive(QueryableByName, Queryable)]
+#[derive(Queryable)]
 struct OutboxRow {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
     id: i64,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
     message_row: i64,
-    #[diesel(sql_type = diesel::sql_types::Text)]
     message_id: String,
-    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
     sender_account: Option<String>,
-    #[diesel(sql_type = diesel::sql_types::Text)]
     recipients: String,
-    #[diesel(sql_type = diesel::sql_types::Binary)]
     body: Vec<u8>,
-    #[diesel(sql_type = diesel::sql_types::Text)]
     delivery_mode: String,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
     created_at: i64,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
     expires_at: i64,
 }
 
 /// The next batch for `destination`: with `resend`, an open transaction
 /// not in `in_flight` again under its id; else (or when there is none) the
-/// oldest rows no open transaction names, under a new id. Runs in the
-/// caller's write transaction, which must commit the new transaction's row
-/// before the batch is sent.
+/// oldest rows no open transaction names, under a new id, only those past
+/// `after` when given. Runs in the caller's write transaction, which must
+/// commit the new transaction's row before the batch is sent.
 pub fn next_batch(
     conn: &mut DbConnection,
     origin: &str,
     destination: &str,
     in_flight: &[String],
     resend: bool,
+    after: Option<i64>,
 ) -> Result<Option<Batch>, StorageError> {
     let open = open_transactions(conn, destination)?;
     if resend {
@@ -76,7 +68,7 @@ pub fn next_batch(
         }
     }
     let taken: Vec<i64> = open.iter().flat_map(|(_, ids)| ids).copied().collect();
-    let mut rows = oldest_untaken(conn, destination, &taken)?;
+    let mut rows = oldest_untaken(conn, destination, &taken, after)?;
     // The first message always goes, whatever its size.
     let (mut bytes, mut keep) = (0usize, 0);
     for row in &rows {
@@ -157,38 +149,66 @@ const OUTBOX_ROW: (
 );
 
 /// The destination's oldest rows outside `taken`, as many as a transaction
-/// holds. On PostgreSQL planned for each call: the index on (destination,
-/// id) read in order from the start, past the rows of open transactions,
-/// is the plan for a queue of any length, and PostgreSQL sizes the table
-/// from its pages at planning time; a generic plan made while the queue
-/// was a page could sort the whole queue once it is long.
+/// holds: the ids at the head of its queue, as many more as are taken, less
+/// those taken, then those rows. (Filtering the rows by `id <> ALL(taken)`
+/// in the database compared every row passed with every taken id.)
+///
+/// The head is the index on (destination, id) read in order from `after`
+/// (or the start), whatever the queue's length. From the start it steps
+/// over an entry for every row answered since the table was last
+/// vacuumed, a minute's worth under load: 0.6 ms a transaction where from
+/// `after` it is 0.1. And PostgreSQL's statistics lag a queue that changes
+/// by thousands of rows a second: from an estimate of a few hundred rows
+/// it would rather collect the destination's every row through a bitmap
+/// and sort them (7 ms with 5,000 queued), so the caller's transaction
+/// reads it with bitmap scans off.
 fn oldest_untaken(
     conn: &mut DbConnection,
     destination: &str,
     taken: &[i64],
+    after: Option<i64>,
 ) -> Result<Vec<OutboxRow>, StorageError> {
-    use diesel::sql_types::{Array, BigInt, Text};
-    let limit = MAX_TXN_MESSAGES as i64;
-    Ok(match conn {
-        DbConnection::Postgres(pg) => diesel::sql_query(
-            "SELECT o.id, o.message_row, m.message_id, m.sender_account, o.recipients, m.body, \
-             m.delivery_mode, m.created_at, m.expires_at \
-             FROM outbox o JOIN messages m ON m.id = o.message_row \
-             WHERE o.destination = $1 AND o.id <> ALL($2) ORDER BY o.id LIMIT $3",
-        )
-        .bind::<Text, _>(destination)
-        .bind::<Array<BigInt>, _>(taken)
-        .bind::<BigInt, _>(limit)
-        .load(pg)?,
+    use diesel::sql_types::{BigInt, Text};
+    #[derive(QueryableByName)]
+    struct Id {
+        #[diesel(sql_type = BigInt)]
+        id: i64,
+    }
+    let limit = MAX_TXN_MESSAGES;
+    let head = (limit + taken.len()) as i64;
+    let after = after.unwrap_or(i64::MIN);
+    let head: Vec<i64> = match conn {
+        DbConnection::Postgres(pg) => {
+            diesel::sql_query("SET LOCAL enable_bitmapscan = off").execute(pg)?;
+            diesel::sql_query(
+                "SELECT id FROM outbox WHERE destination = $1 AND id > $2 ORDER BY id LIMIT $3",
+            )
+            .bind::<Text, _>(destination)
+            .bind::<BigInt, _>(after)
+            .bind::<BigInt, _>(head)
+            .load::<Id>(pg)?
+            .into_iter()
+            .map(|row| row.id)
+            .collect()
+        }
         DbConnection::Sqlite(c) => outbox::table
-            .inner_join(messages::table)
             .filter(outbox::destination.eq(destination))
-            .filter(outbox::id.ne_all(taken))
+            .filter(outbox::id.gt(after))
             .order(outbox::id.asc())
-            .limit(limit)
-            .select(OUTBOX_ROW)
+            .limit(head)
+            .select(outbox::id)
             .load(c)?,
-    })
+    };
+    let taken: std::collections::HashSet<i64> = taken.iter().copied().collect();
+    let ids: Vec<i64> = head
+        .into_iter()
+        .filter(|id| !taken.contains(id))
+        .take(limit)
+        .collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    rows_by_id(conn, &ids)
 }
 
 fn batch(
