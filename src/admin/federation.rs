@@ -5,9 +5,7 @@ use diesel::prelude::*;
 use serde::Serialize;
 
 use crate::federation::outbox;
-use crate::storage::schema::{
-    delivery_receipts, destinations, messages, outbox as outbox_table, outbox_txns,
-};
+use crate::storage::schema::{delivery_receipts, destinations, messages, outbox as outbox_table};
 use crate::storage::{write_transaction, DbConnection, StorageError};
 use crate::with_backend;
 
@@ -85,7 +83,10 @@ pub fn drop_queue(conn: &mut DbConnection, destination: &str) -> Result<usize, S
         }
         let ids: Vec<i64> = rows.iter().map(|row| row.0).collect();
         with_backend!(conn, c => diesel::delete(outbox_table::table.filter(outbox_table::id.eq_any(&ids))).execute(c))?;
-        with_backend!(conn, c => diesel::delete(outbox_txns::table.filter(outbox_txns::destination.eq(destination))).execute(c))?;
+        // Open transactions stay: one the relay has out now is answered
+        // (and its record removed) as usual, and one whose rows are all
+        // gone is forgotten by the next attempt. Deleting them here could
+        // remove one the relay opened over mail queued after the read.
         let message_rows: Vec<i64> = rows.iter().map(|row| row.1).collect();
         crate::mailbox::remove_finished_messages(conn, &message_rows)?;
         with_backend!(conn, c => diesel::update(destinations::table.find(destination))

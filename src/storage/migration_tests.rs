@@ -49,7 +49,9 @@ fn parents(c: &mut SqliteConnection, table: &str) -> Vec<String> {
 /// The rebuild that drops the foreign keys of `deliveries` and `outbox`
 /// keeps their rows, and the delivery ids stay above every id handed out
 /// before, even one whose row was purged: devices hold them as cursors.
-/// The migration after it keeps an open relay transaction.
+/// The migration after it keeps an open relay transaction, and from then
+/// on no outbox id comes back once its row is gone: open transactions name
+/// rows by id.
 #[test]
 fn references_by_construction_keep_rows_and_the_delivery_sequence() {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -118,6 +120,31 @@ fn references_by_construction_keep_rows_and_the_delivery_sequence() {
         number(
             &mut c,
             &format!("SELECT COUNT(*) AS n FROM outbox_txns WHERE txn_id = 't' AND outbox_rows = '[{outbox_row}]'")
+        ),
+        1
+    );
+    // The newest outbox row bounces; a new row takes a new id.
+    c.batch_execute(&format!(
+        "DELETE FROM outbox WHERE id = {outbox_row};
+         INSERT INTO outbox (message_row, destination, recipients, created_at) \
+         VALUES (3, 'elsewhere.example', '[]', 0);"
+    ))
+    .expect("bounce and queue");
+    assert!(number(&mut c, "SELECT MAX(id) AS n FROM outbox") > outbox_row);
+    assert!(parents(&mut c, "outbox").is_empty());
+
+    // And back down: the transaction's id is on its row again.
+    c.revert_last_migration(SQLITE_MIGRATIONS)
+        .expect("outbox_txns down");
+    c.batch_execute(
+        "INSERT INTO outbox (message_row, destination, recipients, created_at, txn_id) \
+         VALUES (3, 'third.example', '[]', 0, 'u')",
+    )
+    .expect("the schema before");
+    assert_eq!(
+        number(
+            &mut c,
+            "SELECT COUNT(*) AS n FROM outbox WHERE txn_id = 'u'"
         ),
         1
     );

@@ -58,7 +58,7 @@ pub fn next_batch(
     let open = open_transactions(conn, destination)?;
     if resend {
         for (txn_id, ids) in open.iter().filter(|(id, _)| !in_flight.contains(id)) {
-            let rows = rows_by_id(conn, ids)?;
+            let rows = rows_by_id(conn, destination, ids)?;
             if rows.is_empty() {
                 // Everything it carried was bounced or dropped meanwhile.
                 with_backend!(conn, c => diesel::delete(outbox_txns::table.find(txn_id)).execute(c))?;
@@ -116,11 +116,16 @@ fn open_transactions(
         .collect()
 }
 
-/// These outbox rows, those still there, in id order.
-fn rows_by_id(conn: &mut DbConnection, ids: &[i64]) -> Result<Vec<OutboxRow>, StorageError> {
+/// These outbox rows of `destination`, those still there, in id order.
+fn rows_by_id(
+    conn: &mut DbConnection,
+    destination: &str,
+    ids: &[i64],
+) -> Result<Vec<OutboxRow>, StorageError> {
     Ok(with_backend!(conn, c => outbox::table
         .inner_join(messages::table)
         .filter(outbox::id.eq_any(ids))
+        .filter(outbox::destination.eq(destination))
         .order(outbox::id.asc())
         .select(OUTBOX_ROW)
         .load(c))?)
@@ -208,7 +213,7 @@ fn oldest_untaken(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    rows_by_id(conn, &ids)
+    rows_by_id(conn, destination, &ids)
 }
 
 fn batch(
