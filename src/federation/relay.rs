@@ -344,11 +344,10 @@ async fn send_batch(
         };
         let response = put_transaction(&signer, &target, &batch.txn_id, &batch.transaction).await?;
         let (batch, response) = (Arc::new(batch), Arc::new(response));
-        let (name, owner) = (destination, owner);
         let lease = state.settings.federation.relay_lease;
         let events = write(state, move |conn| {
             let now = crate::time::now_ms();
-            outbox::complete(conn, &name, &owner, lease, &batch, &response, now)
+            outbox::complete(conn, &destination, &owner, lease, &batch, &response, now)
         })
         .await?;
         state.metrics.relayed_messages.inc_by(events.len() as u64);

@@ -72,17 +72,24 @@ fn next_after(
     outbox::next_batch(&mut conn, origin, DESTINATION, &in_flight, resend, after).unwrap()
 }
 
+/// An app whose relay leaves `DESTINATION` alone, the user the queued
+/// messages are sealed for, and the sender's token.
+async fn held_off() -> (TestApp, TestUser, String) {
+    let app = spawn_app().await;
+    hold_lease(&app, DESTINATION, true);
+    let alice = app.register("alice").await;
+    let like = app.register("like").await;
+    let token = alice.device(0).token.clone();
+    (app, like, token)
+}
+
 fn message_ids(batch: &Batch) -> Vec<String> {
     batch.rows.iter().map(|row| row.2.clone()).collect()
 }
 
 #[tokio::test]
 async fn open_transactions_keep_their_rows_and_ids_until_answered() {
-    let app = spawn_app().await;
-    hold_lease(&app, DESTINATION, true);
-    let alice = app.register("alice").await;
-    let like = app.register("like").await;
-    let token = alice.device(0).token.clone();
+    let (app, like, token) = held_off().await;
 
     let first = queue(&app, &like, &token, 3).await;
     let one = next(&app, &[], true).expect("a transaction");
@@ -119,11 +126,7 @@ async fn open_transactions_keep_their_rows_and_ids_until_answered() {
 /// later read from the start.
 #[tokio::test]
 async fn a_transaction_read_past_a_row_takes_only_the_rows_after_it() {
-    let app = spawn_app().await;
-    hold_lease(&app, DESTINATION, true);
-    let alice = app.register("alice").await;
-    let like = app.register("like").await;
-    let token = alice.device(0).token.clone();
+    let (app, like, token) = held_off().await;
     let queued = queue(&app, &like, &token, 3).await;
 
     let all = next(&app, &[], false).expect("a transaction");

@@ -127,31 +127,19 @@ fn rows_by_id(
         .filter(outbox::id.eq_any(ids))
         .filter(outbox::destination.eq(destination))
         .order(outbox::id.asc())
-        .select(OUTBOX_ROW)
+        .select((
+            outbox::id,
+            outbox::message_row,
+            messages::message_id,
+            messages::sender_account,
+            outbox::recipients,
+            messages::body,
+            messages::delivery_mode,
+            messages::created_at,
+            messages::expires_at,
+        ))
         .load(c))?)
 }
-
-const OUTBOX_ROW: (
-    outbox::id,
-    outbox::message_row,
-    messages::message_id,
-    messages::sender_account,
-    outbox::recipients,
-    messages::body,
-    messages::delivery_mode,
-    messages::created_at,
-    messages::expires_at,
-) = (
-    outbox::id,
-    outbox::message_row,
-    messages::message_id,
-    messages::sender_account,
-    outbox::recipients,
-    messages::body,
-    messages::delivery_mode,
-    messages::created_at,
-    messages::expires_at,
-);
 
 /// The destination's oldest rows outside `taken`, as many as a transaction
 /// holds: the ids at the head of its queue, as many more as are taken, less
