@@ -197,7 +197,11 @@ fn purge_bookkeeping(
     removed += with_backend!(conn, c => diesel::delete(auth_tokens::table.filter(auth_tokens::expires_at.le(now))).execute(c))?;
     removed += with_backend!(conn, c => diesel::delete(federation_nonces::table.filter(federation_nonces::expires_at.le(now))).execute(c))?;
     removed += with_backend!(conn, c => diesel::delete(send_idempotency::table.filter(send_idempotency::created_at.le(old))).execute(c))?;
-    removed += with_backend!(conn, c => diesel::delete(delivery_receipts::table.filter(delivery_receipts::updated_at.le(old))).execute(c))?;
+    // Every change of a receipt comes before its message's pending age
+    // runs out, so two pending ages from its creation keep it at least one
+    // past its last change; keyed on a column no change touches.
+    let receipts_old = old.saturating_sub(duration_ms(settings.max_pending_age));
+    removed += with_backend!(conn, c => diesel::delete(delivery_receipts::table.filter(delivery_receipts::created_at.le(receipts_old))).execute(c))?;
     removed += with_backend!(conn, c => diesel::delete(inbound_txns::table.filter(inbound_txns::received_at.le(old))).execute(c))?;
     Ok(removed)
 }

@@ -51,9 +51,11 @@ const STORE: &str = "WITH m AS (\
      FROM unnest($14, $15, $16, $17) AS t(message_id, device_row, recipient_account, key_wrap) \
      JOIN m ON m.message_id = t.message_id JOIN c ON c.id = t.device_row \
      RETURNING message_row, device_row, id), \
-     r AS (INSERT INTO delivery_receipts (sender_account, message_id, recipient, state, updated_at) \
-     SELECT r.sender_account, r.message_id, r.recipient, r.state, $18 \
-     FROM unnest($19, $20, $21, $22) AS r(sender_account, message_id, recipient, state)), \
+     r AS (INSERT INTO delivery_receipts (sender_account, message_id, recipient, state, \
+     updated_at, created_at) \
+     SELECT r.sender_account, r.message_id, r.recipient, r.state, n.now, n.now \
+     FROM (VALUES ($18::bigint)) AS n(now), \
+     unnest($19, $20, $21, $22) AS r(sender_account, message_id, recipient, state)), \
      i AS (INSERT INTO send_idempotency (sender_account, message_id, request_digest, response, \
      created_at) \
      SELECT i.sender_account, i.message_id, i.request_digest, i.response, $23 \

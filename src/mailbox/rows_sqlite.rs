@@ -111,6 +111,7 @@ fn insert_beside(
                     delivery_receipts::recipient.eq(recipient),
                     delivery_receipts::state.eq(state),
                     delivery_receipts::updated_at.eq(now),
+                    delivery_receipts::created_at.eq(now),
                 )
             })
             .collect();

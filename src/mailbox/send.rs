@@ -454,6 +454,7 @@ fn record_receipts(
                 delivery_receipts::recipient.eq(&status.address),
                 delivery_receipts::state.eq(&status.status),
                 delivery_receipts::updated_at.eq(now),
+                delivery_receipts::created_at.eq(now),
             )
         })
         .collect();

@@ -149,3 +149,47 @@ fn references_by_construction_keep_rows_and_the_delivery_sequence() {
         1
     );
 }
+
+/// Receipts kept from before the purge went by creation take their last
+/// change as their creation, so none goes sooner than it would have; and
+/// the migration reverts.
+#[test]
+fn receipts_by_age_keep_each_receipts_time() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut c = SqliteConnection::establish(&dir.path().join("m.db").to_string_lossy())
+        .expect("open SQLite");
+    for _ in 0..position_of("receipts_by_age") {
+        c.run_next_migration(SQLITE_MIGRATIONS)
+            .expect("earlier migrations");
+    }
+    c.batch_execute(
+        "INSERT INTO delivery_receipts (sender_account, message_id, recipient, state, updated_at) \
+         VALUES ('a', 'm', 'b@example.org', 'relayed', 1234)",
+    )
+    .expect("a receipt");
+    c.run_next_migration(SQLITE_MIGRATIONS)
+        .expect("receipts_by_age");
+    assert_eq!(
+        number(&mut c, "SELECT created_at AS n FROM delivery_receipts"),
+        1234
+    );
+    let index_on = |c: &mut SqliteConnection, name: &str| {
+        number(
+            c,
+            &format!(
+                "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'index' AND name = '{name}'"
+            ),
+        )
+    };
+    assert_eq!(index_on(&mut c, "delivery_receipts_created"), 1);
+    assert_eq!(index_on(&mut c, "delivery_receipts_age"), 0);
+
+    c.revert_last_migration(SQLITE_MIGRATIONS)
+        .expect("receipts_by_age down");
+    assert_eq!(index_on(&mut c, "delivery_receipts_created"), 0);
+    assert_eq!(index_on(&mut c, "delivery_receipts_age"), 1);
+    assert_eq!(
+        number(&mut c, "SELECT updated_at AS n FROM delivery_receipts"),
+        1234
+    );
+}

@@ -105,6 +105,7 @@ diesel::table! {
         state -> Text,
         detail -> Nullable<Text>,
         updated_at -> BigInt,
+        created_at -> BigInt,
     }
 }
 

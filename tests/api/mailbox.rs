@@ -573,3 +573,29 @@ async fn malformed_sends_are_400() {
     }
     assert_eq!(app.count("messages"), 0);
 }
+
+#[tokio::test]
+async fn a_receipt_outlives_its_last_change_by_a_pending_age() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let message = message_to(&app, &[(&bob, &[0])], b"hello", "all");
+    let pending = app.state.settings.retention.max_pending_age.as_millis() as i64;
+    let before = homing::time::now_ms();
+    assert_eq!(
+        send(&app, &alice.device(0).token, &message).await.status(),
+        202
+    );
+    let after = homing::time::now_ms();
+
+    // The delivery expires unacknowledged: the receipt's last change.
+    let report = purge_at(&app, after + pending + 1);
+    assert!(report.status_events.iter().any(|e| e.state == "expired"));
+    assert_eq!(app.count("delivery_receipts"), 1);
+    // Almost a pending age after that change, the sender may still ask.
+    purge_at(&app, before + 2 * pending - 1);
+    assert_eq!(app.count("delivery_receipts"), 1);
+    // Two pending ages after the send, it goes.
+    purge_at(&app, after + 2 * pending + 1);
+    assert_eq!(app.count("delivery_receipts"), 0);
+}

@@ -209,7 +209,9 @@ tables! {
         id, message_row, device_row, recipient_account, key_wrap, body_bytes,
         created_at, expires_at,
     );
-    delivery_receipts(sender_account, message_id, recipient, state, detail, updated_at);
+    delivery_receipts(
+        sender_account, message_id, recipient, state, detail, updated_at, created_at,
+    );
     outbox(id, message_row, destination, recipients, created_at);
     outbox_txns(txn_id, destination, outbox_rows, created_at);
     destinations(
