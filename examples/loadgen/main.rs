@@ -12,6 +12,7 @@
 //! `HOMING_TEST_DATABASE_URL`; each run uses a fresh database there.
 
 mod daemon;
+mod http1;
 mod scenarios;
 
 use std::time::Duration;
