@@ -159,6 +159,7 @@ pub async fn send(
     let started = Instant::now();
     let (accepted, mut latencies, errors) =
         blast(&daemon.url, &alice.tokens[0], &bob, duration, concurrency).await;
+    anyhow::ensure!(accepted > 0, "no send was accepted ({errors} failed)");
     let elapsed = started.elapsed().as_secs_f64();
     Ok(json!({
         "send_per_s": (accepted as f64 / elapsed).round(),
@@ -279,6 +280,7 @@ pub async fn federation(
     let started = Instant::now();
     let (accepted, mut latencies, errors) =
         blast(&a.url, &alice.tokens[0], &bob, duration, concurrency).await;
+    anyhow::ensure!(accepted > 0, "no send was accepted ({errors} failed)");
     // Wait until B holds everything A accepted.
     let deadline = Instant::now() + Duration::from_secs(300);
     while metric(&b.url, "homing_inbound_messages_total").await < accepted as f64 {
