@@ -65,7 +65,12 @@ pub enum InviteCommand {
     /// List invites (without their codes).
     List,
     /// Revoke an invite by id.
-    Revoke { invite_id: String },
+    Revoke {
+        /// Ids are base64url, so one in 64 begins with `-`: it is still an
+        /// id, not an option.
+        #[arg(allow_hyphen_values = true)]
+        invite_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -364,5 +369,27 @@ fn federation_rules(
                 }
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{AdminCommand, InviteCommand};
+
+    #[derive(Parser)]
+    struct Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    }
+
+    #[test]
+    fn an_invite_id_may_begin_with_a_hyphen() {
+        let parsed = Admin::try_parse_from(["admin", "invite", "revoke", "-bXy2Q_"]).unwrap();
+        assert!(matches!(
+            parsed.command,
+            AdminCommand::Invite(InviteCommand::Revoke { invite_id }) if invite_id == "-bXy2Q_"
+        ));
     }
 }
