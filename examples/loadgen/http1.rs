@@ -8,7 +8,7 @@
 //! each answer whole (status, headers, `Content-Length` body) before the
 //! next, as any keep-alive client would.
 
-use std::io;
+use std::io::{self, Write};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -47,24 +47,22 @@ impl Connection {
     }
 
     async fn exchange(&mut self, path: &str, token: &str, body: &[u8]) -> io::Result<u16> {
-        if self.stream.is_none() {
-            let stream = TcpStream::connect(&self.address).await?;
-            stream.set_nodelay(true)?;
-            self.stream = Some(stream);
-        }
-        let Some(stream) = self.stream.as_mut() else {
-            return Err(io::ErrorKind::NotConnected.into());
+        let stream = match &mut self.stream {
+            Some(stream) => stream,
+            None => {
+                let stream = TcpStream::connect(&self.address).await?;
+                stream.set_nodelay(true)?;
+                self.stream.insert(stream)
+            }
         };
         self.request.clear();
-        self.request.extend_from_slice(
-            format!(
-                "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
-                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-                self.address,
-                body.len()
-            )
-            .as_bytes(),
-        );
+        write!(
+            self.request,
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.address,
+            body.len()
+        )?;
         self.request.extend_from_slice(body);
         stream.write_all(&self.request).await?;
 

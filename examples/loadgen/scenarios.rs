@@ -29,13 +29,8 @@ fn random_ids() -> bool {
     std::env::var("LOADGEN_RANDOM_IDS").is_ok_and(|v| v == "1")
 }
 
-/// A send request to every device of `to` with a fresh random 1 KiB body:
-/// (message id, JSON request).
-pub fn message(to: &User) -> (String, Vec<u8>) {
-    Outgoing::to(to).message()
-}
-
-/// Send requests to one user. Their recipients part is the same in every
+/// Send requests to every device of one user, each with a fresh random
+/// 1 KiB body. Their recipients part is the same in every
 /// request, so it is serialised once; the rest is written around it (ids
 /// and base64 need no JSON escapes), which cost the load generator a
 /// tenth of what serialising each request whole did.
@@ -205,9 +200,10 @@ pub async fn e2e(postgres: Option<&str>, duration: Duration, rate: u64) -> anyho
     let mut sends = Vec::new();
     let mut sync_ms = Vec::new();
     let mut count = 0u64;
+    let to_bob = Outgoing::to(&bob);
     while Instant::now() < deadline {
         ticker.tick().await;
-        let (id, request) = message(&bob);
+        let (id, request) = to_bob.message();
         sent_at
             .lock()
             .map(|mut m| m.insert(id, Instant::now()))
@@ -322,7 +318,7 @@ pub async fn fanout(postgres: Option<&str>, connections: usize) -> anyhow::Resul
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_kib(pid).unwrap_or(0);
     // One message: every idle session is notified.
-    let (_, request) = message(&bob);
+    let (_, request) = Outgoing::to(&bob).message();
     let started = Instant::now();
     let http = reqwest::Client::new();
     let send_url = format!("{}/api/v1/dms/send", daemon.url);
@@ -364,8 +360,9 @@ pub async fn backlog(postgres: Option<&str>, sizes: &[u64]) -> anyhow::Result<Va
     let http = reqwest::Client::new();
     let send_url = format!("{}/api/v1/dms/send", daemon.url);
     // Bob has a few messages of his own.
+    let to_bob = Outgoing::to(&bob);
     for _ in 0..10 {
-        let (_, request) = message(&bob);
+        let (_, request) = to_bob.message();
         post_send(&http, &send_url, &alice.tokens[0], request)
             .send()
             .await?;
