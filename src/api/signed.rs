@@ -72,13 +72,15 @@ async fn verify(
     } else {
         "https"
     };
-    let ours = |name: &ServerName| same_authority(name, &addressed, scheme);
+    let ours = |name: &ServerName| addresses_us(name, &addressed, scheme);
     if !ours(&settings.server_name) && !settings.public_hosts.iter().any(ours) {
         return Err(ApiError::forbidden(
             "misaddressed",
             "this request was addressed to another server",
         ));
     }
+    // Rebuilt from `Host` as received; `RequestParts` normalises it the
+    // way the sender normalised the URI it signed and sent to.
     let target = format!(
         "{scheme}://{host}{}",
         request.uri().path_and_query().map_or("/", |p| p.as_str())
@@ -146,12 +148,23 @@ async fn verify(
     Ok(SignedRequest { origin, body })
 }
 
-/// True when `a` and `b` name the same authority, a default port (443 for
-/// https, 80 for http) being the same as none: clients leave it out of
-/// `Host`.
-fn same_authority(a: &ServerName, b: &ServerName, scheme: &str) -> bool {
-    let default = if scheme == "https" { 443 } else { 80 };
-    a.host() == b.host() && a.port().unwrap_or(default) == b.port().unwrap_or(default)
+/// True when a request whose `Host` is `addressed` was meant for the
+/// server named `ours`. The hosts must be equal; a name without a port is
+/// reached on Homing's port 443 (even over plain HTTP), and a `Host`
+/// without a port means the scheme's default one, as HTTP leaves it out.
+/// A portless `Host` is also taken for a portless name, whatever the
+/// scheme: the signature still binds the exact authority the sender used.
+fn addresses_us(ours: &ServerName, addressed: &ServerName, scheme: &str) -> bool {
+    let scheme_default = if scheme == "https" { 443 } else { 80 };
+    let addressed_port = addressed.port().filter(|&port| port != scheme_default);
+    ours.host() == addressed.host()
+        && match (ours.port(), addressed_port) {
+            (None, None) => true,
+            (ours, addressed) => {
+                ours.unwrap_or(crate::federation::resolver::DEFAULT_PORT)
+                    == addressed.unwrap_or(scheme_default)
+            }
+        }
 }
 
 fn remember_nonce(
@@ -181,32 +194,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_ports_match_names_without_a_port() {
+    fn names_without_a_port_are_reached_on_the_default_port() {
         let name = |s| ServerName::parse(s).unwrap();
-        assert!(same_authority(
-            &name("h.example"),
-            &name("h.example:443"),
-            "https"
-        ));
-        assert!(same_authority(
-            &name("h.example:443"),
-            &name("h.example"),
-            "https"
-        ));
-        assert!(!same_authority(
-            &name("h.example:443"),
-            &name("h.example"),
-            "http"
-        ));
-        assert!(!same_authority(
-            &name("h.example:8448"),
-            &name("h.example"),
-            "https"
-        ));
-        assert!(!same_authority(
-            &name("g.example"),
-            &name("h.example"),
-            "https"
-        ));
+        let cases = [
+            // (our name, Host received, scheme, ours?)
+            ("h.example", "h.example", "https", true),
+            ("h.example", "h.example:443", "https", true),
+            ("h.example:443", "h.example", "https", true),
+            ("h.example", "h.example:8448", "https", false),
+            ("h.example:8448", "h.example", "https", false),
+            ("h.example:8448", "h.example:8448", "https", true),
+            ("g.example", "h.example", "https", false),
+            // Plain HTTP: a portless name is still found on port 443.
+            ("127.0.0.2", "127.0.0.2:443", "http", true),
+            ("127.0.0.2", "127.0.0.2", "http", true),
+            ("127.0.0.2", "127.0.0.2:80", "http", true),
+            ("127.0.0.2", "127.0.0.2:8080", "http", false),
+            ("127.0.0.2:443", "127.0.0.2", "http", false),
+            ("127.0.0.2:80", "127.0.0.2", "http", true),
+            ("127.0.0.1:8008", "127.0.0.1:8008", "http", true),
+            ("127.0.0.1:8008", "127.0.0.1:8009", "http", false),
+        ];
+        for (ours, host, scheme, expected) in cases {
+            assert_eq!(
+                addresses_us(&name(ours), &name(host), scheme),
+                expected,
+                "{ours} / Host {host} / {scheme}"
+            );
+        }
     }
 }

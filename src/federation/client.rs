@@ -61,7 +61,6 @@ pub async fn send_signed(
         origin,
         timeout,
     } = *signer;
-    let url = format!("{}{path}", destination.base_url);
     let digest = signing::content_digest(&body);
     let now = crate::time::now_ms() / 1000;
     let mut nonce = [0u8; 24];
@@ -72,14 +71,16 @@ pub async fn send_signed(
         .with_nonce(&b64(&nonce))
         .with_alg("ed25519")
         .with_keyid(&key_id_for(origin, key));
-    let parts = RequestParts::new(method.as_str(), &url)
+    // Sent to the normalised URI, so that what is signed is exactly what
+    // the receiver rebuilds from the request line and `Host`.
+    let parts = RequestParts::new(method.as_str(), &format!("{}{path}", destination.base_url))
         .map_err(|e| RequestError::Sign(e.to_string()))?
         .with_header("content-digest", &digest);
     let headers = signing::sign(key.signing_key(), "homing", &params, &parts)
         .map_err(|e| RequestError::Sign(e.to_string()))?;
     let response = client
         .http()
-        .request(method, &url)
+        .request(method, parts.target_uri())
         .header("Content-Type", "application/json")
         .header("Content-Digest", digest)
         .header("Signature-Input", headers.signature_input)

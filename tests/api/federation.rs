@@ -33,7 +33,7 @@ pub async fn wait_for_outbox(app: &TestApp, rows: i64) {
     }
 }
 
-fn remote_message(from_app: &TestApp, to_app: &TestApp, to: &TestUser, body: &[u8]) -> Value {
+pub fn remote_message(from_app: &TestApp, to_app: &TestApp, to: &TestUser, body: &[u8]) -> Value {
     let mut message = message_to(from_app, &[(to, &[0])], body, "all");
     message["recipients"][0]["address"] = json!(format!("{}@{}", to.alias, to_app.server_name));
     message
@@ -48,7 +48,7 @@ async fn delivery_status(app: &TestApp, token: &str, id: &str) -> Value {
         .unwrap()
 }
 
-async fn status_of(app: &TestApp, token: &str, id: &str) -> String {
+pub async fn status_of(app: &TestApp, token: &str, id: &str) -> String {
     delivery_status(app, token, id).await["recipients"][0]["state"]
         .as_str()
         .unwrap_or_default()

@@ -54,9 +54,30 @@ pub async fn spawn_app_on_sqlite() -> TestApp {
     spawn_app_on(Vec::new(), true).await
 }
 
+/// Starts the application listening on `bind` (an address such as
+/// `127.0.0.2:443`), or `None` when that address cannot be bound (not
+/// root, or taken): the caller skips with a message.
+pub async fn spawn_app_at(bind: &str, extra_env: Vec<(&str, &str)>) -> Option<TestApp> {
+    match TcpListener::bind(bind) {
+        Ok(listener) => Some(spawn_app_on_listener(listener, extra_env, false).await),
+        Err(error) => {
+            eprintln!("skipped: cannot bind {bind} ({error}); this test needs root");
+            None
+        }
+    }
+}
+
 async fn spawn_app_on(extra_env: Vec<(&str, &str)>, sqlite: bool) -> TestApp {
-    let data_dir = tempfile::tempdir().expect("temporary directory");
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    spawn_app_on_listener(listener, extra_env, sqlite).await
+}
+
+async fn spawn_app_on_listener(
+    listener: TcpListener,
+    extra_env: Vec<(&str, &str)>,
+    sqlite: bool,
+) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("temporary directory");
     let database = if sqlite {
         TestDatabase::sqlite(data_dir.path())
     } else {
@@ -132,11 +153,16 @@ async fn start(
     database_url: &str,
     extra: &[(String, String)],
 ) -> (AppState, RunningServer) {
-    let port = listener.local_addr().expect("local address").port();
-    let server_name = format!("127.0.0.1:{port}");
+    let bound = listener.local_addr().expect("local address");
+    // On Homing's default port the name carries no port, as deployed.
+    let server_name = if bound.port() == 443 {
+        bound.ip().to_string()
+    } else {
+        bound.to_string()
+    };
     let mut env: Vec<(String, String)> = vec![
-        ("HOMING__SERVER__NAME".into(), server_name.clone()),
-        ("HOMING__SERVER__BIND".into(), server_name),
+        ("HOMING__SERVER__NAME".into(), server_name),
+        ("HOMING__SERVER__BIND".into(), bound.to_string()),
         (
             "HOMING__SERVER__DATA_DIR".into(),
             data_dir.display().to_string(),

@@ -18,6 +18,7 @@ mod identity;
 mod mailbox;
 mod migrate_store;
 mod openapi;
+mod portless;
 mod properties;
 mod relay_answers;
 mod relay_batches;

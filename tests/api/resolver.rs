@@ -103,8 +103,8 @@ async fn ip_literals_and_explicit_ports_need_no_lookup() {
     let h = Harness::start(Vec::new(), &[]).await;
     for (server, url) in [
         ("127.0.0.1:8448", "https://127.0.0.1:8448"),
-        ("127.0.0.1", "https://127.0.0.1:443"),
-        ("[::1]", "https://[::1]:443"),
+        ("127.0.0.1", "https://127.0.0.1"),
+        ("[::1]", "https://[::1]"),
         ("[::1]:8448", "https://[::1]:8448"),
         ("Example.ORG:8448", "https://example.org:8448"),
     ] {
@@ -188,7 +188,7 @@ async fn a_well_known_behind_an_untrusted_certificate_is_ignored() {
     h.client.pin_host("origin.homing.test", server.addr);
     assert_eq!(
         base_url(&h.client, "origin.homing.test").await,
-        "https://origin.homing.test:443"
+        "https://origin.homing.test"
     );
     assert!(server.seen().is_empty(), "no request got past TLS");
     let (_, _, resolved_at, expires_at) = h.row("origin.homing.test").expect("row");
@@ -257,7 +257,7 @@ async fn without_well_known_or_srv_port_443_is_used() {
     let h = Harness::start(Vec::new(), &[]).await;
     assert_eq!(
         base_url(&h.client, "plain.homing.test").await,
-        "https://plain.homing.test:443"
+        "https://plain.homing.test"
     );
     assert_eq!(
         h.dns
@@ -267,7 +267,7 @@ async fn without_well_known_or_srv_port_443_is_used() {
     let (target, error, resolved_at, expires_at) = h.row("plain.homing.test").expect("row");
     assert!(target
         .expect("target")
-        .contains("https://plain.homing.test:443"));
+        .contains("https://plain.homing.test"));
     assert_eq!(error, None);
     assert_eq!(expires_at - resolved_at, HOUR_MS);
 

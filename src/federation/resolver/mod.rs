@@ -324,13 +324,25 @@ impl FederationClient {
         }
     }
 
-    /// `scheme://host:port`, with brackets around an IPv6 literal.
+    /// `scheme://host[:port]`, with brackets around an IPv6 literal.
     fn url(&self, host: &str, port: u16) -> String {
-        let scheme = self.inner.scheme;
-        match host.parse::<IpAddr>() {
-            Ok(IpAddr::V6(ip)) => format!("{scheme}://[{ip}]:{port}"),
-            _ => format!("{scheme}://{host}:{port}"),
-        }
+        base_url(self.inner.scheme, host, port)
+    }
+}
+
+/// The canonical base URL (RFC 3986 §6.2.3): the port is left out when it
+/// is the scheme's default, as HTTP leaves it out of `Host`, so the URL a
+/// request is signed for is the one the receiver rebuilds.
+fn base_url(scheme: &str, host: &str, port: u16) -> String {
+    let host = match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(ip)) => format!("[{ip}]"),
+        _ => host.to_string(),
+    };
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    if port == default_port {
+        format!("{scheme}://{host}")
+    } else {
+        format!("{scheme}://{host}:{port}")
     }
 }
 
@@ -344,6 +356,20 @@ fn destination(server: &ServerName, target: &Target) -> Destination {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base_urls_leave_out_only_the_schemes_default_port() {
+        assert_eq!(base_url("https", "b.example", 443), "https://b.example");
+        assert_eq!(
+            base_url("https", "b.example", 8448),
+            "https://b.example:8448"
+        );
+        assert_eq!(base_url("http", "127.0.0.3", 80), "http://127.0.0.3");
+        // Insecure federation keeps Homing's port 443: not http's default.
+        assert_eq!(base_url("http", "127.0.0.3", 443), "http://127.0.0.3:443");
+        assert_eq!(base_url("https", "::1", 443), "https://[::1]");
+        assert_eq!(base_url("https", "::1", 8448), "https://[::1]:8448");
+    }
 
     #[test]
     fn failures_are_remembered_for_an_hour_and_dns_trouble_briefly() {

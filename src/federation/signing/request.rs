@@ -18,8 +18,11 @@ pub struct RequestParts {
 impl RequestParts {
     /// A request for `method` on the absolute `target_uri`, with no headers yet.
     ///
-    /// `@target-uri` is `target_uri` exactly as given, so signer and verifier
-    /// must spell it the same way; the other derived components are normalised.
+    /// Every derived component is normalised as RFC 3986 §6.2.3 says: scheme
+    /// and host lower-cased, the scheme's default port left out, an empty
+    /// path made `/`. So `@target-uri` is the same string whether it was
+    /// built from the sender's URL or from the receiver's `Host` header; a
+    /// signer sends its request to [`RequestParts::target_uri`].
     pub fn new(method: &str, target_uri: &str) -> Result<Self, SignatureError> {
         if method.is_empty() || !method.bytes().all(is_tchar) {
             return Err(SignatureError::InvalidMethod);
@@ -46,15 +49,33 @@ impl RequestParts {
             Some((path, query)) => (path, Some(query.to_owned())),
             None => (path_and_query, None),
         };
+        let authority = normalise_authority(authority, default_port).ok_or_else(bad)?;
+        let path = if path.is_empty() { "/" } else { path }.to_owned();
+        let target_uri = match &query {
+            Some(query) => format!("{scheme}://{authority}{path}?{query}"),
+            None => format!("{scheme}://{authority}{path}"),
+        };
         Ok(Self {
             method: method.to_owned(),
-            target_uri: target_uri.to_owned(),
+            target_uri,
             scheme,
-            authority: normalise_authority(authority, default_port).ok_or_else(bad)?,
-            path: if path.is_empty() { "/" } else { path }.to_owned(),
+            authority,
+            path,
             query,
             headers: Vec::new(),
         })
+    }
+
+    /// The normalised absolute URI: what `@target-uri` covers, and so the
+    /// URI a signed request must be sent to.
+    pub fn target_uri(&self) -> &str {
+        &self.target_uri
+    }
+
+    /// The normalised `host[:port]`: what `@authority` covers, and so the
+    /// `Host` header a signed request carries.
+    pub fn authority(&self) -> &str {
+        &self.authority
     }
 
     /// Adds one header field line; repeat the call for repeated fields.
@@ -172,7 +193,10 @@ mod tests {
             .with_header("X-Empty", "");
         let v = |c| r.component_value(c).unwrap();
         assert_eq!(v("@method"), "POST");
-        assert_eq!(v("@target-uri"), uri);
+        assert_eq!(
+            v("@target-uri"),
+            "https://www.example.com/path?param=value&foo=bar"
+        );
         assert_eq!(v("@authority"), "www.example.com");
         assert_eq!(v("@scheme"), "https");
         assert_eq!(v("@path"), "/path");
@@ -183,6 +207,7 @@ mod tests {
 
         let bare = RequestParts::new("GET", "HTTP://Example.com:8080").unwrap();
         let v = |c| bare.component_value(c).unwrap();
+        assert_eq!(v("@target-uri"), "http://example.com:8080/");
         assert_eq!(v("@authority"), "example.com:8080");
         assert_eq!(v("@scheme"), "http");
         assert_eq!(v("@path"), "/");
@@ -195,6 +220,47 @@ mod tests {
             empty_port.component_value("@authority").unwrap(),
             "example.com"
         );
+    }
+
+    /// What a sender builds from its base URL and what a receiver builds
+    /// from `Host` must be one string, or every signature fails.
+    #[test]
+    fn sender_and_receiver_spellings_give_one_target_uri() {
+        let same = [
+            (
+                "https://b.example:443/federation/v1/txn/1",
+                "https://b.example/federation/v1/txn/1",
+            ),
+            (
+                "HTTPS://B.Example:443/federation/v1/txn/1",
+                "https://b.example/federation/v1/txn/1",
+            ),
+            ("https://b.example:/x?y=1", "https://b.example/x?y=1"),
+            ("http://127.0.0.2:80/x", "http://127.0.0.2/x"),
+            ("http://127.0.0.2:443/x", "http://127.0.0.2:443/x"),
+            ("https://[::1]:443/x", "https://[::1]/x"),
+            ("https://b.example:8448", "https://b.example:8448/"),
+        ];
+        for (sent, canonical) in same {
+            let parts = RequestParts::new("PUT", sent).unwrap();
+            assert_eq!(parts.target_uri(), canonical, "{sent}");
+            assert_eq!(
+                parts.component_value("@target-uri").unwrap(),
+                canonical,
+                "{sent}"
+            );
+            // The receiver's rebuilt URI normalises to the same string.
+            let again = RequestParts::new("PUT", canonical).unwrap();
+            assert_eq!(again.target_uri(), canonical);
+            assert_eq!(again.authority(), parts.authority());
+        }
+        // A port that is not the scheme's default stays: it names another server.
+        let other = RequestParts::new("PUT", "https://b.example:8443/x").unwrap();
+        assert_eq!(other.target_uri(), "https://b.example:8443/x");
+        assert_eq!(other.authority(), "b.example:8443");
+        // The path is not rewritten: percent-encoding stays as sent.
+        let encoded = RequestParts::new("GET", "https://b.example/a%2Fb").unwrap();
+        assert_eq!(encoded.target_uri(), "https://b.example/a%2Fb");
     }
 
     #[test]
