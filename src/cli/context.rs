@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use crate::client::api::{ClientError, HomeServer};
 use crate::client::keys::{AccountKeys, DeviceKeys};
+use crate::client::network::Network;
 use crate::client::store::{Contact, Identity, Session, Store, StoreError};
 use crate::crypto::identity::{DeviceCertificate, DeviceId, SignedDeviceList};
 use crate::crypto::{b64, PublicKey};
@@ -20,6 +21,8 @@ pub struct Options {
     pub home: Option<PathBuf>,
     pub server_url: Option<String>,
     pub insecure_http: bool,
+    /// Trusted roots and nameservers for every connection.
+    pub network: Network,
     pub json: bool,
 }
 
@@ -135,7 +138,7 @@ impl Context {
             signing: SigningKey::from_bytes(&seed(&secret, "sign_seed")?),
             box_secret: crypto_box::SecretKey::from(seed(&secret, "box_secret")?),
         };
-        let server = HomeServer::new(&identity.server_url);
+        let server = HomeServer::reached_through(&identity.server_url, &options.network);
         let mut context = Self {
             store,
             identity,
@@ -163,14 +166,13 @@ impl Context {
         if !force {
             if let Some(session) = self.store.session()? {
                 if session.expires_at > now + 60_000 {
-                    self.server =
-                        HomeServer::new(&self.identity.server_url).with_token(&session.token);
+                    self.server = self.server.clone().with_token(&session.token);
                     return Ok(());
                 }
             }
         }
         let account = self.account_key()?;
-        let plain = HomeServer::new(&self.identity.server_url);
+        let plain = self.server.clone().without_token();
         let (token, expires_at) = plain
             .sign_in(self.server_name(), &account, &self.device)
             .await?;

@@ -138,9 +138,10 @@ async fn link_new(options: &Options, address: &str, device: &str) -> Result<(), 
         address.server(),
         options.server_url.as_deref(),
         options.insecure_http,
+        &options.network,
     )
     .await;
-    let server = HomeServer::new(&server_url);
+    let server = HomeServer::reached_through(&server_url, &options.network);
     let link: Value = server
         .post("/api/v1/links", &json!({ "blob": b64(&request) }))
         .await?;

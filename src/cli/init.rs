@@ -31,9 +31,10 @@ pub async fn init(
         address.server(),
         options.server_url.as_deref(),
         options.insecure_http,
+        &options.network,
     )
     .await;
-    let server = HomeServer::new(&server_url);
+    let server = HomeServer::reached_through(&server_url, &options.network);
     eprintln!("registering {address} at {server_url} …");
     let account = AccountKeys::generate();
     let keys = DeviceKeys::generate(device_id);

@@ -18,11 +18,14 @@ mod init;
 mod messaging;
 mod people;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
 pub use context::CliError;
+
+use crate::client::network::Network;
 
 /// End-to-end encrypted direct messages, addressed like email.
 #[derive(Debug, Parser)]
@@ -38,6 +41,20 @@ pub struct Cli {
     /// Reach servers over plain HTTP (local testing only).
     #[arg(long, global = true)]
     pub insecure_http: bool,
+    /// Also trust the CA certificates in this PEM file, for a server whose
+    /// certificate comes from a private CA (a test or company network).
+    #[arg(long, global = true, env = "HOMING_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Look names up through this nameserver (IP or IP:PORT; repeat the
+    /// option, or separate with commas) instead of the system's.
+    #[arg(
+        long = "nameserver",
+        global = true,
+        env = "HOMING_NAMESERVERS",
+        value_delimiter = ',',
+        value_parser = parse_nameserver
+    )]
+    pub nameservers: Vec<SocketAddr>,
     /// Machine-readable output.
     #[arg(long, global = true)]
     pub json: bool,
@@ -102,10 +119,13 @@ pub enum Command {
 
 /// Runs the command; errors come back for the binary to print.
 pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let network = Network::new(cli.ca_file.as_deref(), &cli.nameservers)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     let options = context::Options {
         home: cli.home,
         server_url: cli.server_url,
         insecure_http: cli.insecure_http,
+        network,
         json: cli.json,
     };
     match cli.command {
@@ -125,6 +145,16 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Keys(command) => devices::keys(&options, command).await,
         Command::ServerInfo { server } => people::server_info(&options, &server).await,
     }
+}
+
+/// `IP:PORT`, or an IP alone for port 53.
+fn parse_nameserver(text: &str) -> Result<SocketAddr, String> {
+    text.parse::<SocketAddr>()
+        .or_else(|_| {
+            text.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| format!("`{text}` is not IP or IP:PORT"))
 }
 
 /// Standard output failed: a closed pipe is the reader's choice, not an

@@ -85,8 +85,16 @@ pub async fn trust(options: &Options, address: &str) -> Result<(), CliError> {
 
 pub async fn server_info(options: &Options, server: &str) -> Result<(), CliError> {
     let name = ServerName::parse(server).map_err(|e| CliError::Usage(format!("{server}: {e}")))?;
-    let url = home_server_url(&name, options.server_url.as_deref(), options.insecure_http).await;
-    let info = HomeServer::new(&url).server_info().await?;
+    let url = home_server_url(
+        &name,
+        options.server_url.as_deref(),
+        options.insecure_http,
+        &options.network,
+    )
+    .await;
+    let info = HomeServer::reached_through(&url, &options.network)
+        .server_info()
+        .await?;
     output(options, &info, || {
         out!(
             "{} (Homing {})",

@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
+use super::network::Network;
 use crate::address::ServerName;
 use crate::mailbox::{SendRequest, SendResponse, SyncPage};
 
@@ -41,6 +42,7 @@ pub async fn home_server_url(
     server: &ServerName,
     explicit: Option<&str>,
     insecure_http: bool,
+    network: &Network,
 ) -> String {
     if let Some(url) = explicit {
         return url.trim_end_matches('/').to_string();
@@ -51,9 +53,9 @@ pub async fn home_server_url(
         return direct;
     }
     let delegated = async {
-        let response = reqwest::Client::new()
+        let response = network
+            .http_client(Duration::from_secs(5))
             .get(format!("{direct}/.well-known/homing/server"))
-            .timeout(Duration::from_secs(5))
             .send()
             .await
             .ok()?;
@@ -69,24 +71,34 @@ pub async fn home_server_url(
 pub struct HomeServer {
     base: String,
     http: reqwest::Client,
+    network: Network,
     token: Option<String>,
 }
 
 impl HomeServer {
+    /// The server at `base_url`, reached with the Web PKI and system DNS.
     pub fn new(base_url: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap_or_default();
+        Self::reached_through(base_url, &Network::default())
+    }
+
+    /// The server at `base_url`, reached with `network`'s roots and DNS.
+    pub fn reached_through(base_url: &str, network: &Network) -> Self {
         Self {
             base: base_url.trim_end_matches('/').to_string(),
-            http,
+            http: network.http_client(Duration::from_secs(30)),
+            network: network.clone(),
             token: None,
         }
     }
 
     pub fn with_token(mut self, token: &str) -> Self {
         self.token = Some(token.to_string());
+        self
+    }
+
+    /// The same server, signed out.
+    pub fn without_token(mut self) -> Self {
+        self.token = None;
         self
     }
 
@@ -245,31 +257,22 @@ impl HomeServer {
                 .map_err(|_| ClientError::Protocol("token is not a valid header".into()))?;
             request.headers_mut().insert("Authorization", value);
         }
-        let host = authority
-            .rsplit_once(':')
-            .map_or(authority, |(host, _)| host);
-        let address = if authority.contains(':') {
-            authority.to_string()
-        } else {
-            format!("{authority}:{}", if tls { 443 } else { 80 })
+        let server = ServerName::parse(authority)
+            .map_err(|_| ClientError::Protocol(format!("unsupported server URL {}", self.base)))?;
+        let host = match server.host() {
+            crate::address::Host::Domain(domain) => domain.clone(),
+            crate::address::Host::Ip(ip) => ip.to_string(),
         };
-        let tcp = tokio::net::TcpStream::connect(&address)
+        let port = server.port().unwrap_or(if tls { 443 } else { 80 });
+        let tcp = self
+            .network
+            .connect(&host, port)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         let stream: Box<dyn Io> = if tls {
-            let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(
-                std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider()),
-            )
-            .with_safe_default_protocol_versions()
-            .map_err(|e| unreachable(e.to_string()))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(
-                host.trim_matches(['[', ']']).to_string(),
-            )
-            .map_err(|e| unreachable(e.to_string()))?;
+            let config = self.network.tls_config()?;
+            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host)
+                .map_err(|e| unreachable(e.to_string()))?;
             let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
             Box::new(
                 connector

@@ -29,6 +29,7 @@ use client::HostMap;
 use dns::SrvError;
 use well_known::WellKnown;
 
+pub(crate) use dns::build_resolver as build_dns_resolver;
 pub use well_known::{MAX_BODY_BYTES as WELL_KNOWN_MAX_BYTES, PATH as WELL_KNOWN_PATH};
 
 /// The port used when neither the name, a delegation nor SRV gives one.
