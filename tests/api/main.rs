@@ -6,6 +6,8 @@ mod cli;
 mod crash;
 mod daemon;
 mod database_faults;
+mod deployed;
+mod deployment;
 mod devices;
 mod faults;
 mod federation;
