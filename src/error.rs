@@ -303,6 +303,19 @@ impl From<crate::identity::IdentityError> for ApiError {
     }
 }
 
+impl From<crate::federation::new_destinations::AdmissionError> for ApiError {
+    fn from(error: crate::federation::new_destinations::AdmissionError) -> Self {
+        use crate::federation::new_destinations::AdmissionError;
+        match error {
+            AdmissionError::TooMany { retry_after, .. } => Self::TooManyRequests {
+                message: error.to_string(),
+                retry_after_secs: retry_after.as_secs().max(1),
+            },
+            AdmissionError::Storage(error) => error.into(),
+        }
+    }
+}
+
 impl From<crate::mailbox::MailboxError> for ApiError {
     fn from(error: crate::mailbox::MailboxError) -> Self {
         use crate::mailbox::MailboxError as E;

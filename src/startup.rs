@@ -46,6 +46,8 @@ pub struct AppState {
     pub tokens: Arc<crate::token_cache::TokenCache>,
     /// The settings a send needs, shared instead of copied per request.
     pub send_context: Arc<crate::mailbox::SendContext>,
+    /// Each account's budget of servers new to the relay.
+    pub new_destinations: Arc<crate::federation::new_destinations::NewDestinations>,
 }
 
 /// The rate limiters of the endpoints strangers can call.
@@ -126,6 +128,9 @@ impl Application {
             replica_id: replica_id.clone(),
             tokens: Arc::default(),
             send_context: Arc::new(crate::mailbox::SendContext::new(&settings)),
+            new_destinations: Arc::new(crate::federation::new_destinations::NewDestinations::new(
+                settings.rate_limits.new_destinations_per_account,
+            )),
             cluster: Arc::new(crate::gateway::cluster::Publisher::start(&db, replica_id)),
             settings: Arc::new(settings),
             db,

@@ -94,6 +94,13 @@ pub async fn send(
         device_id: device.device_id,
     };
     let prepared = PreparedSend::new(body.into_inner(), &context.limits)?;
+    let remote = prepared.remote_servers(&state.settings.server_name);
+    if !remote.is_empty() {
+        state
+            .new_destinations
+            .admit(&state.db, &sender.account_key, remote)
+            .await?;
+    }
     // The wait for the commit and what follows it run in a task of their
     // own: a client that goes away meanwhile cancels this handler, but its
     // committed message must still wake the recipients and the relay.

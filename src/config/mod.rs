@@ -127,6 +127,7 @@ pub struct RawRateLimits {
     pub auth_per_account: String,
     pub send_per_device: String,
     pub federation_per_origin: String,
+    pub new_destinations_per_account: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -274,6 +275,8 @@ pub struct RateLimits {
     pub auth_per_account: Rate,
     pub send_per_device: Rate,
     pub federation_per_origin: Rate,
+    /// Destination servers one account may add to the relay's work.
+    pub new_destinations_per_account: Rate,
 }
 
 /// WebSocket gateway behaviour.
@@ -499,6 +502,10 @@ impl RawSettings {
                 federation_per_origin: rate(
                     "rate_limits.federation_per_origin",
                     &self.rate_limits.federation_per_origin,
+                )?,
+                new_destinations_per_account: rate(
+                    "rate_limits.new_destinations_per_account",
+                    &self.rate_limits.new_destinations_per_account,
                 )?,
             },
             gateway: self.gateway.validate()?,

@@ -3,6 +3,7 @@ pub mod client;
 pub mod directory;
 pub mod inbound;
 pub mod keys;
+pub mod new_destinations;
 pub mod outbox;
 pub mod policy;
 pub mod relay;

@@ -33,21 +33,36 @@ pub fn ensure_destination(conn: &mut DbConnection, destination: &str) -> Result<
     Ok(())
 }
 
+/// A destination due for an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    pub server_name: String,
+    /// It answered before and has not failed since: a peer that works.
+    pub proven: bool,
+}
+
 /// Destinations with queued mail whose back-off has passed and whose lease
-/// is free, oldest first.
+/// is free: those not failing first, then the longest due.
 pub fn due_destinations(
     conn: &mut DbConnection,
     now: i64,
     limit: i64,
-) -> Result<Vec<String>, StorageError> {
-    Ok(with_backend!(conn, c => destinations::table
+) -> Result<Vec<Due>, StorageError> {
+    let rows: Vec<(String, i32, Option<i64>)> = with_backend!(conn, c => destinations::table
         .filter(destinations::next_attempt_at.le(now))
         .filter(destinations::lease_expires_at.is_null().or(destinations::lease_expires_at.lt(now)))
         .filter(diesel::dsl::exists(outbox::table.filter(outbox::destination.eq(destinations::server_name))))
-        .order(destinations::next_attempt_at.asc())
+        .order((destinations::failures.asc(), destinations::next_attempt_at.asc()))
         .limit(limit)
-        .select(destinations::server_name)
-        .load(c))?)
+        .select((destinations::server_name, destinations::failures, destinations::last_success_at))
+        .load(c))?;
+    Ok(rows
+        .into_iter()
+        .map(|(server_name, failures, last_success_at)| Due {
+            server_name,
+            proven: failures == 0 && last_success_at.is_some(),
+        })
+        .collect())
 }
 
 /// Messages queued in all, and the `limit` destinations with the most

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 
 use super::client::{put_transaction, RequestError, Signer};
-use super::outbox::{self, Batch};
+use super::outbox::{self, Batch, Due};
 use super::resolver::{Destination, ResolveError};
 use crate::address::ServerName;
 use crate::mailbox::MailboxError;
@@ -19,6 +19,11 @@ use crate::storage::StorageError;
 
 /// Most destinations worked on at once by one replica.
 const MAX_PARALLEL: usize = 64;
+/// Of those, most that have never answered or are failing now. A peer that
+/// accepts connections and never answers holds its worker for a request
+/// time-out; made-up or dead peers share these few workers, and peers that
+/// work keep the rest.
+const MAX_UNPROVEN: usize = MAX_PARALLEL / 4;
 /// Longest the loop sleeps without a wake-up.
 const IDLE: Duration = Duration::from_secs(5);
 /// Transactions to one destination awaiting their answer at once: the next
@@ -43,7 +48,7 @@ const READS_FROM_LAST: usize = 32;
 /// mail was queued for it since its worker last looked, and the permits
 /// for the relay's writes on PostgreSQL.
 pub struct InFlight {
-    destinations: Mutex<HashMap<String, bool>>,
+    destinations: Mutex<HashMap<String, Worker>>,
     pooled_writes: tokio::sync::Semaphore,
 }
 
@@ -56,19 +61,36 @@ impl Default for InFlight {
     }
 }
 
+/// What the relay knows of one destination it is sending to.
+struct Worker {
+    /// Mail was queued since the worker last looked.
+    more: bool,
+    /// The destination has answered before and is not failing.
+    proven: bool,
+}
+
 impl InFlight {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, bool>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Worker>> {
         self.destinations
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn start(&self, destination: &str) -> bool {
+    fn start(&self, due: &Due) -> bool {
         let mut set = self.lock();
-        if set.len() >= MAX_PARALLEL || set.contains_key(destination) {
+        if set.len() >= MAX_PARALLEL || set.contains_key(&due.server_name) {
             return false;
         }
-        set.insert(destination.to_string(), false);
+        if !due.proven && set.values().filter(|w| !w.proven).count() >= MAX_UNPROVEN {
+            return false;
+        }
+        set.insert(
+            due.server_name.clone(),
+            Worker {
+                more: false,
+                proven: due.proven,
+            },
+        );
         true
     }
 
@@ -77,8 +99,8 @@ impl InFlight {
     fn finish(&self, destination: &str, drained: bool) -> bool {
         let mut set = self.lock();
         match set.get_mut(destination) {
-            Some(more) if drained && *more => {
-                *more = false;
+            Some(worker) if drained && worker.more => {
+                worker.more = false;
                 false
             }
             _ => {
@@ -97,7 +119,7 @@ impl InFlight {
         let mut unworked = false;
         for destination in destinations {
             match set.get_mut(destination.as_str()) {
-                Some(more) => *more = true,
+                Some(worker) => worker.more = true,
                 None => unworked = true,
             }
         }
@@ -141,9 +163,10 @@ async fn start_due(state: &AppState) -> Result<(), StorageError> {
         .db
         .run(move |conn| outbox::due_destinations(conn, now, MAX_PARALLEL as i64))
         .await?;
-    for destination in due {
-        if state.relay_in_flight.start(&destination) {
+    for due in due {
+        if state.relay_in_flight.start(&due) {
             let state = state.clone();
+            let destination = due.server_name;
             tokio::spawn(async move {
                 loop {
                     let drained = deliver_destination(&state, &destination).await;
@@ -167,9 +190,9 @@ pub async fn run_once(state: &AppState) -> Result<(), StorageError> {
         .await?;
     let tasks: Vec<_> = due
         .into_iter()
-        .map(|destination| {
+        .map(|due| {
             let state = state.clone();
-            tokio::spawn(async move { deliver_destination(&state, &destination).await })
+            tokio::spawn(async move { deliver_destination(&state, &due.server_name).await })
         })
         .collect();
     for task in tasks {

@@ -219,6 +219,21 @@ impl PreparedSend {
     pub fn message_id(&self) -> &str {
         &self.request.message_id
     }
+
+    /// The other servers this send queues mail for, each once.
+    pub fn remote_servers(&self, ours: &ServerName) -> Vec<String> {
+        let mut servers: Vec<String> = self
+            .parsed
+            .recipients
+            .iter()
+            .map(|recipient| recipient.address.server())
+            .filter(|server| *server != ours)
+            .map(ToString::to_string)
+            .collect();
+        servers.sort_unstable();
+        servers.dedup();
+        servers
+    }
 }
 
 /// Stores a prepared send inside the group commit's transaction. A refused

@@ -23,7 +23,7 @@ const WELL_KNOWN_TIMEOUT: Duration = Duration::from_secs(10);
 const WELL_KNOWN_MAX_REDIRECTS: usize = 3;
 /// Default limits on federation requests; a caller may set a per-request
 /// time-out with `RequestBuilder::timeout`.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The two clients: federation requests (following SRV targets, no

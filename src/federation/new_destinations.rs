@@ -1,0 +1,92 @@
+//! How many servers one account may add to the relay's work. Mail for a
+//! server the relay already knows costs nothing here; a server it has never
+//! queued mail for takes one of the sending account's
+//! `rate_limits.new_destinations_per_account`. Without this, one account
+//! could queue mail for thousands of made-up servers that accept a
+//! connection and never answer, and every one of them would hold a relay
+//! worker for a request time-out, again and again for the whole pending age.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use diesel::prelude::*;
+
+use crate::config::Rate;
+use crate::ratelimit::RateLimiter;
+use crate::storage::schema::destinations;
+use crate::storage::{Database, StorageError};
+use crate::with_backend;
+
+/// Destination names remembered as known; past this the set starts over
+/// (a forgotten name is looked up again, which is all it costs).
+const MAX_KNOWN: usize = 10_000;
+
+/// Why a send may not add its destinations.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmissionError {
+    #[error("this account added {per} new destination servers recently; retry in {retry_after:?}")]
+    TooMany { per: String, retry_after: Duration },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// The budget of new destinations per account, and the names known to be
+/// destinations already.
+pub struct NewDestinations {
+    rate: Rate,
+    per_account: RateLimiter<String>,
+    known: Mutex<HashSet<String>>,
+}
+
+impl NewDestinations {
+    pub fn new(rate: Rate) -> Self {
+        Self {
+            rate,
+            per_account: RateLimiter::new(rate),
+            known: Mutex::new(HashSet::new()),
+        }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lets `account` queue mail for `servers`, charging it for each one
+    /// that is not yet a destination.
+    pub async fn admit(
+        &self,
+        db: &Database,
+        account: &str,
+        mut servers: Vec<String>,
+    ) -> Result<(), AdmissionError> {
+        servers.retain(|server| !self.known().contains(server));
+        if servers.is_empty() {
+            return Ok(());
+        }
+        let asked = servers.clone();
+        let existing: Vec<String> = db
+            .run(move |conn| -> Result<Vec<String>, StorageError> {
+                Ok(with_backend!(conn, c => destinations::table
+                    .filter(destinations::server_name.eq_any(&asked))
+                    .select(destinations::server_name)
+                    .load(c))?)
+            })
+            .await?;
+        let new = servers.iter().filter(|s| !existing.contains(s)).count();
+        for _ in 0..new {
+            if let Err(retry_after) = self.per_account.check(&account.to_string()) {
+                return Err(AdmissionError::TooMany {
+                    per: format!("{}/{}s", self.rate.burst, self.rate.per.as_secs()),
+                    retry_after,
+                });
+            }
+        }
+        let mut known = self.known();
+        if known.len() + servers.len() > MAX_KNOWN {
+            known.clear();
+        }
+        known.extend(servers);
+        Ok(())
+    }
+}
