@@ -74,6 +74,8 @@ pub enum SignatureError {
     MissingSha256Digest,
     #[error("Content-Digest does not match the body")]
     DigestMismatch,
+    #[error("signature has no `alg`")]
+    MissingAlg,
     #[error("algorithm `{0}` is not ed25519")]
     UnsupportedAlgorithm(String),
     #[error("signature does not cover `{0}`")]

@@ -27,5 +27,6 @@ mod relay_batches;
 mod replicas;
 mod resolver;
 mod schema;
+mod signed_requests;
 mod test_servers;
 mod upgrades;
