@@ -21,6 +21,7 @@ mod mailbox;
 mod migrate_store;
 mod openapi;
 mod portless;
+mod private_addresses;
 mod properties;
 mod relay_answers;
 mod relay_batches;
