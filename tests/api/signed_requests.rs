@@ -1,8 +1,8 @@
 //! What a signed federation request must carry, and what a stranger's
 //! request can make the receiver do before its signature is checked: the
 //! `alg` parameter is required, every check that needs no key runs before
-//! the key is fetched, and made-up key ids cost the origin's key document
-//! at most one fetch a minute.
+//! the key is fetched, made-up key ids cost the origin's key document at
+//! most one fetch a minute, and a transaction names its signer as origin.
 
 use ed25519_dalek::SigningKey;
 use homing::crypto::b64;
@@ -10,7 +10,7 @@ use homing::federation::client::{key_id_for, COVERED};
 use homing::federation::signing::{self, RequestParts, SignatureParams};
 use serde_json::json;
 
-use crate::federation::Forged;
+use crate::federation::{forge, remote_message, send_forged, txn_message, Forged};
 use crate::helpers::{spawn_app, TestApp};
 use crate::test_servers::{HttpServer, Reply};
 
@@ -145,4 +145,25 @@ async fn requests_that_fail_a_check_without_the_key_fetch_nothing() {
         assert_eq!(post(&misaddressed).await.0, 403);
     }
     assert_eq!(server.hits(KEYS_PATH), 0);
+}
+
+#[tokio::test]
+async fn a_transaction_whose_origin_is_not_the_signer_is_refused() {
+    let a = spawn_app().await;
+    let b = spawn_app().await;
+    let bob = b.register("bob").await;
+    let message = remote_message(&a, &b, &bob, b"who sent this?");
+    let body = serde_json::to_vec(&json!({
+        "origin": "elsewhere.example",
+        "messages": [txn_message(&message)],
+    }))
+    .unwrap();
+    let now = homing::time::now_ms() / 1000;
+    let forged = forge(&a, &b, "/federation/v1/txn/t1", &body, now, None);
+    assert_eq!(
+        send_forged(&forged).await,
+        (400, "invalid_transaction".into())
+    );
+    assert_eq!(b.count("messages"), 0);
+    assert_eq!(b.count("inbound_txns"), 0);
 }
