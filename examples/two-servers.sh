@@ -20,6 +20,8 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# Both servers are on loopback: plain HTTP, and loopback addresses allowed
+# (federation refuses loopback and private addresses by default).
 start_server() { # name port
   local dir="$work/$1"
   mkdir -p "$dir"
@@ -27,6 +29,7 @@ start_server() { # name port
   HOMING__SERVER__BIND="127.0.0.1:$2" \
   HOMING__SERVER__DATA_DIR="$dir" \
   HOMING__FEDERATION__ALLOW_INSECURE_HTTP=true \
+  HOMING__FEDERATION__ALLOW_PRIVATE_ADDRESSES=true \
   HOMING__LOG__FILTER=warn \
     "$bin/homingd" >"$dir/log" 2>&1 &
   pids+=("$!")

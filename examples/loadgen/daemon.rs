@@ -86,6 +86,9 @@ pub async fn start(postgres: Option<&str>, extra: &[(&str, &str)]) -> anyhow::Re
         .env("HOMING__DATABASE__URL", &database_url)
         .env("HOMING__DATABASE__POOL_SIZE", "16")
         .env("HOMING__FEDERATION__ALLOW_INSECURE_HTTP", "true")
+        // The daemons federate with each other on loopback, which
+        // federation refuses to reach by default.
+        .env("HOMING__FEDERATION__ALLOW_PRIVATE_ADDRESSES", "true")
         .env("HOMING__FEDERATION__NAMESERVERS", "127.0.0.1:9")
         .env("HOMING__RATE_LIMITS__SEND_PER_DEVICE", "100000000/s")
         .env("HOMING__RATE_LIMITS__AUTH_PER_IP", "100000000/s")

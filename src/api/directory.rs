@@ -157,7 +157,7 @@ pub async fn webfinger(
     responses(
         (status = 200, description = "The identity document.", body = RemoteIdentity),
         (status = 400, description = "Not a valid address."),
-        (status = 403, description = "This server does not federate with that server."),
+        (status = 403, description = "This server does not federate with that server (`federation_denied`), or that server is at a loopback, private or reserved address (`private_address`)."),
         (status = 404, description = "No identity at that address."),
         (status = 502, description = "The other server could not be reached or answered badly."),
         (status = 503, description = "The database is unavailable."),
@@ -178,6 +178,9 @@ pub async fn directory(
                 DirectoryError::Unknown(what) => unknown(&what),
                 DirectoryError::Denied(_) => {
                     ApiError::forbidden("federation_denied", error.to_string())
+                }
+                DirectoryError::PrivateAddress(_) => {
+                    ApiError::forbidden("private_address", error.to_string())
                 }
                 DirectoryError::Remote(_) => ApiError::BadGateway(error.to_string()),
                 DirectoryError::Storage(cause) => cause.into(),

@@ -85,6 +85,7 @@ pub struct RawDatabase {
 #[derive(Debug, Clone, Deserialize)]
 pub struct RawFederation {
     pub allow_insecure_http: bool,
+    pub allow_private_addresses: bool,
     pub request_timeout: String,
     pub relay_lease: String,
     pub nameservers: Vec<String>,
@@ -209,6 +210,9 @@ pub struct DatabaseSettings {
 #[derive(Debug, Clone)]
 pub struct FederationSettings {
     pub allow_insecure_http: bool,
+    /// Lets federation and directory requests reach loopback, private,
+    /// link-local and other non-public addresses (tests, closed networks).
+    pub allow_private_addresses: bool,
     /// How long one request to a peer may take before it counts as failed.
     pub request_timeout: Duration,
     /// How long a replica's claim on a destination lasts without renewal
@@ -454,6 +458,7 @@ impl RawSettings {
             },
             federation: FederationSettings {
                 allow_insecure_http: self.federation.allow_insecure_http,
+                allow_private_addresses: self.federation.allow_private_addresses,
                 request_timeout: duration(
                     "federation.request_timeout",
                     &self.federation.request_timeout,

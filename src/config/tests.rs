@@ -17,6 +17,7 @@ fn defaults_are_valid_and_use_sqlite_under_data_dir() {
     );
     assert_eq!(settings.registration_policy, RegistrationPolicy::Open);
     assert!(!settings.federation.allow_insecure_http);
+    assert!(!settings.federation.allow_private_addresses);
 }
 
 #[test]
@@ -24,6 +25,7 @@ fn environment_overrides_and_lists_parse() {
     let settings = load(&[
         ("HOMING__SERVER__NAME", "Example.org:8448"),
         ("HOMING__FEDERATION__ALLOW_INSECURE_HTTP", "true"),
+        ("HOMING__FEDERATION__ALLOW_PRIVATE_ADDRESSES", "true"),
         ("HOMING__FEDERATION__NAMESERVERS", "127.0.0.1:5353,10.0.0.1"),
         ("HOMING__FEDERATION__DENY", "evil.example,worse.example"),
         ("HOMING__DATABASE__URL", "postgres://u:p@127.0.0.1/homing"),
@@ -31,6 +33,7 @@ fn environment_overrides_and_lists_parse() {
     .unwrap();
     assert_eq!(settings.server_name.as_str(), "example.org:8448");
     assert!(settings.federation.allow_insecure_http);
+    assert!(settings.federation.allow_private_addresses);
     assert_eq!(settings.federation.nameservers.len(), 2);
     assert_eq!(settings.federation.nameservers[1].port(), 53);
     assert_eq!(settings.federation.deny.len(), 2);

@@ -7,6 +7,7 @@ use std::time::Duration;
 use diesel::prelude::*;
 
 use super::client::read_limited;
+use super::resolver::{PrivateAddress, ResolveError};
 use crate::address::Address;
 use crate::api::directory::IdentityDocument;
 use crate::startup::AppState;
@@ -26,6 +27,9 @@ pub enum DirectoryError {
     Unknown(String),
     #[error("this server does not federate with {0}")]
     Denied(String),
+    /// The server is at an address this server may not connect to.
+    #[error("{0}")]
+    PrivateAddress(String),
     #[error("{0}")]
     Remote(String),
     #[error(transparent)]
@@ -90,11 +94,16 @@ pub async fn remote_identity(
 async fn fetch(state: &AppState, address: &Address) -> Result<IdentityDocument, DirectoryError> {
     let remote =
         |e: &dyn std::fmt::Display| DirectoryError::Remote(format!("{}: {e}", address.server()));
+    let refused =
+        |e: &PrivateAddress| DirectoryError::PrivateAddress(format!("{}: {e}", address.server()));
     let destination = state
         .federation
         .resolve(address.server())
         .await
-        .map_err(|e| remote(&e))?;
+        .map_err(|e| match &e {
+            ResolveError::PrivateAddress(refusal) => refused(refusal),
+            _ => remote(&e),
+        })?;
     let url = format!(
         "{}/.well-known/homing/identity/{}",
         destination.base_url,
@@ -107,7 +116,10 @@ async fn fetch(state: &AppState, address: &Address) -> Result<IdentityDocument, 
         .timeout(Duration::from_secs(10))
         .send()
         .await
-        .map_err(|e| remote(&e))?;
+        .map_err(|e| match PrivateAddress::find_in(&e) {
+            Some(refusal) => refused(refusal),
+            None => remote(&e),
+        })?;
     if response.status() == reqwest::StatusCode::NOT_FOUND {
         return Err(DirectoryError::Unknown(address.to_string()));
     }

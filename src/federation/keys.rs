@@ -1,8 +1,10 @@
 //! Other servers' signing keys: fetched from their key document, cached in
-//! the database at most seven days, fetched again on an unknown key id.
+//! the database at most seven days, fetched again on an unknown key id —
+//! one fetch at a time per origin, and not again within a minute of a fetch
+//! that did not yield the key asked for.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -20,9 +22,14 @@ use crate::with_backend;
 
 /// Longest a peer key is trusted from one fetch.
 const MAX_CACHE: Duration = Duration::from_secs(7 * 86_400);
-/// After a failed fetch, do not ask the same origin again for this long, so
-/// forged key ids cannot make this server hammer (or be made to hammer) a peer.
-const FETCH_BACKOFF: Duration = Duration::from_secs(30);
+/// After a fetch that did not yield the key it was for (it failed, or the
+/// document does not list that key id), the origin's keys are not fetched
+/// again for this long: key ids a stranger makes up cost at most one fetch
+/// of the origin's document a minute.
+const FETCH_PAUSE: Duration = Duration::from_secs(60);
+/// Most origins whose fetch state is remembered, so forged origins cannot
+/// grow the map without bound.
+const MAX_TRACKED_ORIGINS: usize = 10_000;
 /// Largest key document read.
 const MAX_DOCUMENT_BYTES: usize = 64 * 1024;
 
@@ -37,17 +44,36 @@ pub enum KeyError {
     Storage(#[from] StorageError),
 }
 
+/// What this server remembers about fetching one origin's keys.
+struct OriginFetches {
+    /// One fetch at a time: requests that arrive during a fetch wait for it
+    /// and then find its keys in the cache instead of fetching again.
+    gate: Arc<tokio::sync::Mutex<()>>,
+    /// When a fetch last came back without the key it was for.
+    missed_at: Option<Instant>,
+}
+
+impl OriginFetches {
+    fn in_use(&self) -> bool {
+        Arc::strong_count(&self.gate) > 1
+    }
+
+    fn paused(&self) -> bool {
+        self.missed_at.is_some_and(|at| at.elapsed() < FETCH_PAUSE)
+    }
+}
+
 /// Looks up and fetches peer keys.
 pub struct PeerKeys {
     db: Database,
-    recent_failures: Mutex<HashMap<String, Instant>>,
+    fetches: Mutex<HashMap<String, OriginFetches>>,
 }
 
 impl PeerKeys {
     pub fn new(db: Database) -> Self {
         Self {
             db,
-            recent_failures: Mutex::new(HashMap::new()),
+            fetches: Mutex::new(HashMap::new()),
         }
     }
 
@@ -61,19 +87,33 @@ impl PeerKeys {
         if let Some(key) = self.cached(origin, key_id).await? {
             return Ok(key);
         }
-        if self.recently_failed(origin) {
+        let gate = self.gate(origin.as_str());
+        let _turn = gate.lock().await;
+        // A fetch that ended while this request waited may have brought it.
+        if let Some(key) = self.cached(origin, key_id).await? {
+            return Ok(key);
+        }
+        if self.paused(origin.as_str()) {
             return Err(KeyError::Fetch(
                 origin.to_string(),
-                "recently failed; try later".into(),
+                "fetched recently without this key; try later".into(),
             ));
         }
-        if let Err(error) = self.fetch(client, origin).await {
-            self.note_failure(origin);
-            return Err(error);
+        let found = match self.fetch(client, origin).await {
+            Ok(()) => self.cached(origin, key_id).await.map_err(KeyError::from),
+            Err(error) => Err(error),
+        };
+        match found {
+            Ok(Some(key)) => Ok(key),
+            Ok(None) => {
+                self.note_miss(origin.as_str());
+                Err(KeyError::UnknownKey(origin.to_string(), key_id.to_string()))
+            }
+            Err(error) => {
+                self.note_miss(origin.as_str());
+                Err(error)
+            }
         }
-        self.cached(origin, key_id)
-            .await?
-            .ok_or_else(|| KeyError::UnknownKey(origin.to_string(), key_id.to_string()))
     }
 
     async fn cached(
@@ -99,25 +139,52 @@ impl PeerKeys {
             .and_then(|b| VerifyingKey::from_bytes(&b).ok()))
     }
 
-    fn recently_failed(&self, origin: &ServerName) -> bool {
-        let failures = match self.recent_failures.lock() {
+    fn fetches(&self) -> std::sync::MutexGuard<'_, HashMap<String, OriginFetches>> {
+        match self.fetches.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
-        };
-        failures
-            .get(origin.as_str())
-            .is_some_and(|at| at.elapsed() < FETCH_BACKOFF)
+        }
     }
 
-    fn note_failure(&self, origin: &ServerName) {
-        let mut failures = match self.recent_failures.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if failures.len() > 10_000 {
-            failures.retain(|_, at| at.elapsed() < FETCH_BACKOFF);
+    /// The gate that lets one request at a time fetch `origin`'s keys.
+    fn gate(&self, origin: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut fetches = self.fetches();
+        if let Some(entry) = fetches.get(origin) {
+            return entry.gate.clone();
         }
-        failures.insert(origin.to_string(), Instant::now());
+        if fetches.len() >= MAX_TRACKED_ORIGINS {
+            make_room(&mut fetches);
+        }
+        let gate = Arc::new(tokio::sync::Mutex::new(()));
+        let entry = OriginFetches {
+            gate: gate.clone(),
+            missed_at: None,
+        };
+        fetches.insert(origin.to_string(), entry);
+        gate
+    }
+
+    fn paused(&self, origin: &str) -> bool {
+        self.fetches()
+            .get(origin)
+            .is_some_and(OriginFetches::paused)
+    }
+
+    fn note_miss(&self, origin: &str) {
+        let mut fetches = self.fetches();
+        if let Some(entry) = fetches.get_mut(origin) {
+            entry.missed_at = Some(Instant::now());
+            return;
+        }
+        // Evicted while its fetch ran (the map was full of others).
+        if fetches.len() >= MAX_TRACKED_ORIGINS {
+            make_room(&mut fetches);
+        }
+        let entry = OriginFetches {
+            gate: Arc::new(tokio::sync::Mutex::new(())),
+            missed_at: Some(Instant::now()),
+        };
+        fetches.insert(origin.to_string(), entry);
     }
 
     /// Fetches `origin`'s key document and caches every key in it.
@@ -180,5 +247,57 @@ impl PeerKeys {
             })
             .await?;
         Ok(())
+    }
+}
+
+/// Drops what no longer matters (no fetch running or awaited, no pause in
+/// force), then, if the map is still full, the origin paused longest ago.
+fn make_room(fetches: &mut HashMap<String, OriginFetches>) {
+    fetches.retain(|_, entry| entry.in_use() || entry.paused());
+    if fetches.len() < MAX_TRACKED_ORIGINS {
+        return;
+    }
+    let oldest = fetches
+        .iter()
+        .filter(|(_, entry)| !entry.in_use())
+        .min_by_key(|(_, entry)| entry.missed_at)
+        .map(|(origin, _)| origin.clone());
+    if let Some(origin) = oldest {
+        fetches.remove(&origin);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(missed_secs_ago: Option<u64>) -> OriginFetches {
+        OriginFetches {
+            gate: Arc::new(tokio::sync::Mutex::new(())),
+            missed_at: missed_secs_ago.map(|secs| Instant::now() - Duration::from_secs(secs)),
+        }
+    }
+
+    #[test]
+    fn a_full_map_drops_stale_entries_then_the_oldest_pause() {
+        let mut fetches = HashMap::new();
+        fetches.insert("stale".to_string(), entry(Some(120)));
+        fetches.insert("done".to_string(), entry(None));
+        let held = entry(None);
+        let _waiting = held.gate.clone();
+        fetches.insert("held".to_string(), held);
+        make_room(&mut fetches);
+        let mut left: Vec<&str> = fetches.keys().map(String::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["held"]);
+
+        for n in 0..MAX_TRACKED_ORIGINS {
+            let age = if n == 7 { 50 } else { 10 };
+            fetches.insert(format!("o{n}"), entry(Some(age)));
+        }
+        make_room(&mut fetches);
+        assert_eq!(fetches.len(), MAX_TRACKED_ORIGINS);
+        assert!(!fetches.contains_key("o7"), "the oldest pause goes first");
+        assert!(fetches.contains_key("held"), "a running fetch stays");
     }
 }

@@ -5,9 +5,10 @@
 //! client that signs and the extractor that verifies share one
 //! implementation. A receiver is expected to:
 //! 1. read `Signature-Input` and `Signature` with [`parse_signatures`],
-//! 2. run [`check_profile`] on the chosen signature and look up its keyid,
-//! 3. [`verify`] it against the request as received, and
-//! 4. check the body against `Content-Digest` with [`verify_content_digest`].
+//! 2. run [`check_profile`] on the chosen signature,
+//! 3. check the body against `Content-Digest` with [`verify_content_digest`],
+//! 4. only then look up the key its keyid names (which may mean a fetch), and
+//! 5. [`verify`] it against the request as received.
 //!
 //! A field sent as several lines must be joined with `", "` first.
 
@@ -74,6 +75,8 @@ pub enum SignatureError {
     MissingSha256Digest,
     #[error("Content-Digest does not match the body")]
     DigestMismatch,
+    #[error("signature has no `alg`")]
+    MissingAlg,
     #[error("algorithm `{0}` is not ed25519")]
     UnsupportedAlgorithm(String),
     #[error("signature does not cover `{0}`")]

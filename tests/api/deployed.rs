@@ -59,6 +59,9 @@ fn server_env(
         ("HOMING__SERVER__SHUTDOWN_TIMEOUT", "2s".into()),
         ("HOMING__DATABASE__URL", database_url.to_string()),
         ("HOMING__FEDERATION__ALLOW_INSECURE_HTTP", "false".into()),
+        // Both names resolve to the proxy on 127.0.0.1, which federation
+        // refuses to reach by default.
+        ("HOMING__FEDERATION__ALLOW_PRIVATE_ADDRESSES", "true".into()),
         ("HOMING__FEDERATION__NAMESERVERS", dns.to_string()),
         (
             "HOMING__FEDERATION__EXTRA_CA_FILE",

@@ -187,13 +187,13 @@ async fn remote_directory_fetches_verifies_and_pins() {
 
 /// Signs a federation request from `from` to `to`'s `path` and lets the
 /// test change it before it is sent.
-struct Forged {
-    url: String,
-    body: Vec<u8>,
-    headers: Vec<(String, String)>,
+pub struct Forged {
+    pub url: String,
+    pub body: Vec<u8>,
+    pub headers: Vec<(String, String)>,
 }
 
-fn forge(
+pub fn forge(
     from: &TestApp,
     to: &TestApp,
     path: &str,
@@ -227,7 +227,7 @@ fn forge(
 }
 
 /// Sends `forged`; the status and the answer's JSON.
-async fn send_forged_answer(forged: &Forged) -> (u16, Value) {
+pub async fn send_forged_answer(forged: &Forged) -> (u16, Value) {
     let client = reqwest::Client::new();
     let mut request = client.put(&forged.url).body(forged.body.clone());
     for (name, value) in &forged.headers {
@@ -239,7 +239,7 @@ async fn send_forged_answer(forged: &Forged) -> (u16, Value) {
 }
 
 /// Sends `forged`; the status and the error code, if any.
-async fn send_forged(forged: &Forged) -> (u16, String) {
+pub async fn send_forged(forged: &Forged) -> (u16, String) {
     let (status, body) = send_forged_answer(forged).await;
     (
         status,
@@ -248,7 +248,7 @@ async fn send_forged(forged: &Forged) -> (u16, String) {
 }
 
 /// A client's send request as a transaction's message.
-fn txn_message(message: &Value) -> Value {
+pub fn txn_message(message: &Value) -> Value {
     json!({
         "message_id": message["message_id"],
         "body": message["body"],
@@ -259,7 +259,7 @@ fn txn_message(message: &Value) -> Value {
     })
 }
 
-fn txn_body(a: &TestApp, b: &TestApp, bob: &TestUser) -> Vec<u8> {
+pub fn txn_body(a: &TestApp, b: &TestApp, bob: &TestUser) -> Vec<u8> {
     let message = remote_message(a, b, bob, b"forged?");
     serde_json::to_vec(&json!({
         "origin": a.server_name,

@@ -173,6 +173,12 @@ async fn start(
             "HOMING__FEDERATION__ALLOW_INSECURE_HTTP".into(),
             "true".into(),
         ),
+        // Every test server, peer and fake listens on loopback, which
+        // federation refuses to reach by default.
+        (
+            "HOMING__FEDERATION__ALLOW_PRIVATE_ADDRESSES".into(),
+            "true".into(),
+        ),
         ("HOMING__SERVER__SHUTDOWN_TIMEOUT".into(), "1s".into()),
         // Tests never reach the Internet: names that are not IP literals
         // resolve through a loopback port where nothing answers.

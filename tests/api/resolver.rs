@@ -40,6 +40,12 @@ impl Harness {
                 "HOMING__FEDERATION__NAMESERVERS".into(),
                 dns.addr.to_string(),
             ),
+            // The test DNS server points every name at 127.0.0.1, which
+            // federation refuses to reach by default.
+            (
+                "HOMING__FEDERATION__ALLOW_PRIVATE_ADDRESSES".into(),
+                "true".into(),
+            ),
         ];
         vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let settings = Settings::load_from(None, vars).expect("test settings");

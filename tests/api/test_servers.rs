@@ -1,14 +1,16 @@
 //! Small servers on 127.0.0.1 for the resolver tests: an authoritative DNS
-//! server over UDP, an HTTP/1.1 server with optional TLS, and a test CA.
+//! server over UDP, an HTTP/1.1 server with optional TLS, a port that counts
+//! connections, and a test CA.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, SRV};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 
@@ -245,6 +247,47 @@ where
     response.push_str(&reply.body);
     let _ = stream.write_all(response.as_bytes()).await;
     let _ = stream.shutdown().await;
+}
+
+/// A port that accepts connections, notes where each came from and closes
+/// it at once.
+pub struct ConnectionCounter {
+    pub addr: SocketAddr,
+    peers: Arc<Mutex<Vec<SocketAddr>>>,
+}
+
+impl ConnectionCounter {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let log = peers.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, peer)) = listener.accept().await {
+                log.lock().expect("peers").push(peer);
+                drop(stream);
+            }
+        });
+        Self { addr, peers }
+    }
+
+    /// How many connections were made before this call. A probe connection
+    /// of its own queues behind them all, so once the probe is accepted
+    /// every earlier one has been counted: no sleeping and hoping.
+    pub async fn connections(&self) -> usize {
+        let probe = TcpStream::connect(self.addr).await.expect("probe connects");
+        let me = probe.local_addr().expect("probe address");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let peers = self.peers.lock().expect("peers").clone();
+            if let Some(before) = peers.iter().position(|peer| *peer == me) {
+                self.peers.lock().expect("peers").retain(|peer| *peer != me);
+                return before;
+            }
+            assert!(Instant::now() < deadline, "the probe was never accepted");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
 
 /// A fresh CA and a TLS acceptor whose certificate it signed for `names`.

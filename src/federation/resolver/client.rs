@@ -4,7 +4,7 @@
 //! and `Host` keep the host name.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -12,7 +12,7 @@ use std::time::Duration;
 use hickory_resolver::TokioResolver;
 use reqwest::dns::{Addrs, Resolve, Resolving};
 
-use super::ResolveError;
+use super::{addresses, ResolveError};
 use crate::config::FederationSettings;
 
 /// Most host names whose connections are redirected to SRV targets; each
@@ -44,11 +44,13 @@ pub(crate) fn build(
         Some(path) => read_certificates(path)?,
         None => Vec::new(),
     };
+    let allow_private = settings.allow_private_addresses;
     let builder = |follow_srv: bool| {
         let resolver = ConnectResolver {
             dns: dns.clone(),
             hosts: hosts.clone(),
             follow_srv,
+            allow_private,
         };
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
@@ -69,11 +71,31 @@ pub(crate) fn build(
         .build()
         .map_err(setup)?;
     let well_known = builder(false)
-        .redirect(reqwest::redirect::Policy::limited(WELL_KNOWN_MAX_REDIRECTS))
+        .redirect(well_known_redirects(allow_private))
         .timeout(WELL_KNOWN_TIMEOUT)
         .build()
         .map_err(setup)?;
     Ok(Clients { http, well_known })
+}
+
+/// At most a few redirects, none to a refused IP literal: reqwest does not
+/// ask the resolver about IP literals, so its address check would not see
+/// them. Host names are checked by [`ConnectResolver`] like any other.
+fn well_known_redirects(allow_private: bool) -> reqwest::redirect::Policy {
+    let limited = reqwest::redirect::Policy::limited(WELL_KNOWN_MAX_REDIRECTS);
+    reqwest::redirect::Policy::custom(move |attempt| {
+        // The URL parser has already put IP literals in canonical form.
+        let literal = attempt
+            .url()
+            .host_str()
+            .map(|host| host.trim_start_matches('[').trim_end_matches(']'))
+            .and_then(|host| Some((host, host.parse::<IpAddr>().ok()?)));
+        let refused = literal.and_then(|(host, ip)| addresses::check(host, ip, allow_private));
+        match refused {
+            Some(refusal) => attempt.error(refusal),
+            None => limited.redirect(attempt),
+        }
+    })
 }
 
 /// The PEM certificates in `path`, refusing a file that holds none.
@@ -150,11 +172,16 @@ fn normalise(host: &str) -> String {
 }
 
 /// reqwest's resolver: pins first, then (when `follow_srv`) the SRV targets
-/// of the host, then the host itself, all looked up through hickory.
+/// of the host, then the host itself, all looked up through hickory. Looked
+/// up addresses that are not public are dropped unless `allow_private`:
+/// this is where a DNS answer or an SRV target pointing at loopback or a
+/// private network is stopped. Pins are set by this server's own code, not
+/// by peers, and pass unchecked.
 pub(crate) struct ConnectResolver {
     dns: TokioResolver,
     hosts: Arc<HostMap>,
     follow_srv: bool,
+    allow_private: bool,
 }
 
 impl Resolve for ConnectResolver {
@@ -173,19 +200,31 @@ impl Resolve for ConnectResolver {
             })
             .collect();
         let dns = self.dns.clone();
+        let allow_private = self.allow_private;
         Box::pin(async move {
             let mut addrs = Vec::new();
             let mut last_error = None;
+            let mut refused = None;
             for (name, pinned) in plan {
                 if let Some(addr) = pinned {
                     addrs.push(addr);
                     continue;
                 }
                 match dns.lookup_ip(format!("{name}.")).await {
-                    // Port 0 lets the connector use the port of the URL.
-                    Ok(found) => addrs.extend(found.iter().map(|ip| SocketAddr::new(ip, 0))),
+                    Ok(found) => {
+                        for ip in found.iter() {
+                            match addresses::check(&name, ip, allow_private) {
+                                // Port 0 lets the connector use the port of the URL.
+                                None => addrs.push(SocketAddr::new(ip, 0)),
+                                Some(refusal) => refused = Some(refusal),
+                            }
+                        }
+                    }
                     Err(error) => last_error = Some(format!("{name}: {error}")),
                 }
+            }
+            if let (true, Some(refusal)) = (addrs.is_empty(), refused) {
+                return Err(Box::new(refusal) as Box<dyn std::error::Error + Send + Sync>);
             }
             if addrs.is_empty() {
                 let reason = last_error.unwrap_or_else(|| "no addresses".into());

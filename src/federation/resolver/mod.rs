@@ -8,6 +8,7 @@
 //!
 //! Outcomes (failures too) are cached in memory and in `resolution_cache`.
 
+mod addresses;
 mod cache;
 mod client;
 mod dns;
@@ -29,6 +30,7 @@ use client::HostMap;
 use dns::SrvError;
 use well_known::WellKnown;
 
+pub use addresses::{is_private, PrivateAddress};
 pub(crate) use dns::build_resolver as build_dns_resolver;
 pub use well_known::{MAX_BODY_BYTES as WELL_KNOWN_MAX_BYTES, PATH as WELL_KNOWN_PATH};
 
@@ -71,6 +73,10 @@ pub enum ResolveError {
     /// An earlier resolution failed and that failure is still cached.
     #[error("{reason} (remembered failure)")]
     Cached { server: String, reason: String },
+    /// The server is at an address `federation.allow_private_addresses`
+    /// keeps this server from reaching.
+    #[error(transparent)]
+    PrivateAddress(#[from] PrivateAddress),
 }
 
 impl ResolveError {
@@ -94,6 +100,7 @@ pub struct FederationClient {
 
 struct Inner {
     scheme: &'static str,
+    allow_private: bool,
     http: reqwest::Client,
     well_known_http: reqwest::Client,
     dns: TokioResolver,
@@ -125,6 +132,7 @@ impl FederationClient {
         Ok(Self {
             inner: Arc::new(Inner {
                 scheme,
+                allow_private: settings.allow_private_addresses,
                 http: clients.http,
                 well_known_http: clients.well_known,
                 dns,
@@ -154,6 +162,7 @@ impl FederationClient {
             (Host::Domain(domain), None) => domain,
             (host, port) => {
                 let target = self.direct(host, port.unwrap_or(DEFAULT_PORT));
+                self.admit(&target)?;
                 return Ok(destination(server, &target));
             }
         };
@@ -200,13 +209,32 @@ impl FederationClient {
             expires_at,
         };
         self.inner.memory.insert(key, cached, resolved_at);
-        result.map(|target| destination(server, &target))
+        let target = result?;
+        self.admit(&target)?;
+        Ok(destination(server, &target))
+    }
+
+    /// Refuses a target that is an IP literal this server may not reach.
+    /// reqwest connects to IP literals without asking the resolver, which
+    /// checks every looked-up address; so a literal is checked here, after
+    /// the cache: the outcome is cached as found and refused on every use,
+    /// whatever `allow_private_addresses` was when it was resolved.
+    fn admit(&self, target: &Target) -> Result<(), ResolveError> {
+        let host = target.host.trim_start_matches('[').trim_end_matches(']');
+        match host.parse::<IpAddr>() {
+            Ok(ip) => match addresses::check(host, ip, self.inner.allow_private) {
+                Some(refusal) => Err(refusal.into()),
+                None => Ok(()),
+            },
+            Err(_) => Ok(()),
+        }
     }
 
     /// A cached outcome as the caller sees it.
     fn cached(&self, server: &ServerName, outcome: Outcome) -> Result<Destination, ResolveError> {
         match outcome {
             Ok(target) => {
+                self.admit(&target)?;
                 self.point(&target);
                 Ok(destination(server, &target))
             }

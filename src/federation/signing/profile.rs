@@ -17,10 +17,12 @@ const REQUIRED_COMPONENTS: [&str; 4] = ["@method", "@target-uri", "@authority", 
 
 /// Enforces Homing's signature profile at `now` (Unix seconds); returns the keyid.
 pub fn check_profile(params: &SignatureParams, now: i64) -> Result<&str, SignatureError> {
-    if let Some(alg) = params.alg() {
-        if alg != ALG {
-            return Err(SignatureError::UnsupportedAlgorithm(alg.to_owned()));
-        }
+    // Required, not merely checked when present: RFC 9421 lets a verifier
+    // infer the algorithm from the key, but Homing's profile names it, so a
+    // signature without it is not a Homing signature.
+    let alg = params.alg().ok_or(SignatureError::MissingAlg)?;
+    if alg != ALG {
+        return Err(SignatureError::UnsupportedAlgorithm(alg.to_owned()));
     }
     for required in REQUIRED_COMPONENTS {
         if !params.components().iter().any(|c| c == required) {
@@ -72,7 +74,6 @@ mod tests {
         assert_eq!(check_profile(&ok, NOW), Ok("example.org ed25519:abcd"));
         assert!(check_profile(&ok, NOW - MAX_CLOCK_SKEW_SECS).is_ok());
         assert!(check_profile(&ok, NOW + MAX_VALIDITY_SECS).is_ok());
-        assert!(check_profile(&without(ok.clone(), "alg"), NOW).is_ok());
         for required in REQUIRED_COMPONENTS {
             let params = without(ok.clone(), required);
             assert_eq!(
@@ -81,6 +82,7 @@ mod tests {
             );
         }
         let cases = [
+            (without(ok.clone(), "alg"), NOW, MissingAlg),
             (
                 ok.clone().with_alg("hmac-sha256"),
                 NOW,
