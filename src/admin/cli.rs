@@ -175,16 +175,17 @@ pub fn run(settings: &Settings, json: bool, command: AdminCommand) -> anyhow::Re
             let list = federation::destinations(conn)?;
             print(json, &list, || {
                 println!(
-                    "{:<32} {:>7} {:>8} {:<24} last error",
-                    "destination", "queued", "failures", "next retry"
+                    "{:<32} {:>7} {:>8} {:<24} {:<24} last error",
+                    "destination", "queued", "failures", "next retry", "last failure"
                 );
                 for d in &list {
                     println!(
-                        "{:<32} {:>7} {:>8} {:<24} {}",
+                        "{:<32} {:>7} {:>8} {:<24} {:<24} {}",
                         d.server_name,
                         d.queued,
                         d.failures,
                         show_time(Some(d.next_attempt_at)),
+                        show_time(d.last_failure_at),
                         d.last_error.as_deref().unwrap_or("-")
                     );
                 }
