@@ -9,6 +9,7 @@ mod database_faults;
 mod devices;
 mod faults;
 mod federation;
+mod federation_check;
 mod gateway;
 mod group_commit;
 mod health;
