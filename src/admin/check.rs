@@ -39,7 +39,7 @@ pub struct Report {
 /// One step and what it found.
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
-    /// `policy`, `name`, `well_known`, `srv`, `target`, `resolve`,
+    /// `policy`, `name`, `well_known`, `srv`, `target`, `resolve`, `cache`,
     /// `connect`, `tls`, `keys`, `hello` or `queue`.
     pub step: &'static str,
     pub ok: bool,
@@ -57,11 +57,13 @@ pub struct Verdict {
     pub summary: String,
 }
 
-/// The steps so far and the first problem met.
+/// The steps so far, the first problem met, and what a verdict that mail
+/// flows should add (mail waiting for a retry, say).
 #[derive(Default)]
 struct Checker {
     steps: Vec<Step>,
     problem: Option<(&'static str, String)>,
+    notes: Vec<String>,
 }
 
 impl Checker {
@@ -101,6 +103,7 @@ pub async fn check(
             detail: step.detail,
         });
     }
+    check_cache(&mut checker, &client, server, &explained.result).await?;
     match explained.result {
         Ok(destination) => {
             if keys::check_keys(&mut checker, &client, settings, server, &destination).await {
@@ -112,7 +115,7 @@ pub async fn check(
             checker.fail("resolve", error.to_string(), "unresolvable", advice);
         }
     }
-    let queue = check_queue(&mut checker, db, server).await?;
+    check_queue(&mut checker, db, server).await?;
     let verdict = match checker.problem {
         Some((problem, advice)) => Verdict {
             mail_flows: false,
@@ -126,7 +129,7 @@ pub async fn check(
                 "mail will flow: {server} resolves, its keys verify and it accepted a \
                  request signed by {}{}",
                 settings.server_name,
-                queue.unwrap_or_default()
+                checker.notes.concat()
             ),
         },
     };
@@ -253,13 +256,57 @@ async fn own_keys_url(client: &FederationClient, settings: &Settings) -> String 
     reqwest::Url::parse(&url).map_or(url, |parsed| parsed.to_string())
 }
 
+/// What the daemon remembers of `server`'s resolution: it resolves the
+/// name again only once that expires, so a fix to DNS or to a delegation
+/// takes effect then.
+async fn check_cache(
+    checker: &mut Checker,
+    client: &FederationClient,
+    server: &ServerName,
+    fresh: &Result<Destination, ResolveError>,
+) -> Result<(), StorageError> {
+    let Some(cached) = client.cached_resolution(server).await? else {
+        return Ok(());
+    };
+    let until = format_rfc3339(cached.expires_at);
+    let fresh_url = fresh.as_ref().ok().map(|d| d.base_url.as_str());
+    match &cached.outcome {
+        Ok(url) if Some(url.as_str()) == fresh_url => {
+            checker.ok(
+                "cache",
+                format!("the daemon's cached resolution agrees until {until}"),
+            );
+        }
+        Ok(url) => {
+            checker.ok(
+                "cache",
+                format!("the daemon uses its cached {url} until {until}"),
+            );
+            checker.notes.push(format!(
+                "; the daemon sends to {url}, as cached, until {until}"
+            ));
+        }
+        Err(reason) => {
+            checker.ok(
+                "cache",
+                format!("the daemon remembers a failure until {until}: {reason}"),
+            );
+            checker.notes.push(format!(
+                "; the daemon remembers an earlier failure to resolve {server} and sends \
+                 nothing there before {until}"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Mail already queued for `server` and its back-off, shown as a step and,
 /// when it waits for a retry, as a note for the verdict.
 async fn check_queue(
     checker: &mut Checker,
     db: &Database,
     server: &ServerName,
-) -> Result<Option<String>, StorageError> {
+) -> Result<(), StorageError> {
     let name = server.to_string();
     let found = db
         .run(move |conn| {
@@ -269,7 +316,7 @@ async fn check_queue(
         .await?;
     let Some(info) = found.filter(|info| info.queued > 0) else {
         checker.ok("queue", format!("no mail is queued for {server}"));
-        return Ok(None);
+        return Ok(());
     };
     let mut detail = format!(
         "{} messages queued for {server}, {} failed attempts in a row",
@@ -282,13 +329,13 @@ async fn check_queue(
         ));
     }
     checker.ok("queue", detail);
-    let waiting = info.next_attempt_at > now_ms();
-    Ok(waiting.then(|| {
-        format!(
+    if info.next_attempt_at > now_ms() {
+        checker.notes.push(format!(
             "; the {} queued messages wait for the next retry at {} \
              (`homingd admin destinations retry {server}` sends them now)",
             info.queued,
             format_rfc3339(info.next_attempt_at)
-        )
-    }))
+        ));
+    }
+    Ok(())
 }

@@ -5,7 +5,8 @@ use std::process::Output;
 
 use serde_json::Value;
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::{spawn_app, spawn_app_with, TestApp};
+use crate::test_servers::{a_record, srv_record, DnsServer};
 
 /// `homingd admin [ARGS]` with `app`'s whole configuration. Awaited, not
 /// waited for: the daemons it talks to run on this test's runtime.
@@ -130,4 +131,76 @@ async fn check_says_why_nothing_reaches_a_closed_port_or_a_denied_server() {
         .as_str()
         .unwrap()
         .contains("homingd admin federation allow 127.0.0.1:9"));
+}
+
+#[tokio::test]
+async fn check_shows_each_resolution_step_and_a_peer_under_another_name() {
+    let b = spawn_app().await;
+    let port: u16 = b.server_name.rsplit(':').next().unwrap().parse().unwrap();
+    let dns = DnsServer::start(vec![
+        srv_record("b.homing.test", 0, port, "node.homing.test"),
+        a_record("node.homing.test"),
+    ])
+    .await;
+    let nameserver = dns.addr.to_string();
+    let a = spawn_app_with(vec![("HOMING__FEDERATION__NAMESERVERS", &nameserver)]).await;
+
+    // SRV sends requests for b.homing.test to B, which calls itself by
+    // its IP and port: its keys name another server, and it does not take
+    // requests addressed to b.homing.test.
+    let (report, success) = check_json(&a, "b.homing.test").await;
+    assert!(!success);
+    assert_eq!(step(&report, "well_known")["ok"], true, "{report}");
+    let srv = step(&report, "srv")["detail"].as_str().unwrap();
+    assert!(
+        srv.contains(&format!("port {port} on node.homing.test")),
+        "{srv}"
+    );
+    assert_eq!(
+        step(&report, "connect")["detail"],
+        format!("connected to 127.0.0.1:{port} for http://b.homing.test:{port}"),
+    );
+    assert_eq!(step(&report, "keys")["ok"], false, "{report}");
+    let hello = step(&report, "hello")["detail"].as_str().unwrap();
+    assert!(hello.contains("403"), "{hello}");
+    assert_eq!(report["verdict"]["problem"], "peer_keys");
+    let summary = report["verdict"]["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("its server.name must be b.homing.test"),
+        "{summary}"
+    );
+}
+
+#[tokio::test]
+async fn check_shows_a_resolution_failure_the_daemon_remembers() {
+    let dns = DnsServer::start(vec![srv_record("gone.homing.test", 0, 0, ".")]).await;
+    let nameserver = dns.addr.to_string();
+    let a = spawn_app_with(vec![("HOMING__FEDERATION__NAMESERVERS", &nameserver)]).await;
+    {
+        use diesel::prelude::*;
+        use homing::storage::schema::resolution_cache;
+        let mut conn = a.state.db.get().unwrap();
+        let now = homing::time::now_ms();
+        homing::with_backend!(&mut *conn, c => diesel::insert_into(resolution_cache::table)
+            .values((
+                resolution_cache::server_name.eq("gone.homing.test"),
+                resolution_cache::error.eq(Some("gone.homing.test: no Homing service here")),
+                resolution_cache::resolved_at.eq(now),
+                resolution_cache::expires_at.eq(now + 3_600_000),
+            ))
+            .execute(c))
+        .unwrap();
+    }
+    // The daemon remembers a failure, and its SRV record still says there
+    // is no service: the fresh resolution fails as well.
+    let (report, success) = check_json(&a, "gone.homing.test").await;
+    assert!(!success);
+    assert_eq!(report["verdict"]["problem"], "unresolvable", "{report}");
+    assert_eq!(step(&report, "well_known")["ok"], true, "{report}");
+    assert_eq!(step(&report, "srv")["ok"], false, "{report}");
+    let cache = step(&report, "cache")["detail"].as_str().unwrap();
+    assert!(
+        cache.contains("remembers a failure") && cache.contains("no Homing service here"),
+        "{cache}"
+    );
 }

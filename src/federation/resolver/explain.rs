@@ -8,6 +8,8 @@ use super::dns::{SrvError, SrvRoute};
 use super::well_known::{WellKnown, PATH};
 use super::{destination, Destination, FederationClient, ResolveError, DEFAULT_PORT};
 use crate::address::{Host, ServerName};
+use crate::storage::StorageError;
+use crate::time::now_ms;
 
 /// What one step of a resolution found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -18,6 +20,15 @@ pub struct ResolutionStep {
     pub ok: bool,
     /// What was found, in words.
     pub detail: String,
+}
+
+/// What the daemon's shared cache holds for a server name: the base URL
+/// or the remembered failure, until `expires_at` (Unix ms). Until then a
+/// daemon does not resolve the name again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedResolution {
+    pub outcome: Result<String, String>,
+    pub expires_at: i64,
 }
 
 /// The steps of a resolution and where it ended.
@@ -32,6 +43,19 @@ fn step(step: &'static str, ok: bool, detail: String) -> ResolutionStep {
 }
 
 impl FederationClient {
+    /// The unexpired outcome the daemons of this server share for `server`
+    /// (table `resolution_cache`), if any; names used as written have none.
+    pub async fn cached_resolution(
+        &self,
+        server: &ServerName,
+    ) -> Result<Option<CachedResolution>, StorageError> {
+        let cached = super::cache::load(&self.inner.db, server.as_str(), now_ms()).await?;
+        Ok(cached.map(|cached| CachedResolution {
+            outcome: cached.outcome.map(|target| target.url),
+            expires_at: cached.expires_at,
+        }))
+    }
+
     /// Resolves `server` afresh, neither reading nor writing the caches,
     /// and says what each step found. Like `resolve`, it points the host at
     /// its SRV targets, so requests through [`FederationClient::http`] go

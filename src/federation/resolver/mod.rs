@@ -30,7 +30,7 @@ use client::HostMap;
 use dns::SrvError;
 use well_known::WellKnown;
 
-pub use explain::{Explained, ResolutionStep};
+pub use explain::{CachedResolution, Explained, ResolutionStep};
 pub use well_known::error_chain;
 pub use well_known::{MAX_BODY_BYTES as WELL_KNOWN_MAX_BYTES, PATH as WELL_KNOWN_PATH};
 
