@@ -28,8 +28,16 @@ pub(super) fn unresolvable(server: &ServerName, error: &ResolveError) -> String 
     format!("{server} cannot be resolved ({error}) — {fix}")
 }
 
+/// The cause at the end of a reqwest error chain, without reqwest's
+/// "error sending request for url (…): client error (Connect)" before it:
+/// the step's detail keeps the whole chain.
+fn cause(reason: &str) -> &str {
+    reason.rsplit_once("): ").map_or(reason, |(_, cause)| cause)
+}
+
 /// Nothing answered.
 pub(super) fn unreachable(url: &str, reason: &str) -> String {
+    let reason = cause(reason);
     format!(
         "nothing answers at {url} ({reason}) — check that the peer's homingd (or the reverse \
          proxy in front of it) runs and that a firewall lets this server reach that address \
@@ -39,6 +47,7 @@ pub(super) fn unreachable(url: &str, reason: &str) -> String {
 
 /// The TLS handshake or the certificate failed.
 pub(super) fn tls(host: &str, reason: &str) -> String {
+    let reason = cause(reason);
     format!(
         "TLS with {host} failed ({reason}) — the peer's certificate must be valid for {host} \
          and issued by a CA this server trusts (add a private CA with \
@@ -115,5 +124,21 @@ pub(super) fn refused(
              the mail and retries"
         ),
         _ => format!("the peer refused our signed request: {answer}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cause;
+
+    #[test]
+    fn advice_names_the_cause_without_the_request_wrapper() {
+        let chain = "error sending request for url (http://127.0.0.1:9/x): client error \
+                     (Connect): tcp connect error: Connection refused (os error 111)";
+        assert_eq!(
+            cause(chain),
+            "tcp connect error: Connection refused (os error 111)"
+        );
+        assert_eq!(cause("operation timed out"), "operation timed out");
     }
 }
