@@ -1,12 +1,13 @@
 //! `homingd admin …`: the command tree and its output, human by default and
 //! JSON with `--json`.
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Subcommand;
 use serde::Serialize;
 
-use super::{federation, invites, migrate_store, users};
+use super::{check, federation, invites, migrate_store, users};
 use crate::address::ServerName;
 use crate::config::Settings;
 use crate::federation::policy::{self, Rule};
@@ -105,6 +106,14 @@ pub enum FederationCommand {
     Clear { server: String },
     /// List the rules.
     List,
+    /// Check that mail to SERVER will flow: resolution, connection, TLS,
+    /// its keys and a signed hello. Exits 1 when it will not.
+    ///
+    /// Resolution bypasses the caches, so the answer reflects DNS and the
+    /// peer as they are now. Run it with the daemon's configuration: it
+    /// signs with this server's key, and the peer fetches that key from the
+    /// running daemon.
+    Check { server: String },
 }
 
 fn server(text: &str) -> anyhow::Result<ServerName> {
@@ -124,13 +133,14 @@ fn show_time(ms: Option<i64>) -> String {
     ms.map_or_else(|| "never".into(), format_rfc3339)
 }
 
-/// Runs one admin command against the configured database.
-pub fn run(settings: &Settings, json: bool, command: AdminCommand) -> anyhow::Result<()> {
+/// Runs one admin command against the configured database. The exit code
+/// is a failure when the command found a problem (`federation check`).
+pub fn run(settings: &Settings, json: bool, command: AdminCommand) -> anyhow::Result<ExitCode> {
     let db = Database::connect(&settings.database)?;
     db.run_migrations()?;
     let mut conn = db.get()?;
     let conn = &mut *conn;
-    match command {
+    let done = match command {
         AdminCommand::Invite(InviteCommand::Create { uses, expires }) => {
             let invite = invites::create(conn, uses, expires)?;
             print(json, &invite, || {
@@ -175,16 +185,17 @@ pub fn run(settings: &Settings, json: bool, command: AdminCommand) -> anyhow::Re
             let list = federation::destinations(conn)?;
             print(json, &list, || {
                 println!(
-                    "{:<32} {:>7} {:>8} {:<24} last error",
-                    "destination", "queued", "failures", "next retry"
+                    "{:<32} {:>7} {:>8} {:<24} {:<24} last error",
+                    "destination", "queued", "failures", "next retry", "last failure"
                 );
                 for d in &list {
                     println!(
-                        "{:<32} {:>7} {:>8} {:<24} {}",
+                        "{:<32} {:>7} {:>8} {:<24} {:<24} {}",
                         d.server_name,
                         d.queued,
                         d.failures,
                         show_time(Some(d.next_attempt_at)),
+                        show_time(d.last_failure_at),
                         d.last_error.as_deref().unwrap_or("-")
                     );
                 }
@@ -206,7 +217,9 @@ pub fn run(settings: &Settings, json: bool, command: AdminCommand) -> anyhow::Re
                 println!("dropped {dropped} queued messages for {name}")
             })
         }
-        AdminCommand::Federation(command) => federation_rules(conn, json, command),
+        AdminCommand::Federation(command) => {
+            return federation_command(settings, &db, conn, json, command)
+        }
         AdminCommand::Users(command) => user_command(conn, json, command),
         AdminCommand::Stats => {
             let stats = users::stats(conn)?;
@@ -260,7 +273,8 @@ pub fn run(settings: &Settings, json: bool, command: AdminCommand) -> anyhow::Re
                 },
             )
         }
-    }
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }
 
 fn print_migration(report: &migrate_store::MigrateReport) {
@@ -335,12 +349,17 @@ fn user_command(
     }
 }
 
-fn federation_rules(
+fn federation_command(
+    settings: &Settings,
+    db: &Database,
     conn: &mut crate::storage::DbConnection,
     json: bool,
     command: FederationCommand,
-) -> anyhow::Result<()> {
-    match command {
+) -> anyhow::Result<ExitCode> {
+    let done = match command {
+        FederationCommand::Check { server: name } => {
+            return federation_check(settings, db, json, &server(&name)?)
+        }
         FederationCommand::Allow { server: name } => {
             policy::set_rule(conn, &server(&name)?, Rule::Allow)?;
             print(json, &serde_json::json!({ "allow": name }), || {
@@ -369,7 +388,35 @@ fn federation_rules(
                 }
             })
         }
-    }
+    };
+    done.map(|()| ExitCode::SUCCESS)
+}
+
+/// `federation check`: the report, then an exit code that says whether
+/// mail will flow.
+fn federation_check(
+    settings: &Settings,
+    db: &Database,
+    json: bool,
+    server: &ServerName,
+) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(check::check(settings, db, server))?;
+    print(json, &report, || {
+        println!("checking mail from {} to {}", report.origin, report.server);
+        for step in &report.steps {
+            let mark = if step.ok { "ok" } else { "FAIL" };
+            println!("  {mark:<4} {:<10} {}", step.step, step.detail);
+        }
+        println!("{}", report.verdict.summary);
+    })?;
+    Ok(if report.verdict.mail_flows {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 #[cfg(test)]

@@ -17,12 +17,16 @@ pub struct DestinationInfo {
     pub oldest_queued_at: Option<i64>,
     pub failures: i32,
     pub next_attempt_at: i64,
+    /// The error of the last failed attempt; cleared by a success.
     pub last_error: Option<String>,
+    /// When the last attempt failed (Unix ms); kept after a success.
+    pub last_failure_at: Option<i64>,
     pub last_success_at: Option<i64>,
 }
 
+/// Every destination with its queue, oldest queued message and back-off.
 pub fn destinations(conn: &mut DbConnection) -> Result<Vec<DestinationInfo>, StorageError> {
-    type Row = (String, i32, i64, Option<String>, Option<i64>);
+    type Row = (String, i32, i64, Option<String>, Option<i64>, Option<i64>);
     let rows: Vec<Row> = with_backend!(conn, c => destinations::table
         .order(destinations::server_name.asc())
         .select((
@@ -30,11 +34,14 @@ pub fn destinations(conn: &mut DbConnection) -> Result<Vec<DestinationInfo>, Sto
             destinations::failures,
             destinations::next_attempt_at,
             destinations::last_error,
+            destinations::last_failure_at,
             destinations::last_success_at,
         ))
         .load(c))?;
     let mut out = Vec::with_capacity(rows.len());
-    for (server_name, failures, next_attempt_at, last_error, last_success_at) in rows {
+    for (server_name, failures, next_attempt_at, last_error, last_failure_at, last_success_at) in
+        rows
+    {
         let (queued, oldest): (i64, Option<i64>) = with_backend!(conn, c => outbox_table::table
             .filter(outbox_table::destination.eq(&server_name))
             .select((diesel::dsl::count_star(), diesel::dsl::min(outbox_table::created_at)))
@@ -46,6 +53,7 @@ pub fn destinations(conn: &mut DbConnection) -> Result<Vec<DestinationInfo>, Sto
             failures,
             next_attempt_at,
             last_error,
+            last_failure_at,
             last_success_at,
         });
     }

@@ -1,6 +1,7 @@
 //! `homingd admin …`: operations on the server's database that need no
 //! running daemon.
 
+pub mod check;
 pub mod cli;
 pub mod federation;
 pub mod invites;

@@ -40,7 +40,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("homingd: error: {error:#}");
             ExitCode::FAILURE
@@ -48,7 +48,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig => {
@@ -59,7 +59,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 settings.database.url.describe(),
                 settings.registration_policy,
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Admin { json, command } => homing::admin::cli::run(&settings, json, command),
         Command::Run => {
@@ -71,8 +71,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 let app = Application::build(settings).await?;
                 app.run_until_stopped().await?;
                 tracing::info!("homingd stopped");
-                Ok(())
-            })
+                Ok::<_, anyhow::Error>(())
+            })?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

@@ -26,8 +26,14 @@ pub enum RequestError {
     Connect(String),
     #[error("timed out: {0}")]
     Timeout(String),
+    /// A non-2xx answer: its status, the `error` code of its JSON body when
+    /// there is one, and the start of the body.
     #[error("the peer answered {status}: {body}")]
-    Status { status: u16, body: String },
+    Status {
+        status: u16,
+        code: Option<String>,
+        body: String,
+    },
     #[error("unreadable answer: {0}")]
     Body(String),
     #[error("signing failed: {0}")]
@@ -104,10 +110,27 @@ pub async fn send_signed(
         let text = String::from_utf8_lossy(&body).chars().take(300).collect();
         return Err(RequestError::Status {
             status: status.as_u16(),
+            // From the whole body: the start kept may cut the JSON short.
+            code: error_code(&body),
             body: text,
         });
     }
     Ok(body)
+}
+
+/// The `error` of a Homing error body (`{"error": "bad_signature",
+/// "message": …}`), when it looks like a code: a peer cannot put text of
+/// its choosing into logs and metrics through it.
+pub fn error_code(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        error: String,
+    }
+    let code = serde_json::from_slice::<ErrorBody>(body).ok()?.error;
+    let plain = code
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    (plain && (1..=64).contains(&code.len())).then_some(code)
 }
 
 /// Reads at most `limit` bytes of a response body.
@@ -154,4 +177,29 @@ pub async fn post_hello(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_code;
+
+    #[test]
+    fn error_codes_are_read_from_homing_error_bodies_only() {
+        let body = br#"{"message": "the signature does not verify", "error": "bad_signature"}"#;
+        assert_eq!(error_code(body).as_deref(), Some("bad_signature"));
+        for other in [
+            &b"<html>Bad Gateway</html>"[..],
+            br#"{"message": "no code"}"#,
+            br#"{"error": 401}"#,
+            br#"{"error": "Spaces and\nnewlines"}"#,
+            br#"{"error": ""}"#,
+        ] {
+            assert_eq!(
+                error_code(other),
+                None,
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+    }
 }

@@ -141,8 +141,9 @@ pub fn release(
     Ok(())
 }
 
-/// The attempt failed: back off exponentially with jitter. The rows keep
-/// their transaction id, so the retry is the same transaction.
+/// The attempt failed: back off exponentially with jitter, and record the
+/// error and when it happened. The rows keep their transaction id, so the
+/// retry is the same transaction.
 pub fn fail(
     conn: &mut DbConnection,
     destination: &str,
@@ -162,6 +163,7 @@ pub fn fail(
             destinations::failures.eq(failures.saturating_add(1)),
             destinations::next_attempt_at.eq(now.saturating_add(crate::time::duration_ms(delay))),
             destinations::last_error.eq(Some(error)),
+            destinations::last_failure_at.eq(Some(now)),
         ))
         .execute(c))?;
     Ok(delay)

@@ -227,7 +227,7 @@ async fn deliver_destination(state: &AppState, destination: &str) -> bool {
     })
     .await;
     if let Err(error) = &drained {
-        tracing::info!(destination, %error, "relay attempt failed");
+        log_failure(destination, error);
         if let Err(error) = recorded {
             tracing::warn!(destination, %error, "recording a relay failure failed");
         }
@@ -411,6 +411,21 @@ pub async fn say_hello(state: AppState) {
         if let Err(error) = super::client::post_hello(&signer, &target).await {
             tracing::debug!(peer, %error, "hello not delivered");
         }
+    }
+}
+
+/// A failed attempt is a WARN: mail is held until the destination answers.
+/// A peer's refusal is logged by its status and error code only, never by
+/// its body.
+fn log_failure(destination: &str, error: &anyhow::Error) {
+    match error.downcast_ref::<RequestError>() {
+        Some(RequestError::Status { status, code, .. }) => tracing::warn!(
+            destination,
+            status,
+            code = code.as_deref().unwrap_or("-"),
+            "relay attempt failed: the peer refused the transaction"
+        ),
+        _ => tracing::warn!(destination, error = %format!("{error:#}"), "relay attempt failed"),
     }
 }
 

@@ -137,6 +137,7 @@ diesel::table! {
         last_success_at -> Nullable<BigInt>,
         lease_owner -> Nullable<Text>,
         lease_expires_at -> Nullable<BigInt>,
+        last_failure_at -> Nullable<BigInt>,
     }
 }
 

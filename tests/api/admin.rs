@@ -58,6 +58,7 @@ async fn destinations_list_retry_and_drop() {
     assert_eq!(listed[0]["server_name"], "127.0.0.1:9");
     assert_eq!(listed[0]["queued"], 1);
     assert!(listed[0]["last_error"].is_string());
+    assert!(listed[0]["last_failure_at"].is_i64(), "{listed}");
     let human = admin(&app, &["destinations", "list"]);
     assert!(String::from_utf8_lossy(&human.stdout).contains("127.0.0.1:9"));
 
@@ -87,6 +88,68 @@ async fn destinations_list_retry_and_drop() {
     assert!(!admin(&app, &["destinations", "retry", "nowhere.example"])
         .status
         .success());
+}
+
+/// The destination `name` in `admin destinations list --json`.
+fn destination(app: &TestApp, name: &str) -> Value {
+    let listed = admin_json(app, &["destinations", "list"]);
+    listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["server_name"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn a_refusing_peer_shows_its_error_and_when_it_refused() {
+    let a = spawn_app().await;
+    let b = spawn_app().await;
+    let alice = a.register("alice").await;
+    let bob = b.register("bob").await;
+    admin_json(&b, &["federation", "deny", &a.server_name]);
+    let before = homing::time::now_ms();
+    let mut message = message_to(&a, &[(&bob, &[0])], b"refused", "all");
+    message["recipients"][0]["address"] = json!(format!("bob@{}", b.server_name));
+    let response = a
+        .post_json("/api/v1/dms/send", &message, Some(&alice.device(0).token))
+        .await;
+    assert_eq!(response.status(), 202);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let failed = loop {
+        let listed = destination(&a, &b.server_name);
+        if listed["failures"].as_i64().unwrap_or(0) > 0 {
+            break listed;
+        }
+        assert!(Instant::now() < deadline, "no failure recorded: {listed}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let error = failed["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("403") && error.contains("federation_denied"),
+        "{error}"
+    );
+    let failed_at = failed["last_failure_at"].as_i64().unwrap();
+    assert!(
+        (before..=homing::time::now_ms()).contains(&failed_at),
+        "{failed}"
+    );
+    let human = String::from_utf8_lossy(&admin(&a, &["destinations", "list"]).stdout).to_string();
+    assert!(
+        human.contains(&homing::time::format_rfc3339(failed_at)),
+        "{human}"
+    );
+
+    // Once B lets A in, a success clears the error and keeps its time.
+    admin_json(&b, &["federation", "clear", &a.server_name]);
+    admin_json(&a, &["destinations", "retry", &b.server_name]);
+    crate::federation::wait_for_outbox(&a, 0).await;
+    let relayed = destination(&a, &b.server_name);
+    assert!(relayed["last_error"].is_null(), "{relayed}");
+    assert_eq!(relayed["last_failure_at"], failed_at, "{relayed}");
+    assert!(relayed["last_success_at"].as_i64().unwrap() >= failed_at);
 }
 
 #[tokio::test]

@@ -150,6 +150,33 @@ async fn two_servers_behind_caddy_federate_by_name_on_443() {
     let a = Daemon::start(env_a, port_a, dir.path().join("a.log")).await;
     let mut b = Daemon::start(env_b, port_b, dir.path().join("b.log")).await;
 
+    // What an admin runs after setting up: each side checks the other.
+    for (daemon, peer) in [(&a, "b.homing.test"), (&b, "a.homing.test")] {
+        let checked = daemon
+            .run(&["admin", "--json", "federation", "check", peer])
+            .await;
+        let report: Value = serde_json::from_slice(&checked.stdout).unwrap_or_else(|_| {
+            panic!(
+                "federation check {peer}: {}",
+                String::from_utf8_lossy(&checked.stderr)
+            )
+        });
+        assert!(
+            checked.status.success(),
+            "federation check {peer}: {report}"
+        );
+        assert_eq!(report["verdict"]["mail_flows"], true, "{report}");
+        let steps: Vec<&str> = report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|step| step["step"].as_str())
+            .collect();
+        for step in ["tls", "keys", "hello"] {
+            assert!(steps.contains(&step), "{peer}: no {step} step in {report}");
+        }
+    }
+
     // Both people register and sign in through the proxy.
     let alice = Person::new(
         dir.path(),

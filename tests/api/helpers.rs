@@ -21,6 +21,9 @@ pub struct TestApp {
     pub database: TestDatabase,
     server: Option<RunningServer>,
     extra_env: Vec<(String, String)>,
+    /// The `HOMING__…` settings the daemon runs with, for `homingd admin`
+    /// commands that need its whole configuration.
+    pub daemon_env: Vec<(String, String)>,
     _data_dir: tempfile::TempDir,
 }
 
@@ -87,7 +90,8 @@ async fn spawn_app_on_listener(
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    let (state, server) = start(&listener, data_dir.path(), &database.url, &extra).await;
+    let (state, server, daemon_env) =
+        start(&listener, data_dir.path(), &database.url, &extra).await;
     // The configured name: tests may set one that points at a proxy.
     let server_name = state.settings.server_name.to_string();
     let listen = listener.local_addr().expect("address");
@@ -99,6 +103,7 @@ async fn spawn_app_on_listener(
         database,
         server: Some(server),
         extra_env: extra,
+        daemon_env,
         _data_dir: data_dir,
     }
 }
@@ -127,7 +132,8 @@ pub async fn spawn_replica(primary: &TestApp, extra_env: Vec<(&str, &str)>) -> T
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string())),
     );
-    let (state, server) = start(&listener, data_dir.path(), &database.url, &extra).await;
+    let (state, server, daemon_env) =
+        start(&listener, data_dir.path(), &database.url, &extra).await;
     let listen = listener.local_addr().expect("address");
     TestApp {
         address: format!("http://{listen}"),
@@ -137,6 +143,7 @@ pub async fn spawn_replica(primary: &TestApp, extra_env: Vec<(&str, &str)>) -> T
         database,
         server: Some(server),
         extra_env: extra,
+        daemon_env,
         _data_dir: data_dir,
     }
 }
@@ -152,7 +159,7 @@ async fn start(
     data_dir: &std::path::Path,
     database_url: &str,
     extra: &[(String, String)],
-) -> (AppState, RunningServer) {
+) -> (AppState, RunningServer, Vec<(String, String)>) {
     let bound = listener.local_addr().expect("local address");
     // On Homing's default port the name carries no port, as deployed.
     let server_name = if bound.port() == 443 {
@@ -188,7 +195,7 @@ async fn start(
         ),
     ];
     env.extend(extra.iter().cloned());
-    let settings = Settings::load_from(None, env).expect("test settings are valid");
+    let settings = Settings::load_from(None, env.clone()).expect("test settings are valid");
     if std::env::var_os("TEST_LOG").is_some() {
         homing::telemetry::init(settings.log_format, "debug");
     }
@@ -199,7 +206,7 @@ async fn start(
     let state = app.state().clone();
     let handle = app.server_handle();
     let task = tokio::spawn(app.run_until_stopped());
-    (state, RunningServer { handle, task })
+    (state, RunningServer { handle, task }, env)
 }
 
 impl TestApp {
@@ -216,7 +223,7 @@ impl TestApp {
         self.stop().await;
         let listen = self.address.trim_start_matches("http://").to_string();
         let listener = TcpListener::bind(&listen).expect("re-bind the same port");
-        let (state, server) = start(
+        let (state, server, daemon_env) = start(
             &listener,
             self._data_dir.path(),
             &self.database.url,
@@ -225,6 +232,7 @@ impl TestApp {
         .await;
         self.state = state;
         self.server = Some(server);
+        self.daemon_env = daemon_env;
     }
 
     /// Stops the daemon and starts it again on the same port and data

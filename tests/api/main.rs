@@ -11,6 +11,7 @@ mod deployment;
 mod devices;
 mod faults;
 mod federation;
+mod federation_check;
 mod gateway;
 mod group_commit;
 mod health;

@@ -216,7 +216,7 @@ tables! {
     outbox_txns(txn_id, destination, outbox_rows, created_at);
     destinations(
         server_name, failures, next_attempt_at, last_error, last_success_at,
-        lease_owner, lease_expires_at,
+        lease_owner, lease_expires_at, last_failure_at,
     );
     inbound_txns(origin, txn_id, request_digest, response, received_at);
     federation_nonces(origin, nonce, expires_at);

@@ -12,6 +12,7 @@ mod addresses;
 mod cache;
 mod client;
 mod dns;
+mod explain;
 mod well_known;
 
 use std::net::{IpAddr, SocketAddr};
@@ -32,6 +33,8 @@ use well_known::WellKnown;
 
 pub use addresses::{is_private, PrivateAddress};
 pub(crate) use dns::build_resolver as build_dns_resolver;
+pub use explain::{CachedResolution, Explained, ResolutionStep};
+pub use well_known::error_chain;
 pub use well_known::{MAX_BODY_BYTES as WELL_KNOWN_MAX_BYTES, PATH as WELL_KNOWN_PATH};
 
 /// The port used when neither the name, a delegation nor SRV gives one.
@@ -182,7 +185,7 @@ impl FederationClient {
             Ok(_) => {}
             Err(error) => tracing::warn!(server = key, %error, "resolution cache unreadable"),
         }
-        let (result, ttl) = match self.discover(key, domain).await {
+        let (result, ttl) = match self.discover(key, domain, &mut Vec::new()).await {
             Ok((target, ttl)) => (Ok(target), ttl),
             Err(error) => {
                 let ttl = error.ttl();
@@ -264,14 +267,20 @@ impl FederationClient {
     }
 
     /// Steps 2 to 4 for a domain without a port: the target and how long it
-    /// may be trusted.
+    /// may be trusted. What each step found is added to `steps`.
     async fn discover(
         &self,
         server: &str,
         domain: &str,
+        steps: &mut Vec<ResolutionStep>,
     ) -> Result<(Target, Duration), ResolveError> {
         let fetched =
             well_known::fetch(&self.inner.well_known_http, self.inner.scheme, domain).await;
+        steps.push(explain::well_known_step(
+            self.inner.scheme,
+            domain,
+            &fetched,
+        ));
         match fetched {
             WellKnown::Delegated {
                 server: delegated,
@@ -280,7 +289,7 @@ impl FederationClient {
                 tracing::debug!(server, delegated = %delegated, "delegated by the well-known document");
                 match (delegated.host(), delegated.port()) {
                     (Host::Domain(host), None) => {
-                        let (target, srv_ttl) = self.via_srv(server, host).await?;
+                        let (target, srv_ttl) = self.via_srv(server, host, steps).await?;
                         Ok((target, srv_ttl.map_or(ttl, |srv_ttl| srv_ttl.min(ttl))))
                     }
                     (host, port) => Ok((self.direct(host, port.unwrap_or(DEFAULT_PORT)), ttl)),
@@ -288,7 +297,7 @@ impl FederationClient {
             }
             WellKnown::Absent(reason) => {
                 tracing::debug!(server, %reason, "no well-known delegation");
-                let (target, srv_ttl) = self.via_srv(server, domain).await?;
+                let (target, srv_ttl) = self.via_srv(server, domain, steps).await?;
                 let ttl = srv_ttl.map_or(NO_DELEGATION_TTL, |t| t.min(NO_DELEGATION_TTL));
                 Ok((target, ttl))
             }
@@ -305,12 +314,15 @@ impl FederationClient {
         &self,
         server: &str,
         host: &str,
+        steps: &mut Vec<ResolutionStep>,
     ) -> Result<(Target, Option<Duration>), ResolveError> {
         let srv_error = |reason: String| ResolveError::Srv {
             server: server.to_string(),
             reason,
         };
-        match dns::lookup_srv(&self.inner.dns, host).await {
+        let found = dns::lookup_srv(&self.inner.dns, host).await;
+        steps.push(explain::srv_step(host, &found));
+        match found {
             Ok(Some(route)) => Ok((
                 Target {
                     url: self.url(host, route.port),

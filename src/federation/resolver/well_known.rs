@@ -72,7 +72,7 @@ pub(crate) async fn fetch(client: &reqwest::Client, scheme: &str, domain: &str) 
 
 /// An error and its causes on one line: reqwest's own message alone rarely
 /// says whether DNS, TCP or TLS failed.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
