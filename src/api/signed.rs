@@ -109,6 +109,11 @@ async fn verify(
     // request a stranger made up cannot make this server fetch keys.
     signing::verify_content_digest(&digest, &body)
         .map_err(|e| refuse("bad_digest", e.to_string()))?;
+    let parts = RequestParts::new(request.method().as_str(), &target)
+        .map_err(|e| refuse("bad_signature", e.to_string()))?
+        .with_header("content-digest", &digest);
+    signing::signature_base(&parts, &first.params)
+        .map_err(|e| refuse("bad_signature", e.to_string()))?;
 
     let allowed_origin = origin.clone();
     let federation = settings.federation.clone();
@@ -127,9 +132,6 @@ async fn verify(
         .key(&state.federation, &origin, &key_id)
         .await
         .map_err(|e| refuse("unknown_key", e.to_string()))?;
-    let parts = RequestParts::new(request.method().as_str(), &target)
-        .map_err(|e| refuse("bad_signature", e.to_string()))?
-        .with_header("content-digest", &digest);
     signing::verify(&key, first, &parts).map_err(|e| refuse("bad_signature", e.to_string()))?;
 
     // Remember the nonce for the signature's lifetime: a replay fails here.
