@@ -18,6 +18,7 @@ mod health;
 mod helpers;
 mod hostile;
 mod identity;
+mod interop;
 mod mailbox;
 mod migrate_store;
 mod openapi;
