@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::federation::identity_cache;
 use crate::mailbox::{self, PurgeSettings};
 use crate::startup::AppState;
 
@@ -22,18 +23,22 @@ pub async fn purge_loop(state: AppState) {
         let result = state
             .db
             .run(move |conn| {
-                let report = mailbox::purge_once(conn, &pass_settings, crate::time::now_ms())?;
+                let now = crate::time::now_ms();
+                let report = mailbox::purge_once(conn, &pass_settings, now)?;
+                let identities = identity_cache::purge(conn, now, PURGE_BATCH)?;
                 let pending = mailbox::pending_total(conn)?;
-                Ok::<_, mailbox::MailboxError>((report, pending))
+                Ok::<_, mailbox::MailboxError>((report, identities, pending))
             })
             .await;
         let again = match result {
-            Ok((report, pending)) => {
+            Ok((report, identities, pending)) => {
                 let removed = report.expired_deliveries + report.inactive_deliveries;
                 state.metrics.deliveries_expired.inc_by(removed as u64);
                 state.metrics.pending_deliveries.set(pending.0);
                 state.metrics.pending_bytes.set(pending.1);
-                let saturated = report.saturated(PURGE_BATCH);
+                let saturated = report.saturated(PURGE_BATCH)
+                    || identities.documents as i64 >= PURGE_BATCH
+                    || identities.pins as i64 >= PURGE_BATCH;
                 crate::api::publish_status(&state, report.status_events);
                 saturated
             }

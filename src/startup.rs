@@ -57,6 +57,7 @@ pub struct RateLimiters {
     pub auth_per_account: RateLimiter<String>,
     pub send_per_device: RateLimiter<i64>,
     pub federation_per_origin: RateLimiter<String>,
+    pub directory_per_account: RateLimiter<String>,
 }
 
 impl RateLimiters {
@@ -67,6 +68,7 @@ impl RateLimiters {
             auth_per_account: RateLimiter::new(limits.auth_per_account),
             send_per_device: RateLimiter::new(limits.send_per_device),
             federation_per_origin: RateLimiter::new(limits.federation_per_origin),
+            directory_per_account: RateLimiter::new(limits.directory_per_account),
         }
     }
 }

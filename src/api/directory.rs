@@ -165,13 +165,19 @@ pub async fn webfinger(
 )]
 pub async fn directory(
     state: web::Data<AppState>,
-    _device: Authenticated,
+    device: Authenticated,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let address = Address::parse(&path.into_inner())
         .map_err(|e| ApiError::bad_request("invalid_address", e.to_string()))?;
     if address.server() != &state.settings.server_name {
         use crate::federation::directory::{remote_identity, DirectoryError};
+        // A remote look-up may fetch and store a document from elsewhere.
+        state
+            .rate_limits
+            .directory_per_account
+            .check(&device.0.account_key)
+            .map_err(crate::api::auth::too_many)?;
         let found = remote_identity(&state, &address)
             .await
             .map_err(|error| match error {

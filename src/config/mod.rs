@@ -129,6 +129,7 @@ pub struct RawRateLimits {
     pub send_per_device: String,
     pub federation_per_origin: String,
     pub new_destinations_per_account: String,
+    pub directory_per_account: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -281,6 +282,8 @@ pub struct RateLimits {
     pub federation_per_origin: Rate,
     /// Destination servers one account may add to the relay's work.
     pub new_destinations_per_account: Rate,
+    /// Look-ups of addresses on other servers one account may make.
+    pub directory_per_account: Rate,
 }
 
 /// WebSocket gateway behaviour.
@@ -511,6 +514,10 @@ impl RawSettings {
                 new_destinations_per_account: rate(
                     "rate_limits.new_destinations_per_account",
                     &self.rate_limits.new_destinations_per_account,
+                )?,
+                directory_per_account: rate(
+                    "rate_limits.directory_per_account",
+                    &self.rate_limits.directory_per_account,
                 )?,
             },
             gateway: self.gateway.validate()?,

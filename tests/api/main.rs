@@ -9,6 +9,7 @@ mod database_faults;
 mod deployed;
 mod deployment;
 mod devices;
+mod directory_limits;
 mod faults;
 mod federation;
 mod federation_check;
