@@ -243,10 +243,11 @@ impl From<crate::auth::AuthError> for ApiError {
             E::BadSignature => "bad_signature",
             E::MissingToken => "missing_token",
             E::InvalidToken => "invalid_token",
-            E::Storage(_) => "",
+            E::TooManySignIns { .. } | E::Storage(_) => "",
         };
         match error {
             E::Storage(cause) => cause.into(),
+            E::TooManySignIns { retry_after } => crate::api::auth::too_many(retry_after),
             other => Self::Unauthorized {
                 code,
                 message: other.to_string(),

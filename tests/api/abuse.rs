@@ -1,0 +1,91 @@
+//! A stranger cannot lock anyone out, fill a disk or a mailbox, or hold
+//! the server's resources: each attack runs against a real daemon while an
+//! honest user's requests still succeed.
+
+use std::net::IpAddr;
+
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, spawn_app_with, TestApp};
+
+/// An HTTP client whose connections come from `ip` (any 127.0.0.0/8
+/// address reaches a server on 127.0.0.1), so one test can be several
+/// clients to the per-address limits.
+fn client_from(ip: &str) -> reqwest::Client {
+    let ip: IpAddr = ip.parse().unwrap();
+    reqwest::Client::builder()
+        .local_address(ip)
+        .build()
+        .unwrap()
+}
+
+async fn post(client: &reqwest::Client, app: &TestApp, path: &str, body: &Value) -> (u16, Value) {
+    let response = client.post(app.url(path)).json(body).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn junk_sign_ins_naming_an_account_do_not_lock_its_owner_out() {
+    let app = spawn_app().await;
+    let alice = app.register("alice").await;
+    let attacker = client_from("127.0.0.2");
+    let honest = client_from("127.0.0.3");
+    let junk = |n: u8| {
+        let mut body = alice
+            .device(0)
+            .keys
+            .token_request(&app.server_name, "AAAA", &alice.account.public())
+            .unwrap();
+        body["nonce"] = json!(homing::crypto::b64(&[n; 32]));
+        body
+    };
+    // More junk than the account's limit (60/m) and than the address's
+    // (120/m): the attacker's own address is what runs out.
+    let mut refused = 0;
+    for n in 0..130u8 {
+        let (status, body) = post(&attacker, &app, "/api/v1/auth/token", &junk(n)).await;
+        match status {
+            401 => {}
+            429 => {
+                assert_eq!(body["error"], "rate_limited");
+                refused += 1;
+            }
+            other => panic!("junk sign-in answered {other}: {body}"),
+        }
+    }
+    assert!(refused >= 10, "the attacker's address was never limited");
+
+    // Alice, from elsewhere, signs in as usual.
+    let (status, challenge) = post(&honest, &app, "/api/v1/auth/challenge", &json!({})).await;
+    assert_eq!(status, 200);
+    let body = alice
+        .device(0)
+        .keys
+        .token_request(
+            &app.server_name,
+            challenge["nonce"].as_str().unwrap(),
+            &alice.account.public(),
+        )
+        .unwrap();
+    let (status, grant) = post(&honest, &app, "/api/v1/auth/token", &body).await;
+    assert_eq!(status, 200, "{grant}");
+}
+
+#[tokio::test]
+async fn verified_sign_ins_still_count_against_the_account() {
+    let app = spawn_app_with(vec![("HOMING__RATE_LIMITS__AUTH_PER_ACCOUNT", "3/h")]).await;
+    // Registration signs in once.
+    let alice = app.register("alice").await;
+    for _ in 0..2 {
+        app.sign_in(&alice.account, &alice.device(0).keys).await;
+    }
+    let nonce = app.challenge().await;
+    let body = alice
+        .device(0)
+        .keys
+        .token_request(&app.server_name, &nonce, &alice.account.public())
+        .unwrap();
+    let response = app.post_json("/api/v1/auth/token", &body, None).await;
+    assert_eq!(response.status(), 429);
+}
