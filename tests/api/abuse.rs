@@ -89,3 +89,42 @@ async fn verified_sign_ins_still_count_against_the_account() {
     let response = app.post_json("/api/v1/auth/token", &body, None).await;
     assert_eq!(response.status(), 429);
 }
+
+#[tokio::test]
+async fn the_database_and_its_directory_are_private_under_umask_022() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let port = crate::daemon::free_port();
+    // The daemon as a service manager with the common umask starts it.
+    let child = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "umask 022 && exec \"$0\"",
+            env!("CARGO_BIN_EXE_homingd"),
+        ])
+        .env_clear()
+        .env("HOMING__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("HOMING__SERVER__DATA_DIR", state.display().to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let daemon = crate::daemon::Daemon {
+        child,
+        address: format!("http://127.0.0.1:{port}"),
+    };
+    crate::daemon::wait_ready(&daemon).await;
+    let mode = |path: std::path::PathBuf| {
+        std::fs::metadata(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(state.clone()), 0o700, "data directory");
+    for file in ["homing.db", "homing.db-wal", "homing.db-shm"] {
+        assert_eq!(mode(state.join(file)), 0o600, "{file}");
+    }
+    drop(daemon);
+}
