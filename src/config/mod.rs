@@ -195,6 +195,13 @@ pub struct Settings {
     pub log_filter: String,
 }
 
+impl Settings {
+    /// Every name an address at this server may carry.
+    pub fn local_names(&self) -> crate::address::LocalNames {
+        crate::address::LocalNames::new(&self.server_name, &self.public_hosts)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
     pub url: DatabaseUrl,

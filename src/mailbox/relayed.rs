@@ -23,7 +23,8 @@ use crate::time::duration_ms;
 /// Server settings that inbound delivery depends on.
 #[derive(Debug, Clone)]
 pub struct InboundRules {
-    pub server_name: crate::address::ServerName,
+    /// The server name and public hosts: addresses at any are local.
+    pub local_names: crate::address::LocalNames,
     pub limits: Limits,
     pub device_inactivity: Duration,
     pub max_pending_age: Duration,
@@ -66,7 +67,7 @@ pub fn deliver_relayed(
     for (message, _) in batch.iter().zip(&decoded).filter(|(_, b)| b.is_some()) {
         for recipient in &message.recipients {
             if let Ok(address) = Address::parse(&recipient.address) {
-                if address.server() == &rules.server_name {
+                if rules.local_names.contains(address.server()) {
                     aliases.push(address.alias().to_string());
                 }
             }
@@ -156,7 +157,7 @@ fn check(
     let mut any_accepted = false;
     for recipient in &message.recipients {
         let address = match Address::parse(&recipient.address) {
-            Ok(address) if address.server() == &rules.server_name => address,
+            Ok(address) if rules.local_names.contains(address.server()) => address,
             Ok(_) => {
                 results.push(RecipientResult::new(recipient.address.clone(), "not_local"));
                 continue;

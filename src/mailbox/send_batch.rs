@@ -128,7 +128,7 @@ fn check_one(
         .zip(&job.prepared.request.recipients)
     {
         let server = recipient.address.server();
-        if server != &context.server_name {
+        if !context.local_names.contains(server) {
             if !allowed.get(server.as_str()).copied().unwrap_or(false) {
                 return Err(MailboxError::FederationDenied(server.to_string()));
             }

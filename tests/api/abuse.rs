@@ -6,7 +6,9 @@ use std::net::IpAddr;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, spawn_app_with, TestApp};
+use homing::client::keys::{AccountKeys, DeviceKeys};
+
+use crate::helpers::{message_to, spawn_app, spawn_app_with, TestApp};
 
 /// An HTTP client whose connections come from `ip` (any 127.0.0.0/8
 /// address reaches a server on 127.0.0.1), so one test can be several
@@ -127,4 +129,55 @@ async fn the_database_and_its_directory_are_private_under_umask_022() {
         assert_eq!(mode(state.join(file)), 0o600, "{file}");
     }
     drop(daemon);
+}
+
+#[tokio::test]
+async fn aliases_that_are_not_one_path_segment_are_refused() {
+    let app = spawn_app_with(vec![("HOMING__RATE_LIMITS__REGISTRATION_PER_IP", "100/m")]).await;
+    for alias in [".", "..", "-", "_", "a..b", ".bob", "bob-"] {
+        let account = AccountKeys::generate();
+        let keys = DeviceKeys::generate(crate::helpers::device_id("first"));
+        let body = account
+            .registration(alias, &app.server_name, &keys, None)
+            .unwrap();
+        let response = app.post_json("/api/v1/accounts", &body, None).await;
+        assert_eq!(response.status(), 400, "alias {alias:?}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_alias");
+    }
+    // Every alias that registers can be fetched.
+    let user = app.register("b.o-b_9").await;
+    let response = app
+        .get(&format!("/.well-known/homing/identity/{}", user.alias))
+        .await;
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn mail_to_this_servers_other_names_is_delivered_here() {
+    let app = spawn_app_with(vec![("HOMING__SERVER__PUBLIC_HOSTS", "chat.example.org")]).await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let (host, port) = app.server_name.rsplit_once(':').unwrap();
+    for server in [format!("{host}.:{port}"), "chat.example.org".to_string()] {
+        let mut message = message_to(&app, &[(&bob, &[0])], b"hello", "all");
+        message["recipients"][0]["address"] = json!(format!("bob@{server}"));
+        let response = app
+            .post_json("/api/v1/dms/send", &message, Some(&alice.device(0).token))
+            .await;
+        assert_eq!(response.status(), 202, "bob@{server}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(
+            answer["recipients"][0]["status"], "stored",
+            "bob@{server}: {answer}"
+        );
+    }
+    assert_eq!(
+        app.sync(&bob.device(0).token).await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(app.count("outbox"), 0);
 }

@@ -1,7 +1,7 @@
 //! Property tests: parsers of everything a stranger can send never panic,
 //! and what they accept round-trips.
 
-use homing::address::{Address, ServerName};
+use homing::address::{Address, LocalNames, ServerName};
 use homing::config::{DatabaseSettings, DatabaseUrl, SqliteSynchronous};
 use homing::crypto::canonical::to_canonical_bytes;
 use homing::federation::signing;
@@ -119,7 +119,7 @@ fn arbitrary_inbound_messages_never_panic() {
     db.run_migrations().unwrap();
     let settings = homing::config::Settings::load_from(None, Vec::new()).unwrap();
     let rules = InboundRules {
-        server_name: ServerName::parse("b.example").unwrap(),
+        local_names: LocalNames::new(&ServerName::parse("b.example").unwrap(), &[]),
         limits: settings.limits.clone(),
         device_inactivity: settings.retention.device_inactivity,
         max_pending_age: settings.retention.max_pending_age,
