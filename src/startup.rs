@@ -195,7 +195,12 @@ fn app(
 > {
     let metrics = state.metrics.clone();
     let settings = state.settings.clone();
+    let body_grace = settings.body_timeout;
     App::new()
+        // Inside the metrics wrapper, so a late body is counted as its 408.
+        .wrap(actix_web::middleware::from_fn(move |request, next| {
+            api::body_deadline(body_grace, request, next)
+        }))
         .wrap_fn(move |request, service| {
             let started = Instant::now();
             let route = request

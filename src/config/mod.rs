@@ -68,6 +68,7 @@ pub struct RawServer {
     pub data_dir: PathBuf,
     pub shutdown_timeout: String,
     pub client_timeout: String,
+    pub body_timeout: String,
     pub trust_forwarded_for: bool,
     pub public_hosts: Vec<String>,
     pub metrics_token: String,
@@ -174,6 +175,9 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// How long a client may take to send a request's head.
     pub client_timeout: Duration,
+    /// How long a client may take to send a request's body, beyond the
+    /// time its size needs at a minimal rate (see `api::body_timeout`).
+    pub body_timeout: Duration,
     pub database: DatabaseSettings,
     pub federation: FederationSettings,
     pub registration_policy: RegistrationPolicy,
@@ -446,6 +450,7 @@ impl RawSettings {
             data_dir,
             shutdown_timeout: duration("server.shutdown_timeout", &self.server.shutdown_timeout)?,
             client_timeout: duration("server.client_timeout", &self.server.client_timeout)?,
+            body_timeout: duration("server.body_timeout", &self.server.body_timeout)?,
             database: DatabaseSettings {
                 url: database_url,
                 pool_size: self.database.pool_size,

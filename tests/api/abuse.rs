@@ -3,8 +3,10 @@
 //! honest user's requests still succeed.
 
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use homing::client::keys::{AccountKeys, DeviceKeys};
 
@@ -180,4 +182,65 @@ async fn mail_to_this_servers_other_names_is_delivered_here() {
         2
     );
     assert_eq!(app.count("outbox"), 0);
+}
+
+/// Sends `head` on a fresh connection, then `trickle` one byte at a time
+/// every 100 ms; returns what the server answered and how long the
+/// connection lasted, or `None` if it was still open after 8 s.
+async fn hold_body(app: &TestApp, head: &str, trickle: usize) -> Option<(String, Duration)> {
+    let mut stream = tokio::net::TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_secs(8) {
+        if sent < trickle && stream.write_all(b" ").await.is_ok() {
+            sent += 1;
+        }
+        let mut buffer = [0u8; 1024];
+        match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return Some((
+                    String::from_utf8_lossy(&answer).into_owned(),
+                    started.elapsed(),
+                ))
+            }
+            Ok(Ok(n)) => answer.extend_from_slice(&buffer[..n]),
+            Err(_) => {}
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_client_that_never_sends_its_body_is_cut_off() {
+    let app = spawn_app_with(vec![("HOMING__SERVER__BODY_TIMEOUT", "1s")]).await;
+    let heads = [
+        // Announces a large body, then sends nothing.
+        ("silent", "POST /api/v1/accounts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n", 0),
+        // Sends it one byte at a time.
+        ("trickle", "POST /api/v1/accounts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n", 1000),
+        // The same through the upgrade path, which reads the socket itself.
+        ("upgrade", "POST /api/v1/accounts HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n", 0),
+    ];
+    let attacks = heads.map(|(name, head, trickle)| {
+        let app = &app;
+        async move { (name, hold_body(app, head, trickle).await) }
+    });
+    let attacks = futures_util::future::join_all(attacks);
+    // An honest user registers while the connections are held.
+    let (results, bob) = tokio::join!(attacks, app.register("bob"));
+    assert_eq!(bob.alias, "bob");
+    for (name, result) in results {
+        let (answer, lasted) =
+            result.unwrap_or_else(|| panic!("{name}: the connection was held for 8 s"));
+        assert!(
+            lasted < Duration::from_secs(4),
+            "{name}: held for {lasted:?}"
+        );
+        assert!(answer.starts_with("HTTP/1.1 408"), "{name}: {answer}");
+        assert!(answer.contains("request_timeout"), "{name}: {answer}");
+    }
 }
