@@ -29,6 +29,7 @@ impl From<InboundError> for ApiError {
         let message = error.to_string();
         match error {
             InboundError::Invalid(_) => ApiError::bad_request("invalid_transaction", message),
+            InboundError::TooLarge { limit, .. } => ApiError::PayloadTooLarge { message, limit },
             InboundError::TxnReused(_) => {
                 ApiError::conflict("txn_reused", message, Default::default())
             }

@@ -105,6 +105,7 @@ pub struct RawLimits {
     pub max_pending_messages_per_device: u32,
     pub max_pending_bytes_per_device: u64,
     pub max_request_bytes: usize,
+    pub max_txn_records_per_origin: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -237,6 +238,9 @@ pub struct Limits {
     pub max_pending_messages_per_device: u32,
     pub max_pending_bytes_per_device: u64,
     pub max_request_bytes: usize,
+    /// Answers to inbound transactions remembered per origin server (the
+    /// newest); older ones are forgotten early.
+    pub max_txn_records_per_origin: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -428,7 +432,15 @@ impl RawSettings {
             max_pending_messages_per_device: self.limits.max_pending_messages_per_device,
             max_pending_bytes_per_device: self.limits.max_pending_bytes_per_device,
             max_request_bytes: self.limits.max_request_bytes,
+            max_txn_records_per_origin: self.limits.max_txn_records_per_origin,
         };
+        if limits.max_txn_records_per_origin == 0 {
+            return Err(invalid(
+                "limits.max_txn_records_per_origin",
+                "0",
+                "must be positive",
+            ));
+        }
         if limits.max_message_bytes == 0 {
             return Err(invalid("limits.max_message_bytes", "0", "must be positive"));
         }

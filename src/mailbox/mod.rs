@@ -29,7 +29,7 @@ pub use purge::{purge_once, PurgeReport, PurgeSettings};
 pub use relayed::{deliver_relayed, InboundRules};
 pub use send::{
     DeviceWrap, PreparedSend, RecipientStatus, RecipientWraps, SendContext, SendOutcome,
-    SendRequest, SendResponse, Sender,
+    SendRequest, SendResponse, Sender, MAX_RECIPIENTS,
 };
 pub use status::{delivery_status, set_retention, Retention, StatusEvent};
 pub use sync::{

@@ -125,13 +125,23 @@ fn decode(rules: &InboundRules, message: &TxnMessage) -> Option<Vec<u8>> {
     valid.then_some(body)
 }
 
+/// The address as the answer names it: only a valid one is repeated (at
+/// most 320 characters), so the answer and its record stay small whatever
+/// a peer sends; an invalid one is answered by its position alone.
+fn echo(address: &str) -> String {
+    match Address::parse(address) {
+        Ok(_) => address.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
 fn all(message: &TxnMessage, status: &str) -> MessageResult {
     MessageResult {
         message_id: message.message_id.clone(),
         recipients: message
             .recipients
             .iter()
-            .map(|r| RecipientResult::new(r.address.clone(), status))
+            .map(|r| RecipientResult::new(echo(&r.address), status))
             .collect(),
     }
 }
@@ -163,7 +173,7 @@ fn check(
                 continue;
             }
             Err(_) => {
-                results.push(RecipientResult::new(recipient.address.clone(), "invalid"));
+                results.push(RecipientResult::new(echo(&recipient.address), "invalid"));
                 continue;
             }
         };

@@ -2,6 +2,7 @@
 //! default and on PostgreSQL when `HOMING_TEST_DATABASE_URL` is set.
 
 mod abuse;
+mod abuse_federation;
 mod admin;
 mod cli;
 mod crash;
