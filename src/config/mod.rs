@@ -106,6 +106,7 @@ pub struct RawLimits {
     pub max_pending_bytes_per_device: u64,
     pub max_request_bytes: usize,
     pub max_txn_records_per_origin: u32,
+    pub max_pending_share_per_origin: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -241,6 +242,9 @@ pub struct Limits {
     /// Answers to inbound transactions remembered per origin server (the
     /// newest); older ones are forgotten early.
     pub max_txn_records_per_origin: u32,
+    /// The part of each device's pending quotas one origin server (or, for
+    /// local mail, one sending account) may fill, in (0, 1].
+    pub max_pending_share_per_origin: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -433,7 +437,16 @@ impl RawSettings {
             max_pending_bytes_per_device: self.limits.max_pending_bytes_per_device,
             max_request_bytes: self.limits.max_request_bytes,
             max_txn_records_per_origin: self.limits.max_txn_records_per_origin,
+            max_pending_share_per_origin: self.limits.max_pending_share_per_origin,
         };
+        let share = limits.max_pending_share_per_origin;
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(invalid(
+                "limits.max_pending_share_per_origin",
+                share.to_string(),
+                "must be above 0 and at most 1",
+            ));
+        }
         if limits.max_txn_records_per_origin == 0 {
             return Err(invalid(
                 "limits.max_txn_records_per_origin",

@@ -14,6 +14,7 @@ mod rows_pg;
 mod rows_sqlite;
 mod send;
 mod send_batch;
+mod share;
 mod status;
 mod sync;
 

@@ -12,6 +12,7 @@ use diesel::prelude::*;
 
 use super::deliver::{evaluate_recipient, load_recipients, CheckRules, DeviceState, MessageRef};
 use super::rows::{self, AccountTargets, NewMessage};
+use super::share::{Share, Source};
 use super::{MailboxError, NewDelivery};
 use crate::address::Address;
 use crate::config::Limits;
@@ -77,6 +78,8 @@ pub fn deliver_relayed(
     aliases.dedup();
     let aliases: Vec<&str> = aliases.iter().map(String::as_str).collect();
     let mut known = load_recipients(conn, &aliases)?;
+    let devices = known.values().flat_map(|(_, devices)| devices.iter());
+    let mut share = Share::load(conn, &rules.limits, Source::Origin, &[origin], devices)?;
     let mut results: Vec<MessageResult> = Vec::with_capacity(batch.len());
     // The first copy of each message id in this transaction, by position.
     let mut first: HashMap<&str, usize> = HashMap::new();
@@ -97,7 +100,8 @@ pub fn deliver_relayed(
             continue;
         }
         first.insert(&message.message_id, results.len());
-        let (result, targets, any_accepted) = check(rules, message, &body, &mut known, now);
+        let sender = (origin, &mut share);
+        let (result, targets, any_accepted) = check(rules, message, &body, &mut known, sender, now);
         results.push(result);
         if any_accepted {
             let cap = now.saturating_add(duration_ms(rules.max_pending_age));
@@ -154,14 +158,10 @@ fn check(
     message: &TxnMessage,
     body: &[u8],
     known: &mut HashMap<String, (String, Vec<DeviceState>)>,
+    (origin, share): (&str, &mut Share),
     now: i64,
 ) -> (MessageResult, Vec<AccountTargets>, bool) {
     let body_len = i64::try_from(body.len()).unwrap_or(i64::MAX);
-    let check_rules = CheckRules {
-        limits: &rules.limits,
-        device_inactivity: rules.device_inactivity,
-        exclude: None,
-    };
     let mut results = Vec::with_capacity(message.recipients.len());
     let mut targets = Vec::new();
     let mut any_accepted = false;
@@ -192,6 +192,12 @@ fn check(
             ));
             continue;
         };
+        let check_rules = CheckRules {
+            limits: &rules.limits,
+            device_inactivity: rules.device_inactivity,
+            exclude: None,
+            share: Some((&*share, origin)),
+        };
         let evaluated = evaluate_recipient(
             &check_rules,
             &address,
@@ -214,6 +220,7 @@ fn check(
             super::deliver::RecipientCheck::Ready(plan) => {
                 results.push(RecipientResult::new(plan.address, "accepted"));
                 rows::count_pending(devices, &plan.targets, body_len);
+                share.count(&plan.targets, origin, body_len);
                 any_accepted = true;
                 targets.push((plan.recipient_account, plan.targets));
             }

@@ -314,6 +314,7 @@ fn store(
         limits: &context.limits,
         device_inactivity: context.device_inactivity,
         exclude: Some((&sender.account_key, &sender.device_id)),
+        share: None,
     };
     let mut checks = SendChecks::default();
     let mut remote = RemoteRecipients::new();

@@ -156,3 +156,56 @@ async fn an_origin_keeps_only_its_newest_transaction_records() {
     assert_eq!(status, 200);
     assert_eq!(b.count("inbound_txns"), 4);
 }
+
+#[tokio::test]
+async fn one_origin_or_account_fills_at_most_its_share_of_a_mailbox() {
+    let a = spawn_app().await;
+    let c = spawn_app().await;
+    // A quota of 8 messages: each sender may hold 2 of them.
+    let b = spawn_app_with(vec![(
+        "HOMING__LIMITS__MAX_PENDING_MESSAGES_PER_DEVICE",
+        "8",
+    )])
+    .await;
+    let bob = b.register("bob").await;
+    let statuses = |answer: &Value| answer["results"][0]["recipients"][0]["status"].clone();
+    for n in 0..2 {
+        let (status, answer) = put_txn(&a, &b, &format!("a{n}"), &honest(&a, &b, &bob)).await;
+        assert_eq!((status, statuses(&answer)), (200, json!("accepted")));
+    }
+    // A's third message would take more than its share.
+    let (status, answer) = put_txn(&a, &b, "a2", &honest(&a, &b, &bob)).await;
+    assert_eq!((status, statuses(&answer)), (200, json!("mailbox_full")));
+    // Another server still reaches bob.
+    let (status, answer) = put_txn(&c, &b, "c0", &honest(&c, &b, &bob)).await;
+    assert_eq!((status, statuses(&answer)), (200, json!("accepted")));
+
+    // Local mail: each sending account has the same share.
+    let alice = b.register("alice").await;
+    let carol = b.register("carol").await;
+    let send = |from: &TestUser| {
+        let message = message_to(&b, &[(&bob, &[0])], b"local", "all");
+        let token = from.device(0).token.clone();
+        let b = &b;
+        async move {
+            let response = b
+                .post_json("/api/v1/dms/send", &message, Some(&token))
+                .await;
+            response.status().as_u16()
+        }
+    };
+    assert_eq!(send(&alice).await, 202);
+    assert_eq!(send(&alice).await, 202);
+    assert_eq!(send(&alice).await, 429);
+    assert_eq!(send(&carol).await, 202);
+    let page = b.sync(&bob.device(0).token).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 6);
+    // Clients and peers can see the share.
+    let info: Value = b
+        .get("/.well-known/homing/server-info")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["limits"]["max_pending_share_per_origin"], 0.25);
+}
