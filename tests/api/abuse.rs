@@ -224,6 +224,8 @@ async fn a_client_that_never_sends_its_body_is_cut_off() {
         ("trickle", "POST /api/v1/accounts HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n", 1000),
         // The same through the upgrade path, which reads the socket itself.
         ("upgrade", "POST /api/v1/accounts HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n", 0),
+        // Answered without reading the body: the rest is not waited for.
+        ("unread", "POST /api/v1/auth/challenge HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n", 0),
     ];
     let attacks = heads.map(|(name, head, trickle)| {
         let app = &app;
@@ -240,6 +242,10 @@ async fn a_client_that_never_sends_its_body_is_cut_off() {
             lasted < Duration::from_secs(4),
             "{name}: held for {lasted:?}"
         );
+        if name == "unread" {
+            assert!(answer.starts_with("HTTP/1.1 200"), "{name}: {answer}");
+            continue;
+        }
         assert!(answer.starts_with("HTTP/1.1 408"), "{name}: {answer}");
         assert!(answer.contains("request_timeout"), "{name}: {answer}");
     }
