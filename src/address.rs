@@ -15,7 +15,8 @@ fn refuse<T>(message: impl Into<String>) -> Result<T, AddressError> {
     Err(AddressError(message.into()))
 }
 
-/// The local part of an address: `[a-z0-9._-]{1,64}` after lower-casing.
+/// The local part of an address: `[a-z0-9._-]{1,64}` after lower-casing,
+/// beginning and ending with a letter or digit, without `..`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Alias(String);
 
@@ -32,6 +33,16 @@ impl Alias {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
         {
             return refuse("an alias may contain only a-z, 0-9, '.', '_' and '-'");
+        }
+        // `.` and `..` cannot travel in a URL path (clients and proxies
+        // resolve them away), and names made of punctuation or with empty
+        // dot-separated parts are look-alike traps.
+        let alphanumeric = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
+        if !alphanumeric(lowered.as_bytes().first()) || !alphanumeric(lowered.as_bytes().last()) {
+            return refuse("an alias begins and ends with a letter or a digit");
+        }
+        if lowered.contains("..") {
+            return refuse("an alias may not contain two dots in a row");
         }
         Ok(Self(lowered))
     }
@@ -77,7 +88,13 @@ impl ServerName {
         } else if let Ok(ip) = host_text.parse::<std::net::Ipv4Addr>() {
             Host::Ip(IpAddr::V4(ip))
         } else {
-            Host::Domain(parse_domain(host_text)?)
+            // A trailing dot or IDNA's full-width dots can hide an IPv4
+            // literal from the parse above; the canonical domain shows it.
+            let domain = parse_domain(host_text)?;
+            match domain.parse::<std::net::Ipv4Addr>() {
+                Ok(ip) => Host::Ip(IpAddr::V4(ip)),
+                Err(_) => Host::Domain(domain),
+            }
         };
         let host_part = match &host {
             Host::Domain(name) => name.clone(),
@@ -150,6 +167,28 @@ fn parse_domain(text: &str) -> Result<String, AddressError> {
         return refuse("the server name is not a valid domain name");
     }
     Ok(ascii)
+}
+
+/// The names this server answers to: `server.name` and every
+/// `server.public_hosts` entry. An address at any of them is local, so a
+/// message to it is never relayed back to this server.
+#[derive(Debug, Clone)]
+pub struct LocalNames {
+    names: Vec<ServerName>,
+}
+
+impl LocalNames {
+    /// The server's own name first, then its public hosts.
+    pub fn new(server_name: &ServerName, public_hosts: &[ServerName]) -> Self {
+        let mut names = vec![server_name.clone()];
+        names.extend(public_hosts.iter().cloned());
+        Self { names }
+    }
+
+    /// True when `server` is one of this server's names.
+    pub fn contains(&self, server: &ServerName) -> bool {
+        self.names.iter().any(|name| name == server)
+    }
 }
 
 /// `alias@server`, the way people address each other.
@@ -232,6 +271,12 @@ mod tests {
         assert!(Alias::parse("bob smith").is_err());
         assert!(Alias::parse("bob+tag").is_err());
         assert!(Alias::parse("böb").is_err());
+        for bad in [".", "..", "-", "_", "a..b", ".bob", "bob.", "-bob", "bob_"] {
+            assert!(Alias::parse(bad).is_err(), "{bad} should be refused");
+        }
+        for good in ["a", "0", "b.o-b_9", "a.b.c"] {
+            assert!(Alias::parse(good).is_ok(), "{good} should be accepted");
+        }
     }
 
     #[test]
@@ -244,6 +289,15 @@ mod tests {
             "127.0.0.1:9000"
         );
         assert_eq!(ServerName::parse("[::1]:80").unwrap().as_str(), "[::1]:80");
+        // A trailing dot names the same server, IP literal or not.
+        assert_eq!(
+            ServerName::parse("127.0.0.1.:9000").unwrap(),
+            ServerName::parse("127.0.0.1:9000").unwrap()
+        );
+        assert_eq!(
+            ServerName::parse("Example.org.").unwrap(),
+            ServerName::parse("example.org").unwrap()
+        );
         assert_eq!(ServerName::parse("[::1]").unwrap().port(), None);
         assert_eq!(
             ServerName::parse("bücher.example").unwrap().as_str(),

@@ -33,6 +33,10 @@ pub enum AuthError {
     MissingToken,
     #[error("the token is invalid, expired or revoked")]
     InvalidToken,
+    /// The account signed in too often; only proven sign-ins count, so a
+    /// stranger naming someone's key cannot lock them out.
+    #[error("too many sign-ins for this account")]
+    TooManySignIns { retry_after: Duration },
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -127,12 +131,16 @@ pub fn create_challenge(conn: &mut DbConnection, ttl: Duration) -> Result<Challe
 }
 
 /// Exchanges a signed challenge for a token. The challenge is spent by the
-/// attempt, whether or not the signature verifies.
+/// attempt, whether or not the signature verifies. `admit` is asked only
+/// once the signature verified (the per-account sign-in limit): charging
+/// it earlier would let anyone who knows an account key, which is public,
+/// exhaust it with junk and lock the owner out.
 pub fn issue_token(
     conn: &mut DbConnection,
     server_name: &str,
     ttl: Duration,
     request: &TokenRequest,
+    admit: impl FnOnce() -> Result<(), Duration>,
 ) -> Result<TokenGrant, AuthError> {
     let now = now_ms();
     let nonce =
@@ -169,6 +177,7 @@ pub fn issue_token(
     )
     .verify(&sign_key, &request.signature)
     .map_err(|_| AuthError::BadSignature)?;
+    admit().map_err(|retry_after| AuthError::TooManySignIns { retry_after })?;
 
     let mut secret = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut secret);

@@ -36,6 +36,9 @@ pub enum ApiError {
         message: String,
         retry_after_secs: u64,
     },
+    /// The request body did not arrive in time (`server.body_timeout`).
+    #[error("{message}")]
+    RequestTimeout { message: String, limit_secs: u64 },
     #[error("{message}")]
     QuotaExceeded {
         message: String,
@@ -99,6 +102,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::TooManyRequests { .. } => "rate_limited",
+            Self::RequestTimeout { .. } => "request_timeout",
             Self::QuotaExceeded { .. } => "mailbox_full",
             Self::Unavailable(_) => "unavailable",
             Self::BadGateway(_) => "remote_failed",
@@ -130,6 +134,7 @@ impl ResponseError for ApiError {
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RequestTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
@@ -169,6 +174,9 @@ impl ApiError {
         match self {
             Self::Conflict { details, .. } => body.details = details.clone(),
             Self::PayloadTooLarge { limit, .. } => body.limit = Some(ErrorLimit::Bytes(*limit)),
+            Self::RequestTimeout { limit_secs, .. } => {
+                body.limit = Some(ErrorLimit::Seconds(*limit_secs));
+            }
             Self::QuotaExceeded {
                 limit_messages,
                 limit_bytes,
@@ -196,8 +204,8 @@ pub struct ErrorBody {
     pub error: String,
     /// A human-readable explanation; its wording may change.
     pub message: String,
-    /// The limit that was exceeded: bytes for `payload_too_large`, the
-    /// mailbox quota for `mailbox_full`.
+    /// The limit that was exceeded: bytes for `payload_too_large`, seconds
+    /// for `request_timeout`, the mailbox quota for `mailbox_full`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<ErrorLimit>,
     /// For `rate_limited`: seconds to wait (also in `Retry-After`).
@@ -213,6 +221,8 @@ pub struct ErrorBody {
 pub enum ErrorLimit {
     /// Bytes.
     Bytes(u64),
+    /// Seconds, for `request_timeout`.
+    Seconds(u64),
     /// A recipient device's mailbox quota.
     Mailbox {
         max_pending_messages_per_device: u32,
@@ -243,10 +253,11 @@ impl From<crate::auth::AuthError> for ApiError {
             E::BadSignature => "bad_signature",
             E::MissingToken => "missing_token",
             E::InvalidToken => "invalid_token",
-            E::Storage(_) => "",
+            E::TooManySignIns { .. } | E::Storage(_) => "",
         };
         match error {
             E::Storage(cause) => cause.into(),
+            E::TooManySignIns { retry_after } => crate::api::auth::too_many(retry_after),
             other => Self::Unauthorized {
                 code,
                 message: other.to_string(),

@@ -1,7 +1,7 @@
 //! Building and running the daemon: config → database → migrations →
 //! server key → HTTP server. Tests use the same path through `Application`.
 
-use std::net::{IpAddr, TcpListener};
+use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use crate::federation::relay::InFlight;
 use crate::federation::resolver::FederationClient;
 use crate::gateway::Hub;
 use crate::metrics::Metrics;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{AddressKey, RateLimiter};
 use crate::server_key::{self, ServerKey};
 use crate::storage::{Backend, Database};
 
@@ -52,8 +52,8 @@ pub struct AppState {
 
 /// The rate limiters of the endpoints strangers can call.
 pub struct RateLimiters {
-    pub registration_per_ip: RateLimiter<IpAddr>,
-    pub auth_per_ip: RateLimiter<IpAddr>,
+    pub registration_per_ip: RateLimiter<AddressKey>,
+    pub auth_per_ip: RateLimiter<AddressKey>,
     pub auth_per_account: RateLimiter<String>,
     pub send_per_device: RateLimiter<i64>,
     pub federation_per_origin: RateLimiter<String>,
@@ -202,7 +202,12 @@ fn app(
 > {
     let metrics = state.metrics.clone();
     let settings = state.settings.clone();
+    let body_grace = settings.body_timeout;
     App::new()
+        // Inside the metrics wrapper, so a late body is counted as its 408.
+        .wrap(actix_web::middleware::from_fn(move |request, next| {
+            api::body_deadline(body_grace, request, next)
+        }))
         .wrap_fn(move |request, service| {
             let started = Instant::now();
             let route = request

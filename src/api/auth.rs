@@ -138,12 +138,12 @@ pub fn too_many(retry_after: Duration) -> ApiError {
 
 /// Applies a per-address limit to this request.
 pub fn limit_by_ip(
-    limiter: &crate::ratelimit::RateLimiter<IpAddr>,
+    limiter: &crate::ratelimit::RateLimiter<crate::ratelimit::AddressKey>,
     request: &HttpRequest,
     state: &AppState,
 ) -> Result<(), ApiError> {
     match client_ip(request, state.settings.trust_forwarded_for) {
-        Some(ip) => limiter.check(&ip).map_err(too_many),
+        Some(ip) => limiter.check(&ip.into()).map_err(too_many),
         None => Ok(()),
     }
 }
@@ -191,7 +191,7 @@ pub struct TokenBody {
     responses(
         (status = 200, description = "Signed in.", body = TokenGrant),
         (status = 401, description = "Unknown challenge or device, or a bad signature."),
-        (status = 429, description = "Too many sign-in attempts from this address or account."),
+        (status = 429, description = "Too many sign-in attempts from this address, or too many sign-ins of this account."),
         (status = 503, description = "The database is unavailable."),
     )
 )]
@@ -202,11 +202,6 @@ pub async fn token(
 ) -> Result<HttpResponse, ApiError> {
     limit_by_ip(&state.rate_limits.auth_per_ip, &request, &state)?;
     let body = body.into_inner();
-    state
-        .rate_limits
-        .auth_per_account
-        .check(&body.account_key.to_string())
-        .map_err(too_many)?;
     let server_name = state.settings.server_name.to_string();
     let ttl = state.settings.auth.token_ttl;
     let token_request = TokenRequest {
@@ -215,9 +210,14 @@ pub async fn token(
         nonce: body.nonce,
         signature: body.signature,
     };
+    // Every attempt counts against its address (above); only a verified one
+    // counts against the account.
+    let limits = state.rate_limits.clone();
+    let account = body.account_key.to_string();
+    let admit = move || limits.auth_per_account.check(&account);
     let grant = state
         .db
-        .run(move |conn| auth::issue_token(conn, &server_name, ttl, &token_request))
+        .run(move |conn| auth::issue_token(conn, &server_name, ttl, &token_request, admit))
         .await
         .inspect_err(|error| tracing::info!(%error, "sign-in refused"))?;
     Ok(HttpResponse::Ok().json(grant))

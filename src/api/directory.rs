@@ -120,7 +120,7 @@ pub async fn webfinger(
         .ok_or_else(|| {
             ApiError::bad_request("invalid_resource", "expected resource=acct:alias@server")
         })?;
-    if address.server() != &state.settings.server_name {
+    if !state.settings.local_names().contains(address.server()) {
         return Err(unknown(&resource));
     }
     let doc = local_by_alias(&state, address.alias().clone()).await?;
@@ -170,7 +170,7 @@ pub async fn directory(
 ) -> Result<HttpResponse, ApiError> {
     let address = Address::parse(&path.into_inner())
         .map_err(|e| ApiError::bad_request("invalid_address", e.to_string()))?;
-    if address.server() != &state.settings.server_name {
+    if !state.settings.local_names().contains(address.server()) {
         use crate::federation::directory::{remote_identity, DirectoryError};
         // A remote look-up may fetch and store a document from elsewhere.
         state

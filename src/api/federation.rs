@@ -16,7 +16,7 @@ use crate::startup::AppState;
 fn rules(state: &AppState) -> InboundRules {
     let settings = &state.settings;
     InboundRules {
-        server_name: settings.server_name.clone(),
+        local_names: settings.local_names(),
         limits: settings.limits.clone(),
         device_inactivity: settings.retention.device_inactivity,
         max_pending_age: settings.retention.max_pending_age,
@@ -29,6 +29,7 @@ impl From<InboundError> for ApiError {
         let message = error.to_string();
         match error {
             InboundError::Invalid(_) => ApiError::bad_request("invalid_transaction", message),
+            InboundError::TooLarge { limit, .. } => ApiError::PayloadTooLarge { message, limit },
             InboundError::TxnReused(_) => {
                 ApiError::conflict("txn_reused", message, Default::default())
             }

@@ -2,6 +2,7 @@
 
 mod accounts;
 pub mod auth;
+mod body_timeout;
 pub mod directory;
 mod dms;
 mod extract;
@@ -23,6 +24,7 @@ use actix_web::{web, ResponseError};
 use crate::config::Settings;
 use crate::error::ApiError;
 
+pub use body_timeout::body_deadline;
 pub use dms::{publish_deliveries, publish_status};
 pub use extract::json_config;
 

@@ -68,6 +68,7 @@ pub struct RawServer {
     pub data_dir: PathBuf,
     pub shutdown_timeout: String,
     pub client_timeout: String,
+    pub body_timeout: String,
     pub trust_forwarded_for: bool,
     pub public_hosts: Vec<String>,
     pub metrics_token: String,
@@ -105,6 +106,8 @@ pub struct RawLimits {
     pub max_pending_messages_per_device: u32,
     pub max_pending_bytes_per_device: u64,
     pub max_request_bytes: usize,
+    pub max_txn_records_per_origin: u32,
+    pub max_pending_share_per_origin: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -177,6 +180,9 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// How long a client may take to send a request's head.
     pub client_timeout: Duration,
+    /// How long a client may take to send a request's body, beyond the
+    /// time its size needs at a minimal rate (see `api::body_timeout`).
+    pub body_timeout: Duration,
     pub database: DatabaseSettings,
     pub federation: FederationSettings,
     pub registration_policy: RegistrationPolicy,
@@ -196,6 +202,13 @@ pub struct Settings {
     pub metrics_token_digest: Option<[u8; 32]>,
     pub log_format: LogFormat,
     pub log_filter: String,
+}
+
+impl Settings {
+    /// Every name an address at this server may carry.
+    pub fn local_names(&self) -> crate::address::LocalNames {
+        crate::address::LocalNames::new(&self.server_name, &self.public_hosts)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -232,6 +245,12 @@ pub struct Limits {
     pub max_pending_messages_per_device: u32,
     pub max_pending_bytes_per_device: u64,
     pub max_request_bytes: usize,
+    /// Answers to inbound transactions remembered per origin server (the
+    /// newest); older ones are forgotten early.
+    pub max_txn_records_per_origin: u32,
+    /// The part of each device's pending quotas one origin server (or, for
+    /// local mail, one sending account) may fill, in (0, 1].
+    pub max_pending_share_per_origin: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -427,7 +446,24 @@ impl RawSettings {
             max_pending_messages_per_device: self.limits.max_pending_messages_per_device,
             max_pending_bytes_per_device: self.limits.max_pending_bytes_per_device,
             max_request_bytes: self.limits.max_request_bytes,
+            max_txn_records_per_origin: self.limits.max_txn_records_per_origin,
+            max_pending_share_per_origin: self.limits.max_pending_share_per_origin,
         };
+        let share = limits.max_pending_share_per_origin;
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(invalid(
+                "limits.max_pending_share_per_origin",
+                share.to_string(),
+                "must be above 0 and at most 1",
+            ));
+        }
+        if limits.max_txn_records_per_origin == 0 {
+            return Err(invalid(
+                "limits.max_txn_records_per_origin",
+                "0",
+                "must be positive",
+            ));
+        }
         if limits.max_message_bytes == 0 {
             return Err(invalid("limits.max_message_bytes", "0", "must be positive"));
         }
@@ -449,6 +485,7 @@ impl RawSettings {
             data_dir,
             shutdown_timeout: duration("server.shutdown_timeout", &self.server.shutdown_timeout)?,
             client_timeout: duration("server.client_timeout", &self.server.client_timeout)?,
+            body_timeout: duration("server.body_timeout", &self.server.body_timeout)?,
             database: DatabaseSettings {
                 url: database_url,
                 pool_size: self.database.pool_size,

@@ -5,7 +5,11 @@
 use diesel::prelude::*;
 use sha2::{Digest, Sha256};
 
-use super::wire::{Transaction, TxnResponse, MAX_TXN_MESSAGES};
+use super::wire::{
+    Transaction, TxnResponse, MAX_KEY_WRAP_CHARS, MAX_TXN_MESSAGES, MAX_TXN_MESSAGE_RECIPIENTS,
+    MAX_TXN_RECIPIENTS,
+};
+use crate::crypto::identity::{DeviceId, MAX_DEVICES};
 use crate::mailbox::{self, InboundRules, MailboxError, NewDelivery};
 use crate::storage::schema::inbound_txns;
 use crate::storage::{DbConnection, StorageError};
@@ -16,6 +20,9 @@ use crate::with_backend;
 pub enum InboundError {
     #[error("invalid transaction: {0}")]
     Invalid(String),
+    /// More than a transaction may carry: refused whole, nothing recorded.
+    #[error("transaction too large: {what}")]
+    TooLarge { what: String, limit: u64 },
     #[error("transaction id {0} was already used for a different transaction")]
     TxnReused(String),
     #[error(transparent)]
@@ -60,10 +67,53 @@ pub fn check(origin: &str, txn_id: &str, txn: &Transaction) -> Result<(), Inboun
             "the origin in the body is not the signer".into(),
         ));
     }
+    let too_large = |what: String, limit: usize| InboundError::TooLarge {
+        what,
+        limit: limit as u64,
+    };
     if txn.messages.len() > MAX_TXN_MESSAGES {
-        return Err(InboundError::Invalid(format!(
-            "at most {MAX_TXN_MESSAGES} messages per transaction"
-        )));
+        return Err(too_large(
+            format!("at most {MAX_TXN_MESSAGES} messages per transaction"),
+            MAX_TXN_MESSAGES,
+        ));
+    }
+    // Everything below is what the answer and its record echo back: an
+    // honest sender never exceeds it, and refusing before anything is
+    // stored keeps one request from making the server record megabytes.
+    let mut recipients = 0usize;
+    for message in &txn.messages {
+        if !crate::mailbox::valid_message_id(&message.message_id) {
+            return Err(InboundError::Invalid("invalid message id".into()));
+        }
+        if message.recipients.len() > MAX_TXN_MESSAGE_RECIPIENTS {
+            return Err(too_large(
+                format!("at most {MAX_TXN_MESSAGE_RECIPIENTS} recipients per message"),
+                MAX_TXN_MESSAGE_RECIPIENTS,
+            ));
+        }
+        recipients += message.recipients.len();
+        for recipient in &message.recipients {
+            if recipient.devices.is_empty() || recipient.devices.len() > MAX_DEVICES {
+                return Err(InboundError::Invalid(format!(
+                    "a recipient names 1 to {MAX_DEVICES} devices"
+                )));
+            }
+            let bad_device = recipient.devices.iter().any(|device| {
+                DeviceId::parse(&device.device_id).is_err()
+                    || device.key_wrap.len() > MAX_KEY_WRAP_CHARS
+            });
+            if bad_device {
+                return Err(InboundError::Invalid(
+                    "invalid device id or key wrap".into(),
+                ));
+            }
+        }
+    }
+    if recipients > MAX_TXN_RECIPIENTS {
+        return Err(too_large(
+            format!("at most {MAX_TXN_RECIPIENTS} recipients per transaction"),
+            MAX_TXN_RECIPIENTS,
+        ));
     }
     Ok(())
 }
@@ -141,9 +191,38 @@ fn process(
             inbound_txns::received_at.eq(now),
         ))
         .execute(c))?;
+    forget_old_records(conn, origin, rules.limits.max_txn_records_per_origin)?;
     Ok(InboundOutcome {
         response,
         new_deliveries,
         replayed: false,
     })
+}
+
+/// Keeps `origin`'s newest `keep` transaction records and forgets the rest.
+/// A sender retries only transactions still awaiting an answer (at most
+/// four, the newest), so this costs honest peers nothing and stops one
+/// peer from filling the table for `retention.max_pending_age`. Walks at
+/// most `keep` entries of the (origin, received_at) index.
+fn forget_old_records(
+    conn: &mut DbConnection,
+    origin: &str,
+    keep: u32,
+) -> Result<(), diesel::result::Error> {
+    let newest_forgotten: Option<i64> = with_backend!(conn, c => inbound_txns::table
+        .filter(inbound_txns::origin.eq(origin))
+        .order(inbound_txns::received_at.desc())
+        .select(inbound_txns::received_at)
+        .offset(i64::from(keep))
+        .first(c)
+        .optional())?;
+    if let Some(cutoff) = newest_forgotten {
+        with_backend!(conn, c => diesel::delete(
+            inbound_txns::table
+                .filter(inbound_txns::origin.eq(origin))
+                .filter(inbound_txns::received_at.le(cutoff)),
+        )
+        .execute(c))?;
+    }
+    Ok(())
 }

@@ -8,6 +8,13 @@ use crate::mailbox::{DeliveryMode, RecipientWraps};
 pub const MAX_TXN_MESSAGES: usize = 100;
 /// Most body bytes (before base64) a sender packs into one transaction.
 pub const MAX_TXN_BODY_BYTES: usize = 4 * 1024 * 1024;
+/// Most recipients one message of a transaction names (as for a local
+/// send: `mailbox::MAX_RECIPIENTS`).
+pub const MAX_TXN_MESSAGE_RECIPIENTS: usize = crate::mailbox::MAX_RECIPIENTS;
+/// Most recipients, over all its messages, one transaction names.
+pub const MAX_TXN_RECIPIENTS: usize = 1_000;
+/// Longest key wrap accepted, base64url (256 bytes decoded).
+pub const MAX_KEY_WRAP_CHARS: usize = 342;
 /// Largest transaction request a receiver reads (base64 and JSON overhead
 /// on top of the bodies).
 pub const MAX_TXN_REQUEST_BYTES: usize = 8 * 1024 * 1024;

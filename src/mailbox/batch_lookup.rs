@@ -39,7 +39,7 @@ pub(super) fn look_up(
     for job in jobs {
         for recipient in &job.prepared.parsed.recipients {
             let server = recipient.address.server();
-            if server == &job.context.server_name {
+            if job.context.local_names.contains(server) {
                 aliases.push(recipient.address.alias().as_str());
             } else {
                 remote.push(server);

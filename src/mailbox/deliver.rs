@@ -81,11 +81,15 @@ pub(crate) enum RecipientCheck {
 }
 
 /// What a check needs besides the recipient.
+#[derive(Clone, Copy)]
 pub(crate) struct CheckRules<'a> {
     pub limits: &'a Limits,
     pub device_inactivity: Duration,
     /// The sending device, which never sends to itself.
     pub exclude: Option<(&'a str, &'a str)>,
+    /// The sender's share of each device's quota, and who the sender is
+    /// (origin server or local account).
+    pub share: Option<(&'a super::share::Share, &'a str)>,
 }
 
 /// A live device of a recipient, as a check needs it.
@@ -157,8 +161,25 @@ pub(crate) fn check_recipient(
     let Some((account, devices)) = load_recipients(conn, &[alias])?.remove(alias) else {
         return Ok(RecipientCheck::Unknown);
     };
+    // A local send counts against its sending account's share.
+    let Some((sender, _)) = rules.exclude else {
+        return Ok(evaluate_recipient(
+            rules, address, account, &devices, wraps, body_len, now,
+        ));
+    };
+    let share = super::share::Share::load(
+        conn,
+        rules.limits,
+        super::share::Source::Account,
+        &[sender],
+        devices.iter(),
+    )?;
+    let rules = CheckRules {
+        share: Some((&share, sender)),
+        ..*rules
+    };
     Ok(evaluate_recipient(
-        rules, address, account, &devices, wraps, body_len, now,
+        &rules, address, account, &devices, wraps, body_len, now,
     ))
 }
 
@@ -207,6 +228,9 @@ pub(crate) fn evaluate_recipient(
         }
         full |=
             *pending_messages >= max_messages || pending_bytes.saturating_add(body_len) > max_bytes;
+        if let Some((share, sender)) = rules.share {
+            full |= share.over(*row, sender, body_len);
+        }
         if let Some(wrap) = wraps.get(id) {
             targets.push((*row, wrap.clone()));
         }

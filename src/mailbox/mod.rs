@@ -14,6 +14,7 @@ mod rows_pg;
 mod rows_sqlite;
 mod send;
 mod send_batch;
+mod share;
 mod status;
 mod sync;
 
@@ -29,7 +30,7 @@ pub use purge::{purge_once, PurgeReport, PurgeSettings};
 pub use relayed::{deliver_relayed, InboundRules};
 pub use send::{
     DeviceWrap, PreparedSend, RecipientStatus, RecipientWraps, SendContext, SendOutcome,
-    SendRequest, SendResponse, Sender,
+    SendRequest, SendResponse, Sender, MAX_RECIPIENTS,
 };
 pub use status::{delivery_status, set_retention, Retention, StatusEvent};
 pub use sync::{

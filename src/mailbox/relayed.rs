@@ -12,6 +12,7 @@ use diesel::prelude::*;
 
 use super::deliver::{evaluate_recipient, load_recipients, CheckRules, DeviceState, MessageRef};
 use super::rows::{self, AccountTargets, NewMessage};
+use super::share::{Share, Source};
 use super::{MailboxError, NewDelivery};
 use crate::address::Address;
 use crate::config::Limits;
@@ -23,7 +24,8 @@ use crate::time::duration_ms;
 /// Server settings that inbound delivery depends on.
 #[derive(Debug, Clone)]
 pub struct InboundRules {
-    pub server_name: crate::address::ServerName,
+    /// The server name and public hosts: addresses at any are local.
+    pub local_names: crate::address::LocalNames,
     pub limits: Limits,
     pub device_inactivity: Duration,
     pub max_pending_age: Duration,
@@ -66,7 +68,7 @@ pub fn deliver_relayed(
     for (message, _) in batch.iter().zip(&decoded).filter(|(_, b)| b.is_some()) {
         for recipient in &message.recipients {
             if let Ok(address) = Address::parse(&recipient.address) {
-                if address.server() == &rules.server_name {
+                if rules.local_names.contains(address.server()) {
                     aliases.push(address.alias().to_string());
                 }
             }
@@ -76,6 +78,8 @@ pub fn deliver_relayed(
     aliases.dedup();
     let aliases: Vec<&str> = aliases.iter().map(String::as_str).collect();
     let mut known = load_recipients(conn, &aliases)?;
+    let devices = known.values().flat_map(|(_, devices)| devices.iter());
+    let mut share = Share::load(conn, &rules.limits, Source::Origin, &[origin], devices)?;
     let mut results: Vec<MessageResult> = Vec::with_capacity(batch.len());
     // The first copy of each message id in this transaction, by position.
     let mut first: HashMap<&str, usize> = HashMap::new();
@@ -96,7 +100,8 @@ pub fn deliver_relayed(
             continue;
         }
         first.insert(&message.message_id, results.len());
-        let (result, targets, any_accepted) = check(rules, message, &body, &mut known, now);
+        let sender = (origin, &mut share);
+        let (result, targets, any_accepted) = check(rules, message, &body, &mut known, sender, now);
         results.push(result);
         if any_accepted {
             let cap = now.saturating_add(duration_ms(rules.max_pending_age));
@@ -124,13 +129,23 @@ fn decode(rules: &InboundRules, message: &TxnMessage) -> Option<Vec<u8>> {
     valid.then_some(body)
 }
 
+/// The address as the answer names it: only a valid one is repeated (at
+/// most 320 characters), so the answer and its record stay small whatever
+/// a peer sends; an invalid one is answered by its position alone.
+fn echo(address: &str) -> String {
+    match Address::parse(address) {
+        Ok(_) => address.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
 fn all(message: &TxnMessage, status: &str) -> MessageResult {
     MessageResult {
         message_id: message.message_id.clone(),
         recipients: message
             .recipients
             .iter()
-            .map(|r| RecipientResult::new(r.address.clone(), status))
+            .map(|r| RecipientResult::new(echo(&r.address), status))
             .collect(),
     }
 }
@@ -143,26 +158,22 @@ fn check(
     message: &TxnMessage,
     body: &[u8],
     known: &mut HashMap<String, (String, Vec<DeviceState>)>,
+    (origin, share): (&str, &mut Share),
     now: i64,
 ) -> (MessageResult, Vec<AccountTargets>, bool) {
     let body_len = i64::try_from(body.len()).unwrap_or(i64::MAX);
-    let check_rules = CheckRules {
-        limits: &rules.limits,
-        device_inactivity: rules.device_inactivity,
-        exclude: None,
-    };
     let mut results = Vec::with_capacity(message.recipients.len());
     let mut targets = Vec::new();
     let mut any_accepted = false;
     for recipient in &message.recipients {
         let address = match Address::parse(&recipient.address) {
-            Ok(address) if address.server() == &rules.server_name => address,
+            Ok(address) if rules.local_names.contains(address.server()) => address,
             Ok(_) => {
                 results.push(RecipientResult::new(recipient.address.clone(), "not_local"));
                 continue;
             }
             Err(_) => {
-                results.push(RecipientResult::new(recipient.address.clone(), "invalid"));
+                results.push(RecipientResult::new(echo(&recipient.address), "invalid"));
                 continue;
             }
         };
@@ -180,6 +191,12 @@ fn check(
                 "unknown_recipient",
             ));
             continue;
+        };
+        let check_rules = CheckRules {
+            limits: &rules.limits,
+            device_inactivity: rules.device_inactivity,
+            exclude: None,
+            share: Some((&*share, origin)),
         };
         let evaluated = evaluate_recipient(
             &check_rules,
@@ -203,6 +220,7 @@ fn check(
             super::deliver::RecipientCheck::Ready(plan) => {
                 results.push(RecipientResult::new(plan.address, "accepted"));
                 rows::count_pending(devices, &plan.targets, body_len);
+                share.count(&plan.targets, origin, body_len);
                 any_accepted = true;
                 targets.push((plan.recipient_account, plan.targets));
             }

@@ -90,6 +90,8 @@ pub struct Sender {
 #[derive(Debug, Clone)]
 pub struct SendContext {
     pub server_name: ServerName,
+    /// The server name and public hosts: addresses at any are local.
+    pub local_names: crate::address::LocalNames,
     pub limits: Limits,
     pub max_pending_age: Duration,
     pub device_inactivity: Duration,
@@ -102,6 +104,7 @@ impl SendContext {
     pub fn new(settings: &crate::config::Settings) -> Self {
         Self {
             server_name: settings.server_name.clone(),
+            local_names: settings.local_names(),
             limits: settings.limits.clone(),
             max_pending_age: settings.retention.max_pending_age,
             device_inactivity: settings.retention.device_inactivity,
@@ -326,11 +329,12 @@ fn store(
         limits: &context.limits,
         device_inactivity: context.device_inactivity,
         exclude: Some((&sender.account_key, &sender.device_id)),
+        share: None,
     };
     let mut checks = SendChecks::default();
     let mut remote = RemoteRecipients::new();
     for (recipient, wraps) in parsed.recipients.iter().zip(&request.recipients) {
-        if recipient.address.server() != &context.server_name {
+        if !context.local_names.contains(recipient.address.server()) {
             let destination = recipient.address.server();
             if !crate::federation::policy::is_allowed(conn, &context.federation, destination)? {
                 return Err(MailboxError::FederationDenied(destination.to_string()));

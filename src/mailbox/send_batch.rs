@@ -19,6 +19,7 @@ use super::send::{
     answer_from_record, queue_remote, PreparedSend, RecipientStatus, RemoteRecipients, SendContext,
     SendOutcome, SendResponse, Sender,
 };
+use super::share::{Share, Source};
 use super::MailboxError;
 use crate::storage::{DbConnection, StorageError};
 use crate::time::duration_ms;
@@ -60,7 +61,15 @@ pub(super) fn store_batch(
         return Ok(());
     }
     let now = crate::time::now_ms();
-    let accepted = check_all(jobs, &pending, found, now);
+    let senders: HashSet<&str> = pending
+        .iter()
+        .map(|&index| jobs[index].sender.account_key.as_str())
+        .collect();
+    let senders: Vec<&str> = senders.into_iter().collect();
+    let limits = &jobs[0].context.limits;
+    let devices = found.known.values().flat_map(|(_, devices)| devices.iter());
+    let share = Share::load(conn, limits, Source::Account, &senders, devices)?;
+    let accepted = check_all(jobs, &pending, found, share, now);
     write_all(conn, jobs, accepted, now)
 }
 
@@ -88,6 +97,7 @@ fn check_all(
     jobs: &mut [&mut SendJob],
     pending: &[usize],
     found: Found,
+    mut share: Share,
     now: i64,
 ) -> Vec<Accepted> {
     let Found {
@@ -96,7 +106,7 @@ fn check_all(
     let mut accepted = Vec::with_capacity(pending.len());
     for &index in pending {
         let job = &mut *jobs[index];
-        match check_one(index, job, &mut known, &allowed, now) {
+        match check_one(index, job, &mut known, &mut share, &allowed, now) {
             Ok(one) => accepted.push(one),
             Err(refusal) => job.result = Some(Err(refusal)),
         }
@@ -108,6 +118,7 @@ fn check_one(
     index: usize,
     job: &SendJob,
     known: &mut HashMap<String, (String, Vec<DeviceState>)>,
+    share: &mut Share,
     allowed: &HashMap<String, bool>,
     now: i64,
 ) -> Result<Accepted, MailboxError> {
@@ -118,6 +129,7 @@ fn check_one(
         limits: &context.limits,
         device_inactivity: context.device_inactivity,
         exclude: Some((&job.sender.account_key, &job.sender.device_id)),
+        share: Some((share, &job.sender.account_key)),
     };
     let mut checks = SendChecks::default();
     let mut local = Vec::with_capacity(parsed.recipients.len());
@@ -128,7 +140,7 @@ fn check_one(
         .zip(&job.prepared.request.recipients)
     {
         let server = recipient.address.server();
-        if server != &context.server_name {
+        if !context.local_names.contains(server) {
             if !allowed.get(server.as_str()).copied().unwrap_or(false) {
                 return Err(MailboxError::FederationDenied(server.to_string()));
             }
@@ -170,6 +182,7 @@ fn check_one(
         if let Some((_, devices)) = known.get_mut(recipient.address.alias().as_str()) {
             rows::count_pending(devices, &plan.targets, body_len);
         }
+        share.count(&plan.targets, &job.sender.account_key, body_len);
         targets.push((plan.recipient_account, plan.targets));
     }
     statuses.extend(remote.values().flatten().map(|recipient| RecipientStatus {

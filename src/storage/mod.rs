@@ -3,6 +3,7 @@
 //! runtime. Backend-specific SQL lives in this module and nowhere else.
 
 mod connection;
+mod files;
 #[cfg(test)]
 mod migration_tests;
 mod reusable;
@@ -140,7 +141,7 @@ impl Database {
     pub fn connect(settings: &DatabaseSettings) -> Result<Self, StorageError> {
         let backend = match &settings.url {
             DatabaseUrl::Sqlite(path) => {
-                create_parent_dir(path)?;
+                files::prepare_sqlite(path)?;
                 Backend::Sqlite
             }
             DatabaseUrl::Postgres(_) => Backend::Postgres,
@@ -258,17 +259,6 @@ where
     conn.run_pending_migrations(migrations)
         .map(|_| ())
         .map_err(|e| StorageError::Migration(e.to_string()))
-}
-
-fn create_parent_dir(path: &Path) -> Result<(), StorageError> {
-    match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                StorageError::Unavailable(format!("cannot create {}: {e}", parent.display()))
-            })
-        }
-        _ => Ok(()),
-    }
 }
 
 /// SQLite settings applied to every new connection. The WAL is folded back

@@ -54,7 +54,7 @@ pub async fn start(env: &[(&str, String)], port: u16) -> Daemon {
     daemon
 }
 
-async fn wait_ready(daemon: &Daemon) {
+pub async fn wait_ready(daemon: &Daemon) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let client = reqwest::Client::new();
     while Instant::now() < deadline {

@@ -419,10 +419,10 @@ async fn a_message_already_held_is_accepted_again_and_stored_once() {
 #[tokio::test]
 async fn one_transaction_counts_its_own_mail_against_the_quota_and_stores_a_repeat_once() {
     let a = spawn_app().await;
-    let b = spawn_app_with(vec![(
-        "HOMING__LIMITS__MAX_PENDING_MESSAGES_PER_DEVICE",
-        "2",
-    )])
+    let b = spawn_app_with(vec![
+        ("HOMING__LIMITS__MAX_PENDING_MESSAGES_PER_DEVICE", "2"),
+        ("HOMING__LIMITS__MAX_PENDING_SHARE_PER_ORIGIN", "1"),
+    ])
     .await;
     let bob = b.register("bob").await;
     let first = remote_message(&a, &b, &bob, b"first");

@@ -263,10 +263,12 @@ async fn concurrent_sends_committed_together_keep_their_own_answers() {
 async fn a_burst_fills_a_mailbox_to_its_cap_and_no_further() {
     // Sends committed together must count each other's deliveries against
     // the recipient's quota, as if they had run one after another.
-    let app = spawn_app_with(vec![(
-        "HOMING__LIMITS__MAX_PENDING_MESSAGES_PER_DEVICE",
-        "5",
-    )])
+    // One sender may fill the whole quota here: the share per sender is
+    // tested in `abuse_federation`.
+    let app = spawn_app_with(vec![
+        ("HOMING__LIMITS__MAX_PENDING_MESSAGES_PER_DEVICE", "5"),
+        ("HOMING__LIMITS__MAX_PENDING_SHARE_PER_ORIGIN", "1"),
+    ])
     .await;
     let alice = app.register("alice").await;
     let mut bob = app.register("bob").await;
@@ -483,6 +485,7 @@ async fn size_quota_and_rate_limits_answer_with_their_limits() {
     let app = spawn_app_with(vec![
         ("HOMING__LIMITS__MAX_MESSAGE_BYTES", "1024"),
         ("HOMING__LIMITS__MAX_PENDING_MESSAGES_PER_DEVICE", "3"),
+        ("HOMING__LIMITS__MAX_PENDING_SHARE_PER_ORIGIN", "1"),
         ("HOMING__RATE_LIMITS__SEND_PER_DEVICE", "8/h"),
     ])
     .await;

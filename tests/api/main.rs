@@ -1,6 +1,8 @@
 //! Integration tests against the real daemon on 127.0.0.1, on SQLite by
 //! default and on PostgreSQL when `HOMING_TEST_DATABASE_URL` is set.
 
+mod abuse;
+mod abuse_federation;
 mod admin;
 mod cli;
 mod crash;

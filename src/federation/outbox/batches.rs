@@ -11,7 +11,9 @@
 use diesel::prelude::*;
 
 use crate::crypto::b64;
-use crate::federation::wire::{Transaction, TxnMessage, MAX_TXN_BODY_BYTES, MAX_TXN_MESSAGES};
+use crate::federation::wire::{
+    Transaction, TxnMessage, MAX_TXN_BODY_BYTES, MAX_TXN_MESSAGES, MAX_TXN_RECIPIENTS,
+};
 use crate::mailbox::{DeliveryMode, RecipientWraps};
 use crate::storage::schema::{messages, outbox, outbox_txns};
 use crate::storage::{DbConnection, StorageError};
@@ -69,11 +71,13 @@ pub fn next_batch(
     }
     let taken: Vec<i64> = open.iter().flat_map(|(_, ids)| ids).copied().collect();
     let mut rows = oldest_untaken(conn, destination, &taken, after)?;
-    // The first message always goes, whatever its size.
-    let (mut bytes, mut keep) = (0usize, 0);
+    // The first message always goes, whatever its size (and it names at
+    // most `MAX_RECIPIENTS`); receivers refuse more recipients in all.
+    let (mut bytes, mut recipients, mut keep) = (0usize, 0usize, 0);
     for row in &rows {
         bytes += row.body.len();
-        if keep > 0 && bytes > MAX_TXN_BODY_BYTES {
+        recipients += recipient_count(&row.recipients);
+        if keep > 0 && (bytes > MAX_TXN_BODY_BYTES || recipients > MAX_TXN_RECIPIENTS) {
             break;
         }
         keep += 1;
@@ -236,6 +240,12 @@ fn batch(
         },
         rows: refs,
     })
+}
+
+/// How many recipients an outbox row's JSON names; an unreadable row
+/// counts as none here and fails where the batch is built.
+fn recipient_count(recipients: &str) -> usize {
+    serde_json::from_str::<Vec<serde::de::IgnoredAny>>(recipients).map_or(0, |list| list.len())
 }
 
 fn new_txn_id() -> String {

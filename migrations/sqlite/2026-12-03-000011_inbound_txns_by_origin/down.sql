@@ -1,0 +1,1 @@
+DROP INDEX inbound_txns_by_origin;
