@@ -179,7 +179,9 @@ pub async fn directory(
                 DirectoryError::Denied(_) => {
                     ApiError::forbidden("federation_denied", error.to_string())
                 }
-                DirectoryError::Remote(_) => ApiError::BadGateway(error.to_string()),
+                DirectoryError::Remote(_) | DirectoryError::Rollback { .. } => {
+                    ApiError::BadGateway(error.to_string())
+                }
                 DirectoryError::Storage(cause) => cause.into(),
             })?;
         return Ok(HttpResponse::Ok().json(found));

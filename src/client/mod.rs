@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod keys;
+pub mod media_type;
 pub mod store;
 
 /// A fresh message id: the time in milliseconds as 12 hex digits, then 15
