@@ -17,6 +17,7 @@ mod hostile;
 mod hostile_server;
 mod identity;
 mod inbox_safety;
+mod linking;
 mod mailbox;
 mod migrate_store;
 mod openapi;
