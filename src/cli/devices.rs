@@ -191,7 +191,7 @@ async fn link_new(options: &Options, address: &str, device: &str) -> Result<(), 
         signing: SigningKey::from_bytes(&seed),
     };
     let account_key = account.public();
-    check_handed_key(&server, &address, &account_key, &keys).await?;
+    let published = check_handed_key(&server, &address, &account_key, &keys).await?;
     let (token, expires_at) = server
         .sign_in(address.server().as_str(), &account_key, &keys)
         .await?;
@@ -204,6 +204,7 @@ async fn link_new(options: &Options, address: &str, device: &str) -> Result<(), 
         account_key: account_key.to_string(),
         device_id: keys.device_id.to_string(),
     })?;
+    super::init::pin_own(&store, &address, &account_key, published.version)?;
     output(
         options,
         &json!({ "address": address.to_string(), "device_id": keys.device_id }),
@@ -227,7 +228,7 @@ async fn check_handed_key(
     address: &Address,
     account_key: &PublicKey,
     keys: &DeviceKeys,
-) -> Result<(), CliError> {
+) -> Result<VerifiedIdentity, CliError> {
     let document: Value = server
         .get(&format!("/.well-known/homing/identity/{}", address.alias()))
         .await?;
@@ -249,7 +250,7 @@ async fn check_handed_key(
             "the device list of {address} does not hold this device: refusing the answer"
         )));
     }
-    Ok(())
+    Ok(published)
 }
 
 async fn link_accept(options: &Options, code: &str) -> Result<(), CliError> {

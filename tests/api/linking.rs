@@ -151,3 +151,43 @@ async fn a_new_device_refuses_an_account_key_that_is_not_its_addresses() {
     );
     assert!(!tablet.join("identity.json").exists());
 }
+
+#[tokio::test]
+async fn an_accounts_own_key_is_pinned_from_the_start() {
+    let app = spawn_app().await;
+    let hostile = HostileServer::before(&app);
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, mallory) = (dir.path().join("alice"), dir.path().join("mallory"));
+    let alice_address = format!("alice@{}", app.server_name);
+    let mallory_address = format!("mallory@{}", app.server_name);
+    init(&alice, &alice_address).await;
+    init(&mallory, &mallory_address).await;
+    // On alice's first send, her server passes mallory's keys off as her
+    // own, to be sent copies of what she writes.
+    let token = homing::client::store::Store::locate(Some(alice.clone()))
+        .session()
+        .unwrap()
+        .unwrap()
+        .token;
+    let mut swapped = crate::hostile_server::directory_answer(&app, &token, &mallory_address).await;
+    swapped["address"] = json!(alice_address);
+    hostile.answer(
+        &format!("/api/v1/directory/{alice_address}"),
+        Answer::Fixed(200, swapped),
+    );
+    let refused = crate::cli::homing(
+        &alice,
+        &[
+            "--server-url",
+            &hostile.url,
+            "send",
+            &mallory_address,
+            "--text",
+            "hi",
+        ],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("changed"), "{stderr}");
+}
