@@ -188,7 +188,9 @@ pub async fn directory(
                 DirectoryError::PrivateAddress(_) => {
                     ApiError::forbidden("private_address", error.to_string())
                 }
-                DirectoryError::Remote(_) => ApiError::BadGateway(error.to_string()),
+                DirectoryError::Remote(_) | DirectoryError::Rollback { .. } => {
+                    ApiError::BadGateway(error.to_string())
+                }
                 DirectoryError::Storage(cause) => cause.into(),
             })?;
         return Ok(HttpResponse::Ok().json(found));

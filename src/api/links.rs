@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::auth::{limit_by_ip, Authenticated};
 use crate::error::ApiError;
-use crate::identity::links::{self, Link, MAX_LINK_BLOB};
+use crate::identity::links::{self, Answered, Link, MAX_LINK_BLOB};
 use crate::startup::AppState;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -96,7 +96,8 @@ pub async fn get_link(
     Ok(HttpResponse::Ok().json(link))
 }
 
-/// A signed-in device of the account answers the link once.
+/// A signed-in device of the account the request names answers the link
+/// once.
 #[utoipa::path(
     put,
     path = "/api/v1/links/{link_id}/response",
@@ -107,6 +108,7 @@ pub async fn get_link(
     responses(
         (status = 204, description = "Answered."),
         (status = 400, description = "The blob is not 1 to 4096 bytes of base64url."),
+        (status = 403, description = "The caller is not a device of the account the request names."),
         (status = 404, description = "Not a valid link id."),
         (status = 409, description = "The link is unknown, expired or already answered."),
         (status = 503, description = "The database is unavailable."),
@@ -114,23 +116,29 @@ pub async fn get_link(
 )]
 pub async fn answer_link(
     state: web::Data<AppState>,
-    _device: Authenticated,
+    device: Authenticated,
     path: web::Path<String>,
     body: web::Json<BlobBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     valid_id(&id)?;
     let blob = decode(body.into_inner())?;
+    let account_key = device.0.account_key;
+    let server = state.settings.server_name.clone();
     let answered = state
         .db
-        .run(move |conn| links::answer(conn, &id, &blob))
+        .run(move |conn| links::answer(conn, &id, &blob, &account_key, &server))
         .await?;
-    if !answered {
-        return Err(ApiError::conflict(
+    match answered {
+        Answered::Recorded => Ok(HttpResponse::NoContent().finish()),
+        Answered::Closed => Err(ApiError::conflict(
             "link_closed",
             "the link is unknown, expired or already answered",
             Default::default(),
-        ));
+        )),
+        Answered::Forbidden => Err(ApiError::forbidden(
+            "link_forbidden",
+            "only a device of the account the link request names can answer it",
+        )),
     }
-    Ok(HttpResponse::NoContent().finish())
 }

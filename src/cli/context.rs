@@ -8,6 +8,7 @@ use base64::Engine;
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 
+use crate::address::Address;
 use crate::client::api::{ClientError, HomeServer};
 use crate::client::keys::{AccountKeys, DeviceKeys};
 use crate::client::network::Network;
@@ -43,6 +44,19 @@ pub enum CliError {
         pinned: String,
         offered: String,
     },
+    #[error(
+        "WARNING: the home server served version {offered} of the device list of {address}, \
+         older than version {seen} seen before.\n\
+         An old list may still hold a device that was removed since: refusing it."
+    )]
+    Rollback {
+        address: String,
+        seen: u64,
+        offered: u64,
+    },
+    /// The home server's answer about an identity cannot be trusted.
+    #[error("{0}")]
+    Untrusted(String),
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -197,33 +211,51 @@ impl Context {
     }
 
     /// Looks up `address` through the home server, verifies its device list
-    /// here, and checks the pinned account key (pinning it on first use).
+    /// here, and checks it against what this device remembers of the
+    /// address: the pinned account key (pinned on first use) and the
+    /// highest device list version seen under it.
     pub async fn verified_identity(
         &self,
         address: &str,
         trust_new_key: bool,
     ) -> Result<VerifiedIdentity, CliError> {
-        let document = self.server.directory(address).await?;
-        let verified = VerifiedIdentity::from_document(&document)?;
+        let asked = Address::parse(address)
+            .map_err(|e| CliError::Usage(format!("{address}: {e}")))?
+            .to_string();
+        let document = self.server.directory(&asked).await?;
+        let verified = VerifiedIdentity::for_address(&asked, &document)?;
         let mut contacts = self.store.contacts()?;
         let offered = verified.account_key.to_string();
-        match contacts.get(&verified.address) {
+        let pin = Contact {
+            account_key: offered.clone(),
+            pinned_at: crate::time::now_ms(),
+            device_list_version: verified.version,
+        };
+        // Pinned under the address asked for, never under what the
+        // answer says of itself.
+        match contacts.get_mut(&asked) {
             Some(contact) if contact.account_key != offered && !trust_new_key => {
                 return Err(CliError::KeyChanged {
-                    address: verified.address.clone(),
+                    address: asked,
                     pinned: fingerprint(&contact.account_key),
                     offered: fingerprint(&offered),
                 });
             }
-            Some(contact) if contact.account_key == offered => {}
+            Some(contact) if contact.account_key == offered => {
+                if verified.version < contact.device_list_version {
+                    return Err(CliError::Rollback {
+                        address: asked,
+                        seen: contact.device_list_version,
+                        offered: verified.version,
+                    });
+                }
+                if verified.version > contact.device_list_version {
+                    contact.device_list_version = verified.version;
+                    self.store.save_contacts(&contacts)?;
+                }
+            }
             _ => {
-                contacts.insert(
-                    verified.address.clone(),
-                    Contact {
-                        account_key: offered,
-                        pinned_at: crate::time::now_ms(),
-                    },
-                );
+                contacts.insert(asked, pin);
                 self.store.save_contacts(&contacts)?;
             }
         }
@@ -241,9 +273,29 @@ pub struct VerifiedIdentity {
 }
 
 impl VerifiedIdentity {
-    pub fn from_document(document: &Value) -> Result<Self, CliError> {
+    /// Verifies `document` as the answer to a look-up of `asked` (a
+    /// canonical address): a document naming any other address is
+    /// refused, whatever its signatures say.
+    pub fn for_address(asked: &str, document: &Value) -> Result<Self, CliError> {
+        let verified = Self::from_document(document)?;
+        let named = Address::parse(&verified.address).map(|a| a.to_string());
+        if named.as_deref() != Ok(asked) {
+            return Err(CliError::Untrusted(format!(
+                "the home server answered a look-up of {asked} with the identity of {}: refusing it",
+                verified.address
+            )));
+        }
+        Ok(Self {
+            address: asked.to_string(),
+            ..verified
+        })
+    }
+
+    /// Parses `document` and verifies its device list with the account
+    /// key it carries.
+    fn from_document(document: &Value) -> Result<Self, CliError> {
         let bad =
-            |what: &str| CliError::Crypto(format!("the identity document is invalid: {what}"));
+            |what: &str| CliError::Untrusted(format!("the identity document is invalid: {what}"));
         let address = document["address"]
             .as_str()
             .ok_or_else(|| bad("no address"))?
@@ -253,7 +305,7 @@ impl VerifiedIdentity {
         let list: SignedDeviceList = serde_json::from_value(document["signed_device_list"].clone())
             .map_err(|_| bad("device list"))?;
         list.verify(&account_key).map_err(|e| {
-            CliError::Crypto(format!("the device list of {address} does not verify: {e}"))
+            CliError::Untrusted(format!("the device list of {address} does not verify: {e}"))
         })?;
         Ok(Self {
             address,

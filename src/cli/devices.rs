@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use super::context::{
     account_secret, device_secret, fingerprint, output, passphrase, save_secret, CliError, Context,
-    Options,
+    Options, VerifiedIdentity,
 };
 use crate::address::Address;
 use crate::client::api::{home_server_url, HomeServer};
@@ -192,6 +192,7 @@ async fn link_new(options: &Options, address: &str, device: &str) -> Result<(), 
         signing: SigningKey::from_bytes(&seed),
     };
     let account_key = account.public();
+    let published = check_handed_key(&server, &address, &account_key, &keys).await?;
     let (token, expires_at) = server
         .sign_in(address.server().as_str(), &account_key, &keys)
         .await?;
@@ -204,14 +205,53 @@ async fn link_new(options: &Options, address: &str, device: &str) -> Result<(), 
         account_key: account_key.to_string(),
         device_id: keys.device_id.to_string(),
     })?;
+    super::init::pin_own(&store, &address, &account_key, published.version)?;
     output(
         options,
         &json!({ "address": address.to_string(), "device_id": keys.device_id }),
         || {
             out!("This device is now {address} ({}).", keys.device_id);
+            out!(
+                "Account key fingerprint: {} (compare it with `homing whois {address}` on the other device)",
+                fingerprint(&account_key.to_string())
+            );
         },
     );
     Ok(())
+}
+
+/// Before the new device trusts the account key it was handed: it must be
+/// the account key published for `address`, and that key must have signed
+/// a device list holding this very device. Otherwise whoever answered (a
+/// stranger who saw the code, or the server) would make this device theirs.
+async fn check_handed_key(
+    server: &HomeServer,
+    address: &Address,
+    account_key: &PublicKey,
+    keys: &DeviceKeys,
+) -> Result<VerifiedIdentity, CliError> {
+    let document: Value = server
+        .get(&format!("/.well-known/homing/identity/{}", address.alias()))
+        .await?;
+    let published = VerifiedIdentity::for_address(&address.to_string(), &document)?;
+    if published.account_key != *account_key {
+        return Err(CliError::Untrusted(format!(
+            "the account key handed over ({}) is not the account key of {address} ({}): refusing it",
+            fingerprint(&account_key.to_string()),
+            fingerprint(&published.account_key.to_string())
+        )));
+    }
+    let listed = published.devices.iter().any(|device| {
+        device.device_id == keys.device_id
+            && device.sign_key == keys.sign_key()
+            && device.box_key == keys.box_key()
+    });
+    if !listed {
+        return Err(CliError::Untrusted(format!(
+            "the device list of {address} does not hold this device: refusing the answer"
+        )));
+    }
+    Ok(published)
 }
 
 async fn link_accept(options: &Options, code: &str) -> Result<(), CliError> {

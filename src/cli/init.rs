@@ -8,8 +8,9 @@ use super::context::{
 use crate::address::Address;
 use crate::client::api::{home_server_url, HomeServer};
 use crate::client::keys::{AccountKeys, DeviceKeys};
-use crate::client::store::{Identity, Session, Store};
+use crate::client::store::{Contact, Identity, Session, Store};
 use crate::crypto::identity::DeviceId;
+use crate::crypto::PublicKey;
 
 pub async fn init(
     options: &Options,
@@ -60,6 +61,10 @@ pub async fn init(
         account_key: account_key.to_string(),
         device_id: keys.device_id.to_string(),
     })?;
+    // This account's own key is known, not learnt: pinned now, the server
+    // never gets a first contact in which to swap it (and read what this
+    // account sends to its own other devices).
+    pin_own(&store, &address, &account_key, 1)?;
     let value = json!({
         "address": address.to_string(),
         "account_key": account_key.to_string(),
@@ -82,4 +87,24 @@ pub async fn init(
         out!("  homing keys export > homing-backup.json");
     });
     Ok(())
+}
+
+/// Pins this account's own key under its address, with the device list
+/// version known to be current.
+pub fn pin_own(
+    store: &Store,
+    address: &Address,
+    account_key: &PublicKey,
+    version: u64,
+) -> Result<(), CliError> {
+    let mut contacts = store.contacts()?;
+    contacts.insert(
+        address.to_string(),
+        Contact {
+            account_key: account_key.to_string(),
+            pinned_at: crate::time::now_ms(),
+            device_list_version: version,
+        },
+    );
+    Ok(store.save_contacts(&contacts)?)
 }

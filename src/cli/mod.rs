@@ -17,6 +17,7 @@ mod devices;
 mod init;
 mod messaging;
 mod people;
+mod receive;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -87,6 +88,10 @@ pub enum Command {
         /// List only what arrived now.
         #[arg(long)]
         new: bool,
+        /// List, without syncing, the messages refused (quarantined) or kept
+        /// unread until they can be checked, with the reasons.
+        #[arg(long, conflicts_with = "new")]
+        quarantine: bool,
     },
     /// Stay connected and print messages as they arrive.
     Listen {
@@ -135,8 +140,11 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             device,
         } => init::init(&options, &address, invite.as_deref(), &device).await,
         Command::Send { to, text, file } => messaging::send(&options, &to, text, file).await,
-        Command::Inbox { new } => messaging::inbox(&options, new).await,
-        Command::Listen { count } => messaging::listen(&options, count).await,
+        Command::Inbox {
+            quarantine: true, ..
+        } => receive::list_kept(&options),
+        Command::Inbox { new, .. } => receive::inbox(&options, new).await,
+        Command::Listen { count } => receive::listen(&options, count).await,
         Command::Status { message_id } => messaging::status(&options, &message_id).await,
         Command::Whois { address } => people::whois(&options, &address).await,
         Command::Trust { address } => people::trust(&options, &address).await,

@@ -3,19 +3,24 @@
 use serde_json::{json, Value};
 
 use super::context::{fingerprint, output, CliError, Context, Options};
-use crate::address::ServerName;
+use crate::address::{Address, ServerName};
 use crate::client::api::{home_server_url, HomeServer};
 
 pub async fn whois(options: &Options, address: &str) -> Result<(), CliError> {
     let context = Context::load(options).await?;
-    let pinned = context
-        .store
-        .contacts()?
-        .get(address)
-        .map(|c| c.account_key.clone());
-    let document = context.server.directory(address).await?;
-    let identity = super::context::VerifiedIdentity::from_document(&document)?;
+    let address = Address::parse(address)
+        .map_err(|e| CliError::Usage(format!("{address}: {e}")))?
+        .to_string();
+    let contact = context.store.contacts()?.get(&address).cloned();
+    let pinned = contact.as_ref().map(|c| c.account_key.clone());
+    let document = context.server.directory(&address).await?;
+    let identity = super::context::VerifiedIdentity::for_address(&address, &document)?;
     let key = identity.account_key.to_string();
+    // Shown, not refused: whois is how people look at what is wrong.
+    let seen_version = contact
+        .filter(|c| c.account_key == key)
+        .map_or(0, |c| c.device_list_version);
+    let rolled_back = identity.version < seen_version;
     let pin = match &pinned {
         None => "not pinned yet (pinned on first message)",
         Some(p) if *p == key => "matches the pinned key",
@@ -34,6 +39,8 @@ pub async fn whois(options: &Options, address: &str) -> Result<(), CliError> {
         "pinned": pinned.as_deref() == Some(key.as_str()),
         "key_changed": pinned.is_some() && pinned.as_deref() != Some(key.as_str()),
         "device_list_version": identity.version,
+        "highest_version_seen": seen_version.max(identity.version),
+        "rolled_back": rolled_back,
         "devices": devices,
     });
     output(options, &value, || {
@@ -44,6 +51,12 @@ pub async fn whois(options: &Options, address: &str) -> Result<(), CliError> {
             identity.devices.len(),
             identity.version
         );
+        if rolled_back {
+            out!(
+                "  WARNING      version {} was seen before: this list is older",
+                seen_version
+            );
+        }
         for device in &identity.devices {
             out!(
                 "    {}  {}",
@@ -58,17 +71,9 @@ pub async fn whois(options: &Options, address: &str) -> Result<(), CliError> {
 /// Accepts the account key an address now presents.
 pub async fn trust(options: &Options, address: &str) -> Result<(), CliError> {
     let context = Context::load(options).await?;
+    // Pins the key the address now presents, with its list version.
     let identity = context.verified_identity(address, true).await?;
-    let mut contacts = context.store.contacts()?;
     let key = identity.account_key.to_string();
-    contacts.insert(
-        identity.address.clone(),
-        crate::client::store::Contact {
-            account_key: key.clone(),
-            pinned_at: crate::time::now_ms(),
-        },
-    );
-    context.store.save_contacts(&contacts)?;
     output(
         options,
         &json!({ "address": identity.address, "account_key": key }),

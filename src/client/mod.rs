@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod keys;
+pub mod media_type;
 pub mod network;
 pub mod store;
 

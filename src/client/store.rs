@@ -1,14 +1,18 @@
 //! The device's own state, in one directory: who it is, its keys (readable
 //! only by the user), its session, the pinned account keys of contacts and
-//! the messages it received. Messages removed from the server live here.
+//! the messages it received. Messages removed from the server live here,
+//! and so do those it could not accept yet (held) or ever (quarantined):
+//! nothing is acknowledged to the server before it is written here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+use crate::mailbox::SyncItem;
 
 /// Why the local state could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -42,11 +46,32 @@ pub struct Session {
     pub expires_at: i64,
 }
 
-/// A pinned contact: the account key first seen for an address.
+/// A pinned contact: the account key first seen for an address, and the
+/// highest device list version seen under that key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Contact {
     pub account_key: String,
     pub pinned_at: i64,
+    /// A server that serves a lower version is rolling the list back (to
+    /// bring a revoked device back); stores written before this field
+    /// existed read as 0.
+    #[serde(default)]
+    pub device_list_version: u64,
+}
+
+/// A delivery kept on the device, still encrypted, because it could not be
+/// accepted: held until it can be checked again (the sender's key changed,
+/// or its device is not in the list yet), or quarantined for good.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeptMessage {
+    /// The delivery exactly as the server handed it over.
+    pub item: SyncItem,
+    /// The sender the message claims, when it could be decrypted.
+    pub claimed_from: Option<String>,
+    /// Why it was not accepted, for the person reading the list.
+    pub reason: String,
+    /// When it was kept here.
+    pub kept_at: i64,
 }
 
 /// A message received, opened and verified.
@@ -163,31 +188,79 @@ impl Store {
         self.write("cursor.json", &cursor)
     }
 
-    /// Appends received messages (one JSON object per line), flushed to disk
-    /// before the caller acknowledges them to the server.
+    /// Appends received messages (one JSON object per line) that are not
+    /// stored yet, flushed to disk before the caller acknowledges them to
+    /// the server. A server may hand a message over again (an earlier
+    /// acknowledgement was lost), so ids already stored are skipped.
     pub fn append_messages(&self, messages: &[StoredMessage]) -> Result<(), StoreError> {
-        if messages.is_empty() {
+        let known: HashSet<String> = self.messages()?.into_iter().map(|m| m.message_id).collect();
+        let fresh: Vec<&StoredMessage> = messages
+            .iter()
+            .filter(|m| !known.contains(&m.message_id))
+            .collect();
+        self.append_lines("messages.jsonl", &fresh)
+    }
+
+    /// Every message received so far.
+    pub fn messages(&self) -> Result<Vec<StoredMessage>, StoreError> {
+        self.read_lines("messages.jsonl")
+    }
+
+    /// Appends refused deliveries to the quarantine (skipping ids already
+    /// there), flushed before they are acknowledged.
+    pub fn quarantine(&self, kept: &[KeptMessage]) -> Result<(), StoreError> {
+        let known: HashSet<String> = self
+            .quarantined()?
+            .into_iter()
+            .map(|k| k.item.message_id)
+            .collect();
+        let fresh: Vec<&KeptMessage> = kept
+            .iter()
+            .filter(|k| !known.contains(&k.item.message_id))
+            .collect();
+        self.append_lines("quarantine.jsonl", &fresh)
+    }
+
+    /// Deliveries refused for good, with the reason.
+    pub fn quarantined(&self) -> Result<Vec<KeptMessage>, StoreError> {
+        self.read_lines("quarantine.jsonl")
+    }
+
+    /// Deliveries waiting on the device until they can be checked again.
+    pub fn held(&self) -> Result<Vec<KeptMessage>, StoreError> {
+        Ok(self.read("held.json")?.unwrap_or_default())
+    }
+
+    /// Replaces the held deliveries (written atomically).
+    pub fn save_held(&self, held: &[KeptMessage]) -> Result<(), StoreError> {
+        self.write("held.json", &held)
+    }
+
+    fn append_lines<T: Serialize>(&self, name: &str, values: &[T]) -> Result<(), StoreError> {
+        if values.is_empty() {
             return Ok(());
         }
         fs::create_dir_all(&self.dir).map_err(|e| io(&self.dir, e))?;
-        let path = self.path("messages.jsonl");
+        let path = self.path(name);
         let mut file = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(|e| io(&path, e))?;
         restrict_file(&path)?;
-        for message in messages {
-            let mut line = serde_json::to_vec(message).map_err(|e| io(&path, e))?;
-            line.push(b'\n');
-            file.write_all(&line).map_err(|e| io(&path, e))?;
+        let mut lines = Vec::new();
+        for value in values {
+            serde_json::to_writer(&mut lines, value).map_err(|e| io(&path, e))?;
+            lines.push(b'\n');
         }
+        file.write_all(&lines).map_err(|e| io(&path, e))?;
         file.sync_all().map_err(|e| io(&path, e))
     }
 
-    /// Every message received so far.
-    pub fn messages(&self) -> Result<Vec<StoredMessage>, StoreError> {
-        let path = self.path("messages.jsonl");
+    /// The lines of an append-only file; a line cut short by a crash is
+    /// skipped, not fatal.
+    fn read_lines<T: DeserializeOwned>(&self, name: &str) -> Result<Vec<T>, StoreError> {
+        let path = self.path(name);
         let text = match fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

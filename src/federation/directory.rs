@@ -1,6 +1,8 @@
 //! Identities on other servers, fetched for this server's own clients:
 //! verified, cached briefly, and pinned per address so a changed account
-//! key is reported as such and never silently accepted.
+//! key is reported as such and never silently accepted. Device list
+//! versions only grow: a list older than one seen before for the address
+//! (under the same account key) is refused.
 
 use std::time::Duration;
 
@@ -32,8 +34,28 @@ pub enum DirectoryError {
     PrivateAddress(String),
     #[error("{0}")]
     Remote(String),
+    #[error(
+        "{address}: its server served version {offered} of the device list, \
+         older than version {seen} seen before: refusing it"
+    )]
+    Rollback {
+        address: String,
+        seen: i64,
+        offered: i64,
+    },
     #[error(transparent)]
     Storage(#[from] StorageError),
+}
+
+impl From<diesel::result::Error> for DirectoryError {
+    fn from(error: diesel::result::Error) -> Self {
+        Self::Storage(error.into())
+    }
+}
+
+/// The device list version of a document, as stored.
+fn version(document: &IdentityDocument) -> i64 {
+    i64::try_from(document.signed_device_list.device_list.version).unwrap_or(i64::MAX)
 }
 
 /// A verified remote identity and what the pin says about it.
@@ -151,16 +173,44 @@ async fn store(
         serde_json::to_string(&document).map_err(|e| DirectoryError::Remote(e.to_string()))?;
     let expires_at = now.saturating_add(crate::time::duration_ms(CACHE));
     let key = key.to_string();
+    let offered = version(&document);
     let pinned = state
         .db
         .run(move |conn| {
             crate::storage::write_transaction(conn, |conn| {
-                let pinned: Option<String> = with_backend!(conn, c => remote_identities::table
-                    .find(&key)
-                    .select(remote_identities::pinned_account_key)
-                    .first(c)
-                    .optional())?;
-                let pinned = pinned.unwrap_or_else(|| account_key.clone());
+                let known: Option<(String, String, i64)> =
+                    with_backend!(conn, c => remote_identities::table
+                        .find(&key)
+                        .select((
+                            remote_identities::pinned_account_key,
+                            remote_identities::document,
+                            remote_identities::pinned_version,
+                        ))
+                        .first(c)
+                        .optional())?;
+                // The highest version seen under this account key: kept for
+                // the pinned key; for another key, the cached copy's.
+                let seen = match &known {
+                    Some((pinned, _, pinned_version)) if *pinned == account_key => *pinned_version,
+                    Some((_, cached, _)) => serde_json::from_str::<IdentityDocument>(cached)
+                        .ok()
+                        .filter(|cached| cached.account_key.to_string() == account_key)
+                        .map_or(0, |cached| version(&cached)),
+                    None => 0,
+                };
+                if offered < seen {
+                    return Err(DirectoryError::Rollback {
+                        address: key.clone(),
+                        seen,
+                        offered,
+                    });
+                }
+                let (pinned, pinned_version) = match known {
+                    Some((pinned, _, pinned_version)) if pinned != account_key => {
+                        (pinned, pinned_version)
+                    }
+                    _ => (account_key.clone(), offered),
+                };
                 let changed_at = (pinned != account_key).then_some(now);
                 let row = (
                     remote_identities::address.eq(&key),
@@ -170,6 +220,7 @@ async fn store(
                     remote_identities::key_changed_at.eq(changed_at),
                     remote_identities::fetched_at.eq(now),
                     remote_identities::expires_at.eq(expires_at),
+                    remote_identities::pinned_version.eq(pinned_version),
                 );
                 with_backend!(conn, c => diesel::insert_into(remote_identities::table)
                     .values(row)
@@ -181,9 +232,10 @@ async fn store(
                         remote_identities::key_changed_at.eq(changed_at),
                         remote_identities::fetched_at.eq(now),
                         remote_identities::expires_at.eq(expires_at),
+                        remote_identities::pinned_version.eq(pinned_version),
                     ))
                     .execute(c))?;
-                Ok::<_, StorageError>(pinned)
+                Ok::<_, DirectoryError>(pinned)
             })
         })
         .await?;

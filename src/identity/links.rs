@@ -1,8 +1,10 @@
-//! Device linking rendezvous: a new device leaves a request (its public
-//! keys), an existing device of the account answers it with the account key
-//! sealed to the new device. The server only relays opaque blobs; the link
-//! code the new device shows carries a hash of its request, so the server
-//! cannot substitute keys.
+//! Device linking rendezvous (federation-spec/linking.md): a new device
+//! leaves a request (the address it joins and its public keys), an existing
+//! device of that account answers it with the account key sealed to the new
+//! device. The server reads only the address in the request, to take the
+//! answer from that account's devices alone; the link code the new device
+//! shows carries a hash of its request, so the server cannot substitute
+//! keys.
 
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use diesel::prelude::*;
 use rand::RngCore;
 
 use super::IdentityError;
+use crate::address::{Address, Alias, ServerName};
 use crate::crypto::b64;
 use crate::storage::schema::device_links;
 use crate::storage::DbConnection;
@@ -20,6 +23,19 @@ use crate::with_backend;
 pub const LINK_TTL: Duration = Duration::from_secs(600);
 /// Largest request or response blob.
 pub const MAX_LINK_BLOB: usize = 4 * 1024;
+/// The `type` of a link request.
+pub const LINK_REQUEST_TYPE: &str = "homing.link_request.v1";
+
+/// What became of an answer to a link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    /// Recorded; the new device can fetch it.
+    Recorded,
+    /// The link is unknown, expired or already answered.
+    Closed,
+    /// The caller is not a device of the account the request names.
+    Forbidden,
+}
 
 /// A link as the devices see it.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -73,14 +89,49 @@ pub fn get(conn: &mut DbConnection, link_id: &str) -> Result<Option<Link>, Ident
     }))
 }
 
-/// Records the answer once; false when the link is unknown, expired or
-/// already answered.
+/// The alias a link request asks to join: a Homing link request for an
+/// address on `server`.
+fn requested_alias(request: &[u8], server: &ServerName) -> Option<Alias> {
+    let request: serde_json::Value = serde_json::from_slice(request).ok()?;
+    if request.get("type")?.as_str()? != LINK_REQUEST_TYPE {
+        return None;
+    }
+    let address = Address::parse(request.get("address")?.as_str()?).ok()?;
+    (address.server() == server).then(|| address.alias().clone())
+}
+
+/// Records the answer once, given by a device of `account_key`, which must
+/// be the account on `server` that the request names: otherwise anyone
+/// who saw the link code could hand the new device an account of theirs.
 pub fn answer(
     conn: &mut DbConnection,
     link_id: &str,
     response: &[u8],
-) -> Result<bool, IdentityError> {
+    account_key: &str,
+    server: &ServerName,
+) -> Result<Answered, IdentityError> {
     let now = now_ms();
+    let request: Option<Vec<u8>> = with_backend!(conn, c => device_links::table
+        .find(link_id)
+        .filter(device_links::expires_at.gt(now))
+        .filter(device_links::response.is_null())
+        .select(device_links::request)
+        .first(c)
+        .optional())?;
+    let Some(request) = request else {
+        return Ok(Answered::Closed);
+    };
+    let owner = match requested_alias(&request, server) {
+        Some(alias) => super::identity_by_alias(conn, alias.as_str())?,
+        None => None,
+    };
+    if owner
+        .map(|identity| identity.account_key.to_string())
+        .as_deref()
+        != Some(account_key)
+    {
+        return Ok(Answered::Forbidden);
+    }
     let updated = with_backend!(conn, c => diesel::update(
         device_links::table
             .find(link_id)
@@ -89,5 +140,9 @@ pub fn answer(
     )
     .set(device_links::response.eq(Some(response)))
     .execute(c))?;
-    Ok(updated == 1)
+    Ok(if updated == 1 {
+        Answered::Recorded
+    } else {
+        Answered::Closed
+    })
 }

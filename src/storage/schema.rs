@@ -199,6 +199,7 @@ diesel::table! {
         key_changed_at -> Nullable<BigInt>,
         fetched_at -> BigInt,
         expires_at -> BigInt,
+        pinned_version -> BigInt,
     }
 }
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::helpers::{spawn_app, TestApp};
 
 /// Runs the CLI without blocking the runtime the test servers run on.
-async fn homing_with(home: &Path, args: &[&str], passphrase: Option<&str>) -> Output {
+pub async fn homing_with(home: &Path, args: &[&str], passphrase: Option<&str>) -> Output {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_homing"));
     command
         .arg("--home")
@@ -23,11 +23,11 @@ async fn homing_with(home: &Path, args: &[&str], passphrase: Option<&str>) -> Ou
     command.output().await.expect("homing runs")
 }
 
-async fn homing(home: &Path, args: &[&str]) -> Output {
+pub async fn homing(home: &Path, args: &[&str]) -> Output {
     homing_with(home, args, None).await
 }
 
-fn ok(output: Output) -> String {
+pub fn ok(output: Output) -> String {
     assert!(
         output.status.success(),
         "homing failed: {}\n{}",
@@ -37,17 +37,17 @@ fn ok(output: Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-async fn init(home: &Path, address: &str) {
+pub async fn init(home: &Path, address: &str) {
     ok(homing(home, &["init", address]).await);
 }
 
-async fn inbox(home: &Path) -> Vec<Value> {
+pub async fn inbox(home: &Path) -> Vec<Value> {
     let out = ok(homing(home, &["--json", "inbox"]).await);
     serde_json::from_str(out.trim()).expect("inbox JSON")
 }
 
 /// Waits until `home`'s inbox holds `count` messages.
-async fn wait_inbox(home: &Path, count: usize) -> Vec<Value> {
+pub async fn wait_inbox(home: &Path, count: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let messages = inbox(home).await;

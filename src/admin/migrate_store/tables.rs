@@ -225,7 +225,7 @@ tables! {
     resolution_cache(server_name, target, error, resolved_at, expires_at);
     remote_identities(
         address, account_key, document, pinned_account_key, key_changed_at,
-        fetched_at, expires_at,
+        fetched_at, expires_at, pinned_version,
     );
     federation_rules(server_name, rule, created_at);
     send_idempotency(sender_account, message_id, request_digest, response, created_at);

@@ -1,0 +1,1 @@
+ALTER TABLE remote_identities DROP COLUMN pinned_version;
