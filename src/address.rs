@@ -24,16 +24,7 @@ impl Alias {
     pub const MAX_LEN: usize = 64;
 
     pub fn parse(text: &str) -> Result<Self, AddressError> {
-        let lowered = text.to_ascii_lowercase();
-        if lowered.is_empty() || lowered.len() > Self::MAX_LEN {
-            return refuse("an alias is 1 to 64 characters long");
-        }
-        if !lowered
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-        {
-            return refuse("an alias may contain only a-z, 0-9, '.', '_' and '-'");
-        }
+        let lowered = Self::from_stored(text)?.0;
         // `.` and `..` cannot travel in a URL path (clients and proxies
         // resolve them away), and names made of punctuation or with empty
         // dot-separated parts are look-alike traps.
@@ -43,6 +34,23 @@ impl Alias {
         }
         if lowered.contains("..") {
             return refuse("an alias may not contain two dots in a row");
+        }
+        Ok(Self(lowered))
+    }
+
+    /// An alias this server registered itself, under the character rule
+    /// alone: aliases such as `-` or `a..b` were accepted before the shape
+    /// rule of [`Alias::parse`], and their accounts must still be served.
+    pub fn from_stored(text: &str) -> Result<Self, AddressError> {
+        let lowered = text.to_ascii_lowercase();
+        if lowered.is_empty() || lowered.len() > Self::MAX_LEN {
+            return refuse("an alias is 1 to 64 characters long");
+        }
+        if !lowered
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+        {
+            return refuse("an alias may contain only a-z, 0-9, '.', '_' and '-'");
         }
         Ok(Self(lowered))
     }
@@ -273,7 +281,10 @@ mod tests {
         assert!(Alias::parse("böb").is_err());
         for bad in [".", "..", "-", "_", "a..b", ".bob", "bob.", "-bob", "bob_"] {
             assert!(Alias::parse(bad).is_err(), "{bad} should be refused");
+            // Registered before the shape rule: still served.
+            assert_eq!(Alias::from_stored(bad).unwrap().as_str(), bad);
         }
+        assert!(Alias::from_stored("bob smith").is_err());
         for good in ["a", "0", "b.o-b_9", "a.b.c"] {
             assert!(Alias::parse(good).is_ok(), "{good} should be accepted");
         }

@@ -130,7 +130,7 @@ pub async fn me(
         .await?
         .ok_or_else(|| ApiError::not_found("unknown_account", "no such account"))?;
     let address = Address::new(
-        Alias::parse(&account.alias).map_err(ApiError::internal)?,
+        Alias::from_stored(&account.alias).map_err(ApiError::internal)?,
         state.settings.server_name.clone(),
     );
     Ok(HttpResponse::Ok().json(AccountInfo {

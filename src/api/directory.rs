@@ -26,7 +26,7 @@ pub struct IdentityDocument {
 }
 
 fn document(state: &AppState, identity: Identity) -> Result<IdentityDocument, ApiError> {
-    let alias = Alias::parse(&identity.alias).map_err(ApiError::internal)?;
+    let alias = Alias::from_stored(&identity.alias).map_err(ApiError::internal)?;
     Ok(IdentityDocument {
         address: Address::new(alias, state.settings.server_name.clone()).to_string(),
         account_key: identity.account_key,
