@@ -133,6 +133,13 @@ async fn verify(
         .await
         .map_err(|e| refuse("unknown_key", e.to_string()))?;
     signing::verify(&key, first, &parts).map_err(|e| refuse("bad_signature", e.to_string()))?;
+    // Limited before its nonce is stored: what one origin keeps in
+    // `federation_nonces` is its rate times a signature's lifetime.
+    state
+        .rate_limits
+        .federation_per_origin
+        .check(&origin.to_string())
+        .map_err(crate::api::auth::too_many)?;
 
     // Remember the nonce for the signature's lifetime: a replay fails here.
     let nonce = first.params.nonce().unwrap_or_default().to_string();

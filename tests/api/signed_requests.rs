@@ -167,3 +167,20 @@ async fn a_transaction_whose_origin_is_not_the_signer_is_refused() {
     assert_eq!(b.count("messages"), 0);
     assert_eq!(b.count("inbound_txns"), 0);
 }
+
+#[tokio::test]
+async fn an_origin_over_its_rate_stores_no_more_nonces() {
+    let a = spawn_app().await;
+    let b =
+        crate::helpers::spawn_app_with(vec![("HOMING__RATE_LIMITS__FEDERATION_PER_ORIGIN", "5/m")])
+            .await;
+    let keyid = key_id_for(&a.server_name, &a.state.server_key);
+    let key = a.state.server_key.signing_key();
+    let mut statuses = Vec::new();
+    for _ in 0..9 {
+        statuses.push(post(&hello(&b, &keyid, key, true)).await.0);
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429, 429, 429]);
+    // What an origin keeps is bounded by its rate, not by what it sends.
+    assert_eq!(b.count("federation_nonces"), 5);
+}
