@@ -96,6 +96,11 @@ pub async fn start(postgres: Option<&str>, extra: &[(&str, &str)]) -> anyhow::Re
         .env("HOMING__RATE_LIMITS__REGISTRATION_PER_IP", "100000000/s")
         .env("HOMING__RATE_LIMITS__FEDERATION_PER_ORIGIN", "100000000/s")
         .env(
+            "HOMING__RATE_LIMITS__NEW_DESTINATIONS_PER_ACCOUNT",
+            "100000000/s",
+        )
+        .env("HOMING__RATE_LIMITS__DIRECTORY_PER_ACCOUNT", "100000000/s")
+        .env(
             "HOMING__LIMITS__MAX_PENDING_MESSAGES_PER_DEVICE",
             "100000000",
         )

@@ -51,6 +51,8 @@ async fn acknowledged_messages_survive_sigkill_exactly_once() {
         ("HOMING__SERVER__DATA_DIR", dir.path().display().to_string()),
         ("HOMING__DATABASE__URL", database.url.clone()),
         ("HOMING__RATE_LIMITS__SEND_PER_DEVICE", "1000000/s".into()),
+        // One sender fills bob's mailbox here, beyond one sender's share.
+        ("HOMING__LIMITS__MAX_PENDING_SHARE_PER_ORIGIN", "1".into()),
         ("HOMING__LOG__FILTER", "error".into()),
     ];
     let url = format!("http://{name}");
