@@ -322,6 +322,9 @@ impl From<crate::federation::new_destinations::AdmissionError> for ApiError {
                 message: error.to_string(),
                 retry_after_secs: retry_after.as_secs().max(1),
             },
+            AdmissionError::PrivateAddress(_) => {
+                ApiError::forbidden("private_address", error.to_string())
+            }
             AdmissionError::Storage(error) => error.into(),
         }
     }

@@ -69,7 +69,7 @@ fn to_other_replicas(state: &AppState, events: Vec<ClusterEvent>) {
     responses(
         (status = 202, description = "Accepted for every recipient; see each one's status.", body = SendResponse),
         (status = 400, description = "An invalid message id, body, address or key wrap."),
-        (status = 403, description = "This server does not federate with a recipient's server."),
+        (status = 403, description = "This server does not federate with a recipient's server (`federation_denied`), or that server is named by a loopback or private address or `localhost` (`private_address`)."),
         (status = 404, description = "A local recipient does not exist."),
         (status = 409, description = "The device lists are stale (`stale_devices`), or the message id was used for other content."),
         (status = 413, description = "The body is larger than the server accepts."),
@@ -98,7 +98,12 @@ pub async fn send(
     if !remote.is_empty() {
         state
             .new_destinations
-            .admit(&state.db, &sender.account_key, remote)
+            .admit(
+                &state.db,
+                &sender.account_key,
+                remote,
+                state.settings.federation.allow_private_addresses,
+            )
             .await?;
     }
     // The wait for the commit and what follows it run in a task of their

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 
+use crate::address::{Host, ServerName};
 use crate::config::Rate;
+use crate::federation::resolver::is_private;
 use crate::ratelimit::RateLimiter;
 use crate::storage::schema::destinations;
 use crate::storage::{Database, StorageError};
@@ -27,6 +29,10 @@ const MAX_KNOWN: usize = 10_000;
 pub enum AdmissionError {
     #[error("this account added {per} new destination servers recently; retry in {retry_after:?}")]
     TooMany { per: String, retry_after: Duration },
+    /// The server is named by a loopback or private address (or
+    /// `localhost`), which federation never reaches unless allowed.
+    #[error("{0} is a loopback or private address, which this server does not federate with")]
+    PrivateAddress(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -53,13 +59,21 @@ impl NewDestinations {
     }
 
     /// Lets `account` queue mail for `servers`, charging it for each one
-    /// that is not yet a destination.
+    /// that is not yet a destination. A server named by a private address
+    /// is refused outright unless `allow_private`: the relay could never
+    /// reach it, and the mail would wait out the pending age for nothing.
     pub async fn admit(
         &self,
         db: &Database,
         account: &str,
         mut servers: Vec<String>,
+        allow_private: bool,
     ) -> Result<(), AdmissionError> {
+        if !allow_private {
+            if let Some(private) = servers.iter().find(|server| names_private_host(server)) {
+                return Err(AdmissionError::PrivateAddress(private.clone()));
+            }
+        }
         servers.retain(|server| !self.known().contains(server));
         if servers.is_empty() {
             return Ok(());
@@ -88,5 +102,41 @@ impl NewDestinations {
         }
         known.extend(servers);
         Ok(())
+    }
+}
+
+/// True for a server name whose host is a loopback, private or reserved IP
+/// literal, or `localhost`: known without a look-up.
+fn names_private_host(server: &str) -> bool {
+    match ServerName::parse(server).as_ref().map(ServerName::host) {
+        Ok(Host::Ip(ip)) => is_private(*ip),
+        Ok(Host::Domain(domain)) => domain == "localhost" || domain.ends_with(".localhost"),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_private_host;
+
+    #[test]
+    fn private_literals_and_localhost_are_known_without_a_look_up() {
+        for private in [
+            "127.0.0.1:8008",
+            "10.1.2.3",
+            "[::1]:443",
+            "localhost:8008",
+            "a.localhost",
+        ] {
+            assert!(names_private_host(private), "{private}");
+        }
+        for public in [
+            "example.org",
+            "192.0.2.1:8448",
+            "[2001:db8::1]",
+            "localhost.example",
+        ] {
+            assert!(!names_private_host(public), "{public}");
+        }
     }
 }

@@ -132,3 +132,22 @@ async fn a_delegation_or_a_redirect_to_a_private_address_is_refused() {
     assert_eq!(server.hits(WELL_KNOWN_PATH), 3);
     assert_eq!(target.connections().await, 0);
 }
+
+#[tokio::test]
+async fn a_send_to_a_private_address_or_localhost_is_refused_and_stores_nothing() {
+    let app = spawn_app_with(vec![PRIVATE_OFF]).await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    for server in ["127.0.0.1:9", "localhost:9", "[::1]:9", "10.0.0.1"] {
+        let mut message = crate::helpers::message_to(&app, &[(&bob, &[0])], b"x", "all");
+        message["recipients"][0]["address"] = serde_json::json!(format!("ghost@{server}"));
+        let answer = app
+            .post_json("/api/v1/dms/send", &message, Some(&alice.device(0).token))
+            .await;
+        assert_eq!(answer.status(), 403, "{server}");
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["error"], "private_address", "{server}");
+    }
+    assert_eq!(app.count("messages"), 0);
+    assert_eq!(app.count("destinations"), 0);
+}
