@@ -24,6 +24,12 @@ async fn server_info_describes_policy_and_limits() {
     assert_eq!(info["limits"]["max_message_bytes"], 262_144);
     assert_eq!(info["retention"]["default_policy"], "purge-on-ack");
     assert_eq!(info["retention"]["max_pending_age_secs"], 30 * 86_400);
+    let rates = &info["rate_limits"];
+    assert_eq!(rates["directory_per_account"]["burst"], 60);
+    assert_eq!(rates["directory_per_account"]["per_secs"], 60);
+    assert_eq!(rates["new_destinations_per_account"]["burst"], 20);
+    assert_eq!(rates["new_destinations_per_account"]["per_secs"], 3600);
+    assert!(rates["send_per_device"]["burst"].as_u64().is_some());
 }
 
 async fn spawn_app_with_invites() -> crate::helpers::TestApp {
