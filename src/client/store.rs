@@ -332,3 +332,23 @@ fn restrict_dir(path: &Path) -> Result<(), StoreError> {
 fn restrict_dir(_path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Contact;
+
+    #[test]
+    fn safety_number_verification_counts_only_for_the_pinned_key() {
+        // A contact stored before verification existed reads as unverified.
+        let old = r#"{"account_key":"k1","pinned_at":1,"device_list_version":2}"#;
+        let mut contact: Contact = serde_json::from_str(old).unwrap();
+        assert!(!contact.is_verified());
+        contact.verified = Some(super::Verification {
+            account_key: "k1".into(),
+            verified_at: 3,
+        });
+        assert!(contact.is_verified());
+        contact.account_key = "k2".into();
+        assert!(!contact.is_verified());
+    }
+}
