@@ -34,15 +34,13 @@ pub enum CliError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Server(#[from] ClientError),
-    #[error(
-        "WARNING: the account key of {address} changed (pinned {pinned}, now {offered}).\n\
-         Someone may be impersonating them, or they lost their keys and started over.\n\
-         Check with them another way, then run `homing trust {address}`."
-    )]
+    #[error("{}", key_changed(.address, .pinned, .offered, *.verified))]
     KeyChanged {
         address: String,
         pinned: String,
         offered: String,
+        /// The user had compared safety numbers for the pinned key.
+        verified: bool,
     },
     #[error(
         "WARNING: the home server served version {offered} of the device list of {address}, \
@@ -61,6 +59,28 @@ pub enum CliError {
     Usage(String),
     #[error("{0}")]
     Crypto(String),
+}
+
+/// The warning for a changed account key; louder when the user had
+/// compared safety numbers for the old one, since then it was known good.
+fn key_changed(address: &str, pinned: &str, offered: &str, verified: bool) -> String {
+    if verified {
+        format!(
+            "!!! WARNING: THE ACCOUNT KEY OF {address} THAT YOU VERIFIED CHANGED !!!\n\
+             You compared safety numbers with {address} for key {pinned}; the key presented now \
+             is {offered}.\n\
+             This is what an impersonation looks like. Do not send or read anything under the new \
+             key until you have talked to them in person or on a call.\n\
+             Only if they confirm they started over, run `homing trust {address}`, then compare \
+             safety numbers again with `homing verify {address}`."
+        )
+    } else {
+        format!(
+            "WARNING: the account key of {address} changed (pinned {pinned}, now {offered}).\n\
+             Someone may be impersonating them, or they lost their keys and started over.\n\
+             Check with them another way, then run `homing trust {address}`."
+        )
+    }
 }
 
 /// Reads a passphrase from `HOMING_PASSPHRASE`, else asks at the terminal.
@@ -230,6 +250,7 @@ impl Context {
             account_key: offered.clone(),
             pinned_at: crate::time::now_ms(),
             device_list_version: verified.version,
+            verified: None,
         };
         // Pinned under the address asked for, never under what the
         // answer says of itself.
@@ -239,6 +260,7 @@ impl Context {
                     address: asked,
                     pinned: fingerprint(&contact.account_key),
                     offered: fingerprint(&offered),
+                    verified: contact.is_verified(),
                 });
             }
             Some(contact) if contact.account_key == offered => {

@@ -104,6 +104,7 @@ pub fn pin_own(
             account_key: account_key.to_string(),
             pinned_at: crate::time::now_ms(),
             device_list_version: version,
+            verified: None,
         },
     );
     Ok(store.save_contacts(&contacts)?)

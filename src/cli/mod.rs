@@ -18,6 +18,7 @@ mod init;
 mod messaging;
 mod people;
 mod receive;
+mod verify;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -107,8 +108,18 @@ pub enum Command {
     },
     /// Who is behind an address: server, account key, devices, pin.
     Whois { address: String },
-    /// Accept a contact's new account key after it changed.
+    /// Accept a contact's new account key after it changed (a verified
+    /// contact must then be verified again).
     Trust { address: String },
+    /// Show the safety number of you and ADDRESS, to compare in person or
+    /// on a call; both sides see the same number.
+    Verify {
+        address: String,
+        /// Record that you compared the number with them and every digit
+        /// matched.
+        #[arg(long)]
+        confirm: bool,
+    },
     /// This account's devices.
     #[command(subcommand)]
     Devices(devices::DevicesCommand),
@@ -148,6 +159,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Status { message_id } => messaging::status(&options, &message_id).await,
         Command::Whois { address } => people::whois(&options, &address).await,
         Command::Trust { address } => people::trust(&options, &address).await,
+        Command::Verify { address, confirm } => verify::verify(&options, &address, confirm).await,
         Command::Devices(command) => devices::devices(&options, command).await,
         Command::Link(command) => devices::link(&options, command).await,
         Command::Keys(command) => devices::keys(&options, command).await,

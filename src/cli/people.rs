@@ -18,14 +18,22 @@ pub async fn whois(options: &Options, address: &str) -> Result<(), CliError> {
     let key = identity.account_key.to_string();
     // Shown, not refused: whois is how people look at what is wrong.
     let seen_version = contact
+        .as_ref()
         .filter(|c| c.account_key == key)
         .map_or(0, |c| c.device_list_version);
     let rolled_back = identity.version < seen_version;
+    let verified = contact.as_ref().is_some_and(|c| c.is_verified());
     let pin = match &pinned {
         None => "not pinned yet (pinned on first message)",
         Some(p) if *p == key => "matches the pinned key",
+        Some(_) if verified => "DIFFERS FROM THE KEY YOU VERIFIED",
         Some(_) => "DIFFERS FROM THE PINNED KEY",
     };
+    let verified_at = contact
+        .as_ref()
+        .filter(|c| c.is_verified())
+        .and_then(|c| c.verified.as_ref())
+        .map(|v| v.verified_at);
     let devices: Vec<Value> = identity
         .devices
         .iter()
@@ -41,11 +49,23 @@ pub async fn whois(options: &Options, address: &str) -> Result<(), CliError> {
         "device_list_version": identity.version,
         "highest_version_seen": seen_version.max(identity.version),
         "rolled_back": rolled_back,
+        "verified": verified,
+        "verified_at": verified_at,
         "devices": devices,
     });
     output(options, &value, || {
         out!("{}", identity.address);
         out!("  account key  {}  ({pin})", fingerprint(&key));
+        match verified_at {
+            Some(at) => out!(
+                "  verified     yes: safety number compared on {}",
+                crate::time::format_rfc3339(at)
+            ),
+            None => out!(
+                "  verified     no (compare safety numbers: `homing verify {}`)",
+                identity.address
+            ),
+        }
         out!(
             "  devices      {} (list version {})",
             identity.devices.len(),
@@ -71,18 +91,41 @@ pub async fn whois(options: &Options, address: &str) -> Result<(), CliError> {
 /// Accepts the account key an address now presents.
 pub async fn trust(options: &Options, address: &str) -> Result<(), CliError> {
     let context = Context::load(options).await?;
-    // Pins the key the address now presents, with its list version.
+    let before = Address::parse(address)
+        .ok()
+        .map(|a| a.to_string())
+        .and_then(|a| context.store.contacts().ok()?.get(&a).cloned());
+    // Pins the key the address now presents, with its list version; a new
+    // key replaces the pin and with it any verification of the old one.
     let identity = context.verified_identity(address, true).await?;
     let key = identity.account_key.to_string();
+    let unverified = before
+        .as_ref()
+        .is_some_and(|c| c.is_verified() && c.account_key != key);
+    let verified = before
+        .as_ref()
+        .is_some_and(|c| c.is_verified() && c.account_key == key);
     output(
         options,
-        &json!({ "address": identity.address, "account_key": key }),
+        &json!({
+            "address": identity.address,
+            "account_key": key,
+            "verified": verified,
+            "verification_cleared": unverified,
+        }),
         || {
             out!(
                 "{} is now pinned to {}",
                 identity.address,
                 fingerprint(&key)
             );
+            if unverified {
+                out!(
+                    "The key you had verified is replaced: this one is not verified. \
+                     Compare safety numbers again with `homing verify {}`.",
+                    identity.address
+                );
+            }
         },
     );
     Ok(())

@@ -53,6 +53,12 @@ enum Sender {
 /// failures end the run.
 fn sender_failure(address: &str, error: CliError) -> Result<Sender, CliError> {
     match error {
+        CliError::KeyChanged { verified: true, .. } => Ok(Sender::Hold(format!(
+            "THE ACCOUNT KEY OF {address} THAT YOU VERIFIED CHANGED: you compared safety \
+             numbers for the old key, so treat this as an impersonation until you have talked \
+             to them in person or on a call; only then run `homing trust {address}` and \
+             compare safety numbers again with `homing verify {address}`"
+        ))),
         CliError::KeyChanged { .. } => Ok(Sender::Hold(format!(
             "the account key of {address} changed since it was pinned; \
              check with them another way, then run `homing trust {address}`"

@@ -57,6 +57,27 @@ pub struct Contact {
     /// existed read as 0.
     #[serde(default)]
     pub device_list_version: u64,
+    /// The account key whose safety number the user compared with the
+    /// contact (`homing verify --confirm`), and when. It counts only while
+    /// it is still the pinned key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<Verification>,
+}
+
+impl Contact {
+    /// Whether the user compared the safety number of the pinned key.
+    pub fn is_verified(&self) -> bool {
+        self.verified
+            .as_ref()
+            .is_some_and(|v| v.account_key == self.account_key)
+    }
+}
+
+/// A safety number compared in person or on a call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Verification {
+    pub account_key: String,
+    pub verified_at: i64,
 }
 
 /// A delivery kept on the device, still encrypted, because it could not be
@@ -310,4 +331,24 @@ fn restrict_dir(path: &Path) -> Result<(), StoreError> {
 #[cfg(not(unix))]
 fn restrict_dir(_path: &Path) -> Result<(), StoreError> {
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Contact;
+
+    #[test]
+    fn safety_number_verification_counts_only_for_the_pinned_key() {
+        // A contact stored before verification existed reads as unverified.
+        let old = r#"{"account_key":"k1","pinned_at":1,"device_list_version":2}"#;
+        let mut contact: Contact = serde_json::from_str(old).unwrap();
+        assert!(!contact.is_verified());
+        contact.verified = Some(super::Verification {
+            account_key: "k1".into(),
+            verified_at: 3,
+        });
+        assert!(contact.is_verified());
+        contact.account_key = "k2".into();
+        assert!(!contact.is_verified());
+    }
 }

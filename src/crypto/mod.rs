@@ -7,6 +7,7 @@ pub mod backup;
 pub mod canonical;
 pub mod envelope;
 pub mod identity;
+pub mod safety_number;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

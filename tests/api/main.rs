@@ -35,6 +35,7 @@ mod relay_answers;
 mod relay_batches;
 mod replicas;
 mod resolver;
+mod safety_numbers;
 mod schema;
 mod signed_requests;
 mod tarpits;
