@@ -15,7 +15,8 @@ pub use raw::*;
 
 pub use values::redact_url;
 use values::{
-    duration, metrics_token_digest, parse_database_url, parse_nameserver, rate, server_names,
+    duration, metrics_token_digest, parse_database_url, parse_nameserver, positive_duration, rate,
+    server_names,
 };
 
 /// A configuration problem, phrased for the admin who has to fix it.
@@ -49,10 +50,22 @@ pub enum RegistrationPolicy {
 }
 
 /// Which database holds the server's state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
     Sqlite(PathBuf),
     Postgres(String),
+}
+
+/// Written without the password: settings are printed and logged whole.
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            DatabaseUrl::Postgres(url) => {
+                f.debug_tuple("Postgres").field(&redact_url(url)).finish()
+            }
+        }
+    }
 }
 
 /// How hard SQLite flushes a commit; see `federation-spec/storage.md`.
@@ -397,11 +410,14 @@ impl RawSettings {
             federation: FederationSettings {
                 allow_insecure_http: self.federation.allow_insecure_http,
                 allow_private_addresses: self.federation.allow_private_addresses,
-                request_timeout: duration(
+                request_timeout: positive_duration(
                     "federation.request_timeout",
                     &self.federation.request_timeout,
                 )?,
-                relay_lease: duration("federation.relay_lease", &self.federation.relay_lease)?,
+                relay_lease: positive_duration(
+                    "federation.relay_lease",
+                    &self.federation.relay_lease,
+                )?,
                 nameservers,
                 extra_ca_file,
                 allow: server_names("federation.allow", &self.federation.allow)?,
@@ -410,12 +426,12 @@ impl RawSettings {
             registration_policy,
             limits,
             retention: Retention {
-                max_pending_age: duration(
+                max_pending_age: positive_duration(
                     "retention.max_pending_age",
                     &self.retention.max_pending_age,
                 )?,
                 max_keep: duration("retention.max_keep", &self.retention.max_keep)?,
-                device_inactivity: duration(
+                device_inactivity: positive_duration(
                     "retention.device_inactivity",
                     &self.retention.device_inactivity,
                 )?,
@@ -425,8 +441,8 @@ impl RawSettings {
                 )?,
             },
             auth: AuthSettings {
-                token_ttl: duration("auth.token_ttl", &self.auth.token_ttl)?,
-                challenge_ttl: duration("auth.challenge_ttl", &self.auth.challenge_ttl)?,
+                token_ttl: positive_duration("auth.token_ttl", &self.auth.token_ttl)?,
+                challenge_ttl: positive_duration("auth.challenge_ttl", &self.auth.challenge_ttl)?,
             },
             rate_limits: RateLimits {
                 registration_per_ip: rate(

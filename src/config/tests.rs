@@ -98,3 +98,32 @@ fn example_config_documents_every_default() {
         "examples/homingd.toml must list every option at its default"
     );
 }
+
+#[test]
+fn zero_durations_that_would_break_the_server_are_refused() {
+    for key in [
+        "HOMING__RETENTION__MAX_PENDING_AGE",
+        "HOMING__RETENTION__DEVICE_INACTIVITY",
+        "HOMING__AUTH__TOKEN_TTL",
+        "HOMING__AUTH__CHALLENGE_TTL",
+        "HOMING__FEDERATION__REQUEST_TIMEOUT",
+        "HOMING__FEDERATION__RELAY_LEASE",
+    ] {
+        let error = load(&[(key, "0s")]).unwrap_err().to_string();
+        assert!(error.contains("longer than zero"), "{key}: {error}");
+    }
+    assert!(load(&[("HOMING__RETENTION__MAX_PENDING_AGE", "1s")]).is_ok());
+}
+
+#[test]
+fn debug_output_of_settings_carries_no_database_password() {
+    let settings = load(&[(
+        "HOMING__DATABASE__URL",
+        "postgres://homing:hunter2secret@127.0.0.1/homing?sslpassword=alsosecret",
+    )])
+    .unwrap();
+    let printed = format!("{settings:?}");
+    assert!(printed.contains("127.0.0.1"), "{printed}");
+    assert!(!printed.contains("hunter2secret"), "{printed}");
+    assert!(!printed.contains("alsosecret"), "{printed}");
+}

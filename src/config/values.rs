@@ -13,6 +13,15 @@ pub(super) fn duration(key: &'static str, text: &str) -> Result<Duration, Config
     parse_duration(text).map_err(|reason| invalid(key, text, reason))
 }
 
+/// A duration that must not be zero: a zero there would make every
+/// message expire at once, every token dead on arrival, or a loop spin.
+pub(super) fn positive_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    match duration(key, text)? {
+        zero if zero.is_zero() => Err(invalid(key, text, "must be longer than zero")),
+        positive => Ok(positive),
+    }
+}
+
 pub(super) fn rate(key: &'static str, text: &str) -> Result<Rate, ConfigError> {
     Rate::parse(text).map_err(|reason| invalid(key, text, reason))
 }

@@ -109,7 +109,8 @@ pub fn deliver_relayed(
                 message,
                 digest: <sha2::Sha256 as sha2::Digest>::digest(&body).to_vec(),
                 body,
-                expires_at: message.expires_at.clamp(now + 1, cap),
+                // Never past this server's cap, never already over.
+                expires_at: message.expires_at.min(cap).max(now + 1),
                 targets,
             });
         }
