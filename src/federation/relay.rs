@@ -32,6 +32,11 @@ const IDLE: Duration = Duration::from_secs(5);
 /// per transaction. Four keep a loopback peer busy; more only queue there.
 const WINDOW: usize = 4;
 
+/// Hellos in flight at once when the daemon starts, and how long each may
+/// take: a greeting is a courtesy, and peers also retry on their own.
+const HELLOS_AT_ONCE: usize = 16;
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Relay writes on PostgreSQL at once, each on a connection of the pool:
 /// two let one batch be read while another's answer is recorded, and leave
 /// the rest of the pool to the API.
@@ -391,27 +396,35 @@ pub async fn say_hello(state: AppState) {
             return;
         }
     };
+    let Ok(key) = crate::server_key::load_current(&state.db).await else {
+        return;
+    };
     let origin = state.settings.server_name.to_string();
-    for peer in peers {
-        let Ok(server) = ServerName::parse(&peer) else {
-            continue;
-        };
-        let Ok(target) = state.federation.resolve(&server).await else {
-            continue;
-        };
-        let Ok(key) = crate::server_key::load_current(&state.db).await else {
-            return;
-        };
-        let signer = Signer {
-            client: &state.federation,
-            key: &key,
-            origin: &origin,
-            timeout: state.settings.federation.request_timeout,
-        };
-        if let Err(error) = super::client::post_hello(&signer, &target).await {
-            tracing::debug!(peer, %error, "hello not delivered");
-        }
-    }
+    let signer = Signer {
+        client: &state.federation,
+        key: &key,
+        origin: &origin,
+        timeout: HELLO_TIMEOUT.min(state.settings.federation.request_timeout),
+    };
+    // Several at once, each briefly: a peer that never answers must not
+    // hold up the greeting of all the others behind it.
+    use futures_util::StreamExt;
+    futures_util::stream::iter(peers)
+        .for_each_concurrent(HELLOS_AT_ONCE, |peer| {
+            let (state, signer) = (&state, &signer);
+            async move {
+                let Ok(server) = ServerName::parse(&peer) else {
+                    return;
+                };
+                let Ok(target) = state.federation.resolve(&server).await else {
+                    return;
+                };
+                if let Err(error) = super::client::post_hello(signer, &target).await {
+                    tracing::debug!(peer, %error, "hello not delivered");
+                }
+            }
+        })
+        .await;
 }
 
 /// A failed attempt is a WARN: mail is held until the destination answers.
