@@ -181,7 +181,7 @@ fn check(
         let mut wraps = HashMap::new();
         for device in &recipient.devices {
             if let Ok(wrap) = URL_SAFE_NO_PAD.decode(&device.key_wrap) {
-                if !wrap.is_empty() && wrap.len() <= 256 {
+                if !wrap.is_empty() && wrap.len() <= super::send::MAX_KEY_WRAP_BYTES {
                     wraps.insert(device.device_id.clone(), wrap);
                 }
             }

@@ -25,7 +25,7 @@ use crate::with_backend;
 pub const MAX_RECIPIENTS: usize = 100;
 /// A `crypto_box_seal` of a 32-byte key is 80 bytes; leave room for
 /// other key sizes, but not for smuggling payloads.
-const MAX_KEY_WRAP_BYTES: usize = 256;
+pub(super) const MAX_KEY_WRAP_BYTES: usize = 256;
 
 /// `POST /api/v1/dms/send`, as the client sends it.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
