@@ -75,7 +75,11 @@ pub struct SendResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RecipientStatus {
     pub address: String,
-    /// `stored`, or `mailbox_full` when that recipient's devices are over quota.
+    /// `stored` for a local recipient whose devices have it, `queued` for a
+    /// remote one now in the outbox, `mailbox_full` when that recipient's
+    /// devices are over quota, `no_active_devices` when none is a target.
+    #[schema(example = "stored")]
+    #[schema(pattern = "^(stored|queued|mailbox_full|no_active_devices)$")]
     pub status: String,
 }
 
