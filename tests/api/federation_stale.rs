@@ -184,3 +184,49 @@ async fn a_recipient_who_added_a_device_gets_the_message_sent_again() {
         serde_json::from_slice(&std::fs::read(alice.join("outgoing.json")).unwrap()).unwrap();
     assert_eq!(kept, json!([]));
 }
+
+#[tokio::test]
+async fn an_answer_that_comes_after_send_stopped_waiting_is_followed_up_by_inbox() {
+    let a = spawn_app().await;
+    let mut b = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let alice = dir.path().join("alice");
+    init(&alice, &format!("alice@{}", a.server_name)).await;
+    let mut bob = b.register("bob").await;
+    let bob_address = format!("bob@{}", b.server_name);
+    ok(homing(&alice, &["whois", &bob_address]).await);
+    b.add_device(&mut bob, "phone").await;
+
+    // B is away for the whole of `send`'s wait: nothing is answered yet.
+    b.stop().await;
+    let out = ok(homing(
+        &alice,
+        &["--json", "send", &bob_address, "--text", "later: medlar"],
+    )
+    .await);
+    let sent: Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(sent.get("resent").is_none(), "{sent}");
+    let kept: Value =
+        serde_json::from_slice(&std::fs::read(alice.join("outgoing.json")).unwrap()).unwrap();
+    assert_eq!(kept[0]["message_id"], sent["message_id"]);
+    assert_eq!(kept[0]["waiting"][&bob_address], json!(["first"]));
+
+    // B is back; A's relay retries on its own. `homing inbox` notices the
+    // refusal and sends again, and bob's phone gets it.
+    b.restart().await;
+    let phone = &bob.devices[1];
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        ok(homing(&alice, &["inbox"]).await);
+        let page = b.sync(&phone.token).await;
+        if let Some(item) = page["items"].as_array().and_then(|items| items.first()) {
+            assert_ne!(item["message_id"], sent["message_id"]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the phone never got it");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let first = sent["message_id"].as_str().unwrap();
+    let status = settled_status(&alice, first).await;
+    assert_eq!(status["recipients"][0]["state"], "stale_devices");
+}
