@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use super::context::{output, CliError, Context, Options, VerifiedIdentity};
+use super::outbox;
 use crate::crypto::envelope::{self, Plaintext};
 use crate::crypto::{b64, BoxPublicKey};
 use crate::mailbox::{DeliveryMode, RecipientWraps, SendRequest};
@@ -51,7 +52,7 @@ async fn targets(context: &Context, to: &[String]) -> Result<Vec<VerifiedIdentit
     Ok(identities)
 }
 
-fn build_request(
+pub(super) fn build_request(
     context: &Context,
     identities: &[VerifiedIdentity],
     plaintext: &Plaintext,
@@ -109,23 +110,38 @@ pub async fn send(
     };
     let message_id = crate::client::new_message_id();
     let mut identities = targets(&context, &to).await?;
-    let request = build_request(&context, &identities, &plaintext, &message_id)?;
+    let mut request = build_request(&context, &identities, &plaintext, &message_id)?;
     let response = match context.server.send(&request).await {
         Err(error) if error.code() == Some("stale_devices") => {
             // Someone added or removed a device since we looked: look again
             // and encrypt for the new set, once.
             eprintln!("device lists changed; encrypting again …");
             identities = targets(&context, &to).await?;
-            let request = build_request(&context, &identities, &plaintext, &message_id)?;
+            request = build_request(&context, &identities, &plaintext, &message_id)?;
             context.server.send(&request).await?
         }
         other => other?,
     };
-    let value = serde_json::to_value(&response).unwrap_or(Value::Null);
+    // Recipients on other servers are checked there, when the message
+    // arrives: wait a little for their servers' answers (see `outbox`).
+    let resends = outbox::after_send(
+        &context,
+        &plaintext,
+        &message_id,
+        outbox::queued(&request, &response),
+    )
+    .await;
+    let mut value = serde_json::to_value(&response).unwrap_or(Value::Null);
+    if !resends.is_empty() {
+        value["resent"] = serde_json::to_value(&resends).unwrap_or(Value::Null);
+    }
     output(options, &value, || {
         out!("{}", response.message_id);
         for recipient in &response.recipients {
             eprintln!("  {}: {}", recipient.address, recipient.status);
+        }
+        for resend in &resends {
+            eprintln!("  {}", resend.describe());
         }
     });
     Ok(())
@@ -133,7 +149,15 @@ pub async fn send(
 
 pub async fn status(options: &Options, message_id: &str) -> Result<(), CliError> {
     let context = Context::load(options).await?;
-    let status = context.server.status(message_id).await?;
+    let resends = outbox::settle_quietly(&context).await;
+    let mut status = context.server.status(message_id).await?;
+    let resent: Vec<_> = resends
+        .iter()
+        .filter(|r| r.first_id == message_id || r.replaces == message_id)
+        .collect();
+    if !resent.is_empty() {
+        status["resent"] = serde_json::to_value(&resent).unwrap_or(Value::Null);
+    }
     output(options, &status, || {
         for recipient in status["recipients"].as_array().into_iter().flatten() {
             out!(

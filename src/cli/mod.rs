@@ -16,6 +16,7 @@ mod context;
 mod devices;
 mod init;
 mod messaging;
+mod outbox;
 mod people;
 mod receive;
 mod verify;

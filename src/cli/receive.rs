@@ -79,7 +79,7 @@ fn sender_failure(address: &str, error: CliError) -> Result<Sender, CliError> {
 }
 
 /// Whether an error talking to the home server may pass with time.
-fn transient(error: &CliError) -> bool {
+pub(super) fn transient(error: &CliError) -> bool {
     match error {
         CliError::Server(ClientError::Api { status, .. }) => {
             *status >= 500 || matches!(status, 401 | 408 | 429)
@@ -314,6 +314,7 @@ fn deferred_notice(deferred: usize) {
 
 pub async fn inbox(options: &Options, only_new: bool) -> Result<(), CliError> {
     let context = Context::load(options).await?;
+    super::outbox::settle_quietly(&context).await;
     let pass = process_pending(&context, true).await?;
     deferred_notice(pass.deferred);
     let shown = if only_new {

@@ -2,7 +2,9 @@
 //! only by the user), its session, the pinned account keys of contacts and
 //! the messages it received. Messages removed from the server live here,
 //! and so do those it could not accept yet (held) or ever (quarantined):
-//! nothing is acknowledged to the server before it is written here.
+//! nothing is acknowledged to the server before it is written here. Sent
+//! messages whose remote recipients' servers have not answered yet are
+//! kept too (`Outgoing`), so they can be encrypted again.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs;
@@ -106,6 +108,32 @@ pub struct StoredMessage {
     pub received_at: i64,
     pub content_type: String,
     /// The text, for `text/plain`; other content is base64url.
+    pub content: String,
+}
+
+/// A sent message whose recipients on other servers have not been
+/// answered for yet: their server checks the key wraps against their
+/// devices only when it arrives. Kept, with what was written, so that a
+/// `stale_devices` answer can be met by encrypting it again for the
+/// recipient's current devices (federation-spec/mailbox.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Outgoing {
+    /// The id it was last sent under to the recipients in `waiting`.
+    pub message_id: String,
+    /// The id it was first sent under, which `homing send` printed.
+    pub first_id: String,
+    /// How many times it was sent again.
+    pub resends: u32,
+    /// Remote recipients still waiting for their server's answer, each
+    /// with the device ids its key wraps were for.
+    pub waiting: BTreeMap<String, Vec<String>>,
+    /// Every addressee, as written in the message.
+    pub to: Vec<String>,
+    /// When it was written (Unix ms), as written in the message.
+    pub sent_at: i64,
+    pub thread: Option<String>,
+    pub content_type: String,
+    /// The content, base64url.
     pub content: String,
 }
 
@@ -255,6 +283,17 @@ impl Store {
     /// Replaces the held deliveries (written atomically).
     pub fn save_held(&self, held: &[KeptMessage]) -> Result<(), StoreError> {
         self.write("held.json", &held)
+    }
+
+    /// Sent messages awaiting remote answers.
+    pub fn outgoing(&self) -> Result<Vec<Outgoing>, StoreError> {
+        Ok(self.read("outgoing.json")?.unwrap_or_default())
+    }
+
+    /// Replaces the sent messages awaiting remote answers (written
+    /// atomically, readable only by the user: they hold plaintext).
+    pub fn save_outgoing(&self, outgoing: &[Outgoing]) -> Result<(), StoreError> {
+        self.write("outgoing.json", &outgoing)
     }
 
     fn append_lines<T: Serialize>(&self, name: &str, values: &[T]) -> Result<(), StoreError> {

@@ -138,13 +138,13 @@ fn bounce_expired_outbox(
                 .set((delivery_receipts::state.eq("bounced"), delivery_receipts::updated_at.eq(now)))
                 .execute(c))?;
                 if updated == 1 {
-                    events.push(StatusEvent {
-                        sender_account: sender.clone(),
-                        message_id: message_id.clone(),
-                        recipient: recipient.address,
-                        state: "bounced".into(),
-                        updated_at: now,
-                    });
+                    events.push(StatusEvent::new(
+                        sender.clone(),
+                        message_id.clone(),
+                        recipient.address,
+                        "bounced",
+                        now,
+                    ));
                 }
             }
         }

@@ -20,9 +20,58 @@ pub struct StatusEvent {
     pub sender_account: String,
     pub message_id: String,
     pub recipient: String,
-    /// `stored`, `mailbox_full`, `delivered` or `expired`.
+    /// `stored`, `queued`, `relayed`, `delivered`, `expired`, `bounced`,
+    /// `dropped`, `mailbox_full`, `no_active_devices`, or a remote server's
+    /// refusal: `unknown_recipient`, `stale_devices`, `not_local`, `invalid`.
     pub state: String,
     pub updated_at: i64,
+    /// For `stale_devices`: the recipient's current devices the key wraps
+    /// left out (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+    /// For `stale_devices`: devices the key wraps named that the recipient
+    /// does not have (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra: Vec<String>,
+}
+
+impl StatusEvent {
+    /// An event without device details.
+    pub fn new(
+        sender_account: impl Into<String>,
+        message_id: impl Into<String>,
+        recipient: impl Into<String>,
+        state: impl Into<String>,
+        updated_at: i64,
+    ) -> Self {
+        Self {
+            sender_account: sender_account.into(),
+            message_id: message_id.into(),
+            recipient: recipient.into(),
+            state: state.into(),
+            updated_at,
+            missing: Vec::new(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// The event with a receipt's stored `detail` (`{"missing", "extra"}`
+    /// of a `stale_devices` answer); a detail that does not parse adds
+    /// nothing.
+    pub fn with_detail(mut self, detail: Option<&str>) -> Self {
+        #[derive(Deserialize)]
+        struct Detail {
+            #[serde(default)]
+            missing: Vec<String>,
+            #[serde(default)]
+            extra: Vec<String>,
+        }
+        if let Some(detail) = detail.and_then(|d| serde_json::from_str::<Detail>(d).ok()) {
+            self.missing = detail.missing;
+            self.extra = detail.extra;
+        }
+        self
+    }
 }
 
 fn recipient_address(
@@ -66,13 +115,7 @@ fn transition(
     )
     .set((delivery_receipts::state.eq(to), delivery_receipts::updated_at.eq(now)))
     .execute(c))?;
-    Ok((updated == 1).then(|| StatusEvent {
-        sender_account,
-        message_id,
-        recipient,
-        state: to.to_string(),
-        updated_at: now,
-    }))
+    Ok((updated == 1).then(|| StatusEvent::new(sender_account, message_id, recipient, to, now)))
 }
 
 pub(crate) fn mark_delivered(
@@ -113,23 +156,26 @@ pub fn delivery_status(
     sender_account: &str,
     message_id: &str,
 ) -> Result<Vec<StatusEvent>, MailboxError> {
-    let rows: Vec<(String, String, i64)> = with_backend!(conn, c => delivery_receipts::table
+    type Row = (String, String, i64, Option<String>);
+    let rows: Vec<Row> = with_backend!(conn, c => delivery_receipts::table
         .filter(delivery_receipts::sender_account.eq(sender_account))
         .filter(delivery_receipts::message_id.eq(message_id))
         .order(delivery_receipts::recipient.asc())
-        .select((delivery_receipts::recipient, delivery_receipts::state, delivery_receipts::updated_at))
+        .select((
+            delivery_receipts::recipient,
+            delivery_receipts::state,
+            delivery_receipts::updated_at,
+            delivery_receipts::detail,
+        ))
         .load(c))?;
     if rows.is_empty() {
         return Err(MailboxError::UnknownMessage);
     }
     Ok(rows
         .into_iter()
-        .map(|(recipient, state, updated_at)| StatusEvent {
-            sender_account: sender_account.to_string(),
-            message_id: message_id.to_string(),
-            recipient,
-            state,
-            updated_at,
+        .map(|(recipient, state, updated_at, detail)| {
+            StatusEvent::new(sender_account, message_id, recipient, state, updated_at)
+                .with_detail(detail.as_deref())
         })
         .collect())
 }

@@ -14,7 +14,7 @@ use crate::helpers::{message_to, spawn_app_with, TestApp};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-async fn connect(
+pub async fn connect(
     app: &TestApp,
     token: &str,
     query: &str,
@@ -33,7 +33,7 @@ async fn connect(
 }
 
 /// The next JSON frame, skipping pings; fails after `within`.
-async fn next_json(socket: &mut Socket, within: Duration) -> Value {
+pub async fn next_json(socket: &mut Socket, within: Duration) -> Value {
     let deadline = Instant::now() + within;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());

@@ -15,6 +15,7 @@ mod directory_limits;
 mod faults;
 mod federation;
 mod federation_check;
+mod federation_stale;
 mod gateway;
 mod group_commit;
 mod health;

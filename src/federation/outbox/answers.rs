@@ -10,9 +10,12 @@ use std::time::Duration;
 use diesel::prelude::*;
 
 use super::Batch;
+use crate::crypto::identity::{DeviceId, MAX_DEVICES};
 use crate::federation::wire::{RecipientResult, TxnResponse};
 use crate::mailbox::StatusEvent;
-use crate::storage::schema::{delivery_receipts, destinations, outbox, outbox_txns};
+use crate::storage::schema::{
+    delivery_receipts, destinations, outbox, outbox_txns, remote_identities,
+};
 use crate::storage::{DbConnection, Reusable, StorageError};
 use crate::with_backend;
 
@@ -98,12 +101,8 @@ pub fn complete(
     };
     let mut events: Vec<StatusEvent> = updated
         .into_iter()
-        .map(|(sender_account, message_id, recipient)| StatusEvent {
-            sender_account,
-            message_id,
-            recipient,
-            state: "relayed".into(),
-            updated_at: now,
+        .map(|(sender_account, message_id, recipient)| {
+            StatusEvent::new(sender_account, message_id, recipient, "relayed", now)
         })
         .collect();
     for (sender, message_id, recipient) in others {
@@ -249,7 +248,11 @@ fn mark_relayed_sqlite(
     Ok(all)
 }
 
-/// One recipient's result on its sender's receipt, if still queued.
+/// One recipient's result on its sender's receipt, if still queued. A
+/// `stale_devices` answer keeps the device ids it names (those that are
+/// device ids, at most a device list's worth each) and ends the cached
+/// copy of the recipient's identity, so the sender's next look-up fetches
+/// the list the remote holds now.
 fn record_result(
     conn: &mut DbConnection,
     sender: &str,
@@ -262,9 +265,18 @@ fn record_result(
     } else {
         recipient.status.as_str()
     };
-    let detail = (!recipient.missing.is_empty() || !recipient.extra.is_empty()).then(|| {
-        serde_json::json!({"missing": recipient.missing, "extra": recipient.extra}).to_string()
-    });
+    let (missing, extra) = (device_ids(&recipient.missing), device_ids(&recipient.extra));
+    let detail = (!missing.is_empty() || !extra.is_empty())
+        .then(|| serde_json::json!({"missing": missing, "extra": extra}).to_string());
+    if state == "stale_devices" {
+        with_backend!(conn, c => diesel::update(
+            remote_identities::table
+                .find(&recipient.address)
+                .filter(remote_identities::expires_at.gt(now)),
+        )
+        .set(remote_identities::expires_at.eq(now))
+        .execute(c))?;
+    }
     let updated = with_backend!(conn, c => diesel::update(
         delivery_receipts::table
             .find((sender, message_id, &recipient.address))
@@ -277,10 +289,18 @@ fn record_result(
     ))
     .execute(c))?;
     Ok((updated == 1).then(|| StatusEvent {
-        sender_account: sender.to_string(),
-        message_id: message_id.to_string(),
-        recipient: recipient.address.clone(),
-        state: state.to_string(),
-        updated_at: now,
+        missing,
+        extra,
+        ..StatusEvent::new(sender, message_id, recipient.address.as_str(), state, now)
     }))
+}
+
+/// The well-formed device ids of a remote's list, at most `MAX_DEVICES`:
+/// what a remote says is stored and shown to the sender, so it is bounded.
+fn device_ids(ids: &[String]) -> Vec<String> {
+    ids.iter()
+        .filter(|id| DeviceId::parse(id).is_ok())
+        .take(MAX_DEVICES)
+        .cloned()
+        .collect()
 }
