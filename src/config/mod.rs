@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use crate::address::ServerName;
 
+mod about;
 mod raw;
 mod values;
 
+pub use about::{About, Contact};
 pub use raw::*;
 
 pub use values::redact_url;
@@ -111,6 +113,8 @@ pub struct Settings {
     /// loopback peers may scrape. The digest, so the token is never in a
     /// debug print of the settings.
     pub metrics_token_digest: Option<[u8; 32]>,
+    /// What the admin tells visitors (home page and server-info).
+    pub about: About,
     pub log_format: LogFormat,
     pub log_filter: String,
 }
@@ -475,6 +479,11 @@ impl RawSettings {
             trust_forwarded_for: self.server.trust_forwarded_for,
             metrics_token_digest: metrics_token_digest(&self.server.metrics_token)?,
             public_hosts: server_names("server.public_hosts", &self.server.public_hosts)?,
+            about: About::parse(
+                &self.server.description,
+                &self.server.contact,
+                &self.server.rules_url,
+            )?,
             log_format,
             log_filter: self.log.filter,
         })

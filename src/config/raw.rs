@@ -39,6 +39,9 @@ pub struct RawServer {
     pub trust_forwarded_for: bool,
     pub public_hosts: Vec<String>,
     pub metrics_token: String,
+    pub description: String,
+    pub contact: String,
+    pub rules_url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -127,3 +127,93 @@ fn debug_output_of_settings_carries_no_database_password() {
     assert!(!printed.contains("hunter2secret"), "{printed}");
     assert!(!printed.contains("alsosecret"), "{printed}");
 }
+
+#[test]
+fn about_settings_are_optional_and_parsed() {
+    let settings = load(&[]).unwrap();
+    assert_eq!(settings.about, About::default());
+
+    let settings = load(&[
+        ("HOMING__SERVER__DESCRIPTION", "  For the Example family.  "),
+        ("HOMING__SERVER__CONTACT", "mailto:admin@example.org"),
+        ("HOMING__SERVER__RULES_URL", "https://example.org/rules"),
+    ])
+    .unwrap();
+    assert_eq!(
+        settings.about.description.as_deref(),
+        Some("For the Example family.")
+    );
+    assert_eq!(
+        settings.about.contact,
+        Some(Contact::Email("admin@example.org".into()))
+    );
+    assert_eq!(
+        settings.about.rules_url.as_deref(),
+        Some("https://example.org/rules")
+    );
+
+    let web = load(&[("HOMING__SERVER__CONTACT", "https://example.org/contact")]).unwrap();
+    assert_eq!(
+        web.about.contact.map(|c| c.href()).as_deref(),
+        Some("https://example.org/contact")
+    );
+    let local = load(&[("HOMING__SERVER__RULES_URL", "http://localhost:8008/rules")]);
+    assert!(local.is_ok(), "{local:?}");
+}
+
+#[test]
+fn bad_about_settings_are_refused_with_the_key() {
+    let long = "x".repeat(501);
+    let cases = [
+        (
+            "HOMING__SERVER__DESCRIPTION",
+            long.as_str(),
+            "server.description",
+        ),
+        (
+            "HOMING__SERVER__DESCRIPTION",
+            "bell\u{7}",
+            "server.description",
+        ),
+        ("HOMING__SERVER__CONTACT", "call me maybe", "server.contact"),
+        (
+            "HOMING__SERVER__CONTACT",
+            "admin@localhost",
+            "server.contact",
+        ),
+        (
+            "HOMING__SERVER__CONTACT",
+            "a<b>@example.org",
+            "server.contact",
+        ),
+        (
+            "HOMING__SERVER__CONTACT",
+            "javascript://x",
+            "server.contact",
+        ),
+        (
+            "HOMING__SERVER__RULES_URL",
+            "javascript:alert(1)",
+            "server.rules_url",
+        ),
+        (
+            "HOMING__SERVER__RULES_URL",
+            "http://example.org/rules",
+            "server.rules_url",
+        ),
+        (
+            "HOMING__SERVER__RULES_URL",
+            "https://u:p@example.org/",
+            "server.rules_url",
+        ),
+        (
+            "HOMING__SERVER__RULES_URL",
+            "example.org/rules",
+            "server.rules_url",
+        ),
+    ];
+    for (key, value, named) in cases {
+        let error = load(&[(key, value)]).unwrap_err().to_string();
+        assert!(error.contains(named), "{value}: {error}");
+    }
+}
