@@ -4,7 +4,9 @@
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
-use crate::config::{Limits, RegistrationPolicy};
+use crate::config::{FederationSettings, Limits, RegistrationPolicy};
+use crate::error::ApiError;
+use crate::federation::policy;
 use crate::startup::AppState;
 
 /// The public description of this server.
@@ -19,6 +21,31 @@ pub struct ServerInfo {
     pub retention: RetentionInfo,
     /// The per-account and per-device rates a client may run into.
     pub rate_limits: RateLimitsInfo,
+    /// Which servers this one exchanges mail with.
+    pub federation: FederationInfo,
+    /// The admin's description of the server (`server.description`), up
+    /// to 500 characters; line breaks are meant to be kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// How to reach the admin (`server.contact`): an email address or an
+    /// `https://` URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
+    /// Where the server's rules are (`server.rules_url`): an `https://` URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules_url: Option<String>,
+}
+
+/// The federation policy as visitors may know it. Blocked servers are
+/// not named: a block list is the admin's business.
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct FederationInfo {
+    /// `open`: any Homing server, except any the admin has blocked;
+    /// `allow_list`: only the servers in `allow`.
+    pub policy: String,
+    /// The servers mail may go to and come from under `allow_list`
+    /// (configured and set at run time, sorted); empty under `open`.
+    pub allow: Vec<String>,
 }
 
 /// Rates a client may meet, each as `{"burst": N, "per_secs": S}`: N
@@ -64,9 +91,22 @@ pub struct RetentionInfo {
     get,
     path = "/.well-known/homing/server-info",
     tag = "server",
-    responses((status = 200, description = "The server's public description.", body = ServerInfo))
+    responses(
+        (status = 200, description = "The server's public description.", body = ServerInfo),
+        (status = 503, description = "The database (which holds run-time federation rules) is unavailable."),
+    )
 )]
-pub async fn server_info(state: web::Data<AppState>) -> HttpResponse {
+pub async fn server_info(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let info = describe(&state).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("Access-Control-Allow-Origin", "*"))
+        .insert_header(("Cache-Control", "public, max-age=300"))
+        .json(info))
+}
+
+/// The description both server-info and the home page show.
+pub async fn describe(state: &AppState) -> Result<ServerInfo, ApiError> {
+    let rules = state.db.run(policy::load_rules).await?;
     let settings = &state.settings;
     let registration = match settings.registration_policy {
         RegistrationPolicy::Open => "open",
@@ -74,7 +114,8 @@ pub async fn server_info(state: web::Data<AppState>) -> HttpResponse {
         RegistrationPolicy::Closed => "closed",
     };
     let limits: &Limits = &settings.limits;
-    let info = ServerInfo {
+    let about = &settings.about;
+    Ok(ServerInfo {
         server_name: settings.server_name.to_string(),
         software: "homing".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -91,9 +132,37 @@ pub async fn server_info(state: web::Data<AppState>) -> HttpResponse {
             directory_per_account: settings.rate_limits.directory_per_account.into(),
             new_destinations_per_account: settings.rate_limits.new_destinations_per_account.into(),
         },
+        federation: federation_info(&settings.federation, &rules),
+        description: about.description.clone(),
+        contact: about.contact.as_ref().map(|c| c.as_str().to_string()),
+        rules_url: about.rules_url.clone(),
+    })
+}
+
+/// The allow list as `policy::decide` applies it: configured and run-time
+/// allows, less any server a deny overrides.
+fn federation_info(settings: &FederationSettings, rules: &[(String, String)]) -> FederationInfo {
+    let denied = |name: &str| {
+        settings.deny.iter().any(|d| d.as_str() == name)
+            || rules.iter().any(|(s, r)| s == name && r == "deny")
     };
-    HttpResponse::Ok()
-        .insert_header(("Access-Control-Allow-Origin", "*"))
-        .insert_header(("Cache-Control", "public, max-age=300"))
-        .json(info)
+    let mut allow: Vec<String> = settings
+        .allow
+        .iter()
+        .map(|name| name.to_string())
+        .chain(
+            rules
+                .iter()
+                .filter(|(_, rule)| rule == "allow")
+                .map(|(server, _)| server.clone()),
+        )
+        .collect();
+    let restricted = !allow.is_empty();
+    allow.retain(|name| !denied(name));
+    allow.sort();
+    allow.dedup();
+    FederationInfo {
+        policy: if restricted { "allow_list" } else { "open" }.into(),
+        allow,
+    }
 }
