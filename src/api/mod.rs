@@ -9,6 +9,7 @@ mod extract;
 mod federation;
 mod gateway;
 mod health;
+mod home;
 pub mod keys;
 mod links;
 pub mod openapi;
@@ -30,7 +31,7 @@ pub use extract::json_config;
 
 /// Registers every route and the request-body limits. Client routes come
 /// from the OpenAPI document (see `openapi`); the rest are for other
-/// servers and operators and are listed here.
+/// servers, operators and browsers (the home page) and are listed here.
 pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
     cfg.app_data(json_config(settings.limits.max_request_bytes))
         .app_data(extract::path_config())
@@ -45,7 +46,17 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
             }
         }
     }
-    cfg.service(resource("/metrics", vec![web::get().to(health::metrics)]))
+    cfg.service(resource("/", vec![web::get().to(home::home)]))
+        .service(resource("/about", vec![web::get().to(home::home)]))
+        .service(resource(
+            "/static/home.css",
+            vec![web::get().to(home::stylesheet)],
+        ))
+        .service(resource(
+            "/static/home.js",
+            vec![web::get().to(home::script)],
+        ))
+        .service(resource("/metrics", vec![web::get().to(health::metrics)]))
         .service(resource(
             "/.well-known/homing/keys",
             vec![web::get().to(keys::keys)],

@@ -8,7 +8,8 @@
 //!
 //! Federation (`/federation/v1/*`), the discovery documents other servers
 //! read (`/.well-known/homing/keys`, `/.well-known/homing/identity/*`,
-//! WebFinger) and `/metrics` are not client API and are not listed; the
+//! WebFinger), `/metrics` and the home page for browsers (`/`, `/about`
+//! and its `/static/` files) are not client API and are not listed; the
 //! federation protocol is specified in `federation-spec/`.
 
 use std::collections::BTreeMap;

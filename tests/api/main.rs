@@ -20,6 +20,7 @@ mod gateway;
 mod group_commit;
 mod health;
 mod helpers;
+mod home_page;
 mod hostile;
 mod hostile_server;
 mod identity;
