@@ -21,6 +21,7 @@ mod group_commit;
 mod health;
 mod helpers;
 mod home_page;
+mod home_page_browser;
 mod hostile;
 mod hostile_server;
 mod identity;
