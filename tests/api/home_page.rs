@@ -165,6 +165,21 @@ async fn server_info_carries_the_admin_text_and_federation_policy() {
         !html.contains("mailto:") && !html.contains("id=\"rules\""),
         "{html}"
     );
+
+    // The document says so, for the schema fuzzer and client authors.
+    let document: Value = plain
+        .get("/api/v1/openapi.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let schema = &document["components"]["schemas"]["ServerInfo"];
+    let required = schema["required"].as_array().unwrap();
+    assert!(required.contains(&"federation".into()), "{schema}");
+    for key in ["description", "contact", "rules_url"] {
+        assert!(!required.contains(&key.into()), "{key}: {schema}");
+        assert!(schema["properties"][key].is_object(), "{key}: {schema}");
+    }
 }
 
 #[tokio::test]
@@ -219,7 +234,7 @@ async fn the_allow_list_is_the_one_the_relay_applies() {
     );
     assert!(html.contains("Registration needs an <strong>invite</strong>"));
     assert!(html.contains(&format!(
-        "homing init you@{} --invite CODE",
+        "homing init you@{} <span class=\"nowrap\">--invite CODE</span>",
         app.server_name
     )));
 }

@@ -159,6 +159,8 @@
         });
         found.querySelector('[data-slot="fingerprint"]').hidden = !answer.print;
         found.querySelector("[data-slot-unavailable]").hidden = !!answer.print;
+        // Without a fingerprint, the key itself is what to compare.
+        found.querySelector("details").open = !answer.print;
       })
       .catch(function () {
         if (ticket === pending) {
