@@ -9,12 +9,12 @@ use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 
 use crate::address::Address;
-use crate::client::api::{ClientError, HomeServer};
-use crate::client::keys::{AccountKeys, DeviceKeys};
-use crate::client::network::Network;
-use crate::client::store::{Contact, Identity, Session, Store, StoreError};
+use crate::api::{ClientError, HomeServer};
 use crate::crypto::identity::{DeviceCertificate, DeviceId, SignedDeviceList};
 use crate::crypto::{b64, PublicKey};
+use crate::keys::{AccountKeys, DeviceKeys};
+use crate::network::Network;
+use crate::store::{Contact, Identity, Session, Store, StoreError};
 
 /// Global options of the command line.
 #[derive(Debug, Clone)]
