@@ -20,5 +20,6 @@ pub mod ratelimit;
 pub mod server_key;
 pub mod startup;
 pub mod storage;
+pub mod tasks;
 pub mod telemetry;
 pub mod token_cache;
