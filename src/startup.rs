@@ -18,7 +18,7 @@ use crate::config::{RateLimits, Settings};
 use crate::federation::keys::PeerKeys;
 use crate::federation::relay::InFlight;
 use crate::federation::resolver::FederationClient;
-use crate::gateway::Hub;
+use crate::gateway::{Hub, Notifier};
 use crate::metrics::Metrics;
 use crate::ratelimit::{AddressKey, RateLimiter};
 use crate::server_key::{self, ServerKey};
@@ -42,8 +42,8 @@ pub struct AppState {
     pub write_queue: Arc<crate::mailbox::WriteQueue>,
     /// Identifies this daemon in relay leases.
     pub replica_id: String,
-    /// Gateway events on their way to other replicas.
-    pub cluster: Arc<crate::gateway::cluster::Publisher>,
+    /// Tells devices here and on other replicas what changed.
+    pub notifier: Arc<Notifier>,
     /// Token checks already made, so most requests need no look-up.
     pub tokens: Arc<crate::token_cache::TokenCache>,
     /// The settings a send needs, shared instead of copied per request.
@@ -120,9 +120,15 @@ impl Application {
         metrics.register_database(&db);
         let replica_id = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
         let tasks = Tasks::default();
+        let hub = Arc::new(Hub::default());
+        let notifier = Notifier::new(
+            hub.clone(),
+            crate::gateway::cluster::Publisher::start(&db, replica_id.clone(), &tasks),
+        );
         let state = AppState {
             rate_limits: Arc::new(RateLimiters::new(&settings.rate_limits)),
-            hub: Arc::new(Hub::default()),
+            hub,
+            notifier: Arc::new(notifier),
             federation: Arc::new(
                 FederationClient::new(&settings.federation, db.clone())
                     .context("federation client")?,
@@ -141,9 +147,6 @@ impl Application {
             new_destinations: Arc::new(crate::federation::new_destinations::NewDestinations::new(
                 settings.rate_limits.new_destinations_per_account,
             )),
-            cluster: Arc::new(crate::gateway::cluster::Publisher::start(
-                &db, replica_id, &tasks,
-            )),
             tasks,
             settings: Arc::new(settings),
             db,
@@ -159,7 +162,12 @@ impl Application {
             key_id = state.server_key.key_id(),
             "homingd ready"
         );
-        crate::gateway::cluster::spawn_listener(&state, state.replica_id.clone());
+        crate::gateway::cluster::spawn_listener(
+            &state.db,
+            &state.hub,
+            state.replica_id.clone(),
+            &state.tasks,
+        );
         let tasks = &state.tasks;
         tasks.spawn(crate::background::purge_loop(state.clone()));
         tasks.spawn(crate::token_cache::watch_revocations(state.clone()));

@@ -362,7 +362,7 @@ async fn send_batch(
         })
         .await?;
         state.metrics.relayed_messages.inc_by(events.len() as u64);
-        crate::api::publish_status(state, events);
+        state.notifier.statuses(events);
         Ok(())
     }
     .await;

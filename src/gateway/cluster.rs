@@ -139,14 +139,14 @@ impl Publisher {
 /// Listens for other replicas' events and hands them to this replica's hub,
 /// on a thread of its own (libpq's notification polling is blocking). Runs
 /// until the daemon stops; reconnects after errors.
-pub fn spawn_listener(state: &crate::startup::AppState, replica: String) {
-    if state.db.backend() != crate::storage::Backend::Postgres {
+pub fn spawn_listener(db: &Database, hub: &Arc<Hub>, replica: String, tasks: &crate::tasks::Tasks) {
+    if db.backend() != crate::storage::Backend::Postgres {
         return;
     }
-    let db = state.db.clone();
+    let db = db.clone();
     // Weak: the thread must not keep the hub (and its sessions) alive.
-    let hub = Arc::downgrade(&state.hub);
-    let spawned = state.tasks.spawn_thread("homing-cluster", move |stop| {
+    let hub = Arc::downgrade(hub);
+    let spawned = tasks.spawn_thread("homing-cluster", move |stop| {
         while !stop.is_cancelled() && hub.strong_count() > 0 {
             if let Err(error) = listen(&db, &hub, &replica, &stop) {
                 tracing::warn!(%error, "cluster listener failed; reconnecting");

@@ -23,8 +23,7 @@ use crate::storage::{is_unique_violation, DbConnection, StorageError};
 use crate::time::duration_ms;
 use crate::with_backend;
 
-/// Most recipients one message may name.
-pub const MAX_RECIPIENTS: usize = 100;
+pub use homing_proto::wire::MAX_RECIPIENTS;
 /// A `crypto_box_seal` of a 32-byte key is 80 bytes; leave room for
 /// other key sizes, but not for smuggling payloads.
 pub(super) const MAX_KEY_WRAP_BYTES: usize = 256;

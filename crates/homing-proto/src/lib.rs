@@ -7,5 +7,6 @@
 pub mod address;
 pub mod crypto;
 pub mod dns;
+pub mod documents;
 pub mod time;
 pub mod wire;

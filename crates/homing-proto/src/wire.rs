@@ -4,6 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Most recipients one message may name.
+pub const MAX_RECIPIENTS: usize = 100;
+
 /// Whether every target device must acknowledge (`all`) or the first ack
 /// ends the message for all of a recipient's devices (`any`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
