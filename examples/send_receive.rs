@@ -9,12 +9,12 @@
 //! It registers two fresh identities, seals a message from the first to the
 //! second, and has the second fetch, open, verify and acknowledge it.
 
-use homing::client::api::HomeServer;
-use homing::client::keys::{AccountKeys, DeviceKeys};
 use homing::crypto::envelope::{self, Plaintext};
 use homing::crypto::identity::DeviceId;
 use homing::crypto::{b64, PublicKey};
 use homing::mailbox::{DeliveryMode, DeviceWrap, RecipientWraps, SendRequest};
+use homing_client::api::HomeServer;
+use homing_client::keys::{AccountKeys, DeviceKeys};
 
 struct Person {
     address: String,

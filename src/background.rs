@@ -39,7 +39,7 @@ pub async fn purge_loop(state: AppState) {
                 let saturated = report.saturated(PURGE_BATCH)
                     || identities.documents as i64 >= PURGE_BATCH
                     || identities.pins as i64 >= PURGE_BATCH;
-                crate::api::publish_status(&state, report.status_events);
+                state.notifier.statuses(report.status_events);
                 saturated
             }
             Err(error) => {

@@ -77,9 +77,8 @@ pub async fn load_or_create(db: &Database) -> Result<ServerKey, StorageError> {
             .values(row)
             .on_conflict_do_nothing()
             .execute(c))?;
-        current(conn)?.ok_or_else(|| {
-            StorageError::Migration("no current server key after creating one".into())
-        })
+        current(conn)?
+            .ok_or_else(|| StorageError::Corrupt("no current server key after creating one".into()))
     })
     .await
 }
@@ -87,7 +86,7 @@ pub async fn load_or_create(db: &Database) -> Result<ServerKey, StorageError> {
 /// The current key as stored now (it may have been rotated since start).
 pub async fn load_current(db: &Database) -> Result<ServerKey, StorageError> {
     db.run(|conn| {
-        current(conn)?.ok_or_else(|| StorageError::Migration("no current server key".into()))
+        current(conn)?.ok_or_else(|| StorageError::Corrupt("no current server key".into()))
     })
     .await
 }
@@ -104,7 +103,7 @@ fn current(conn: &mut crate::storage::DbConnection) -> Result<Option<ServerKey>,
     let bytes: [u8; 32] = secret
         .as_slice()
         .try_into()
-        .map_err(|_| StorageError::Migration(format!("server key {key_id} is not 32 bytes")))?;
+        .map_err(|_| StorageError::Corrupt(format!("server key {key_id} is not 32 bytes")))?;
     Ok(Some(ServerKey {
         key_id,
         signing: SigningKey::from_bytes(&bytes),

@@ -11,17 +11,19 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{AppConfig, Server, Service, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{web, App};
 use anyhow::Context;
+use tracing::Instrument;
 
 use crate::api;
 use crate::config::{RateLimits, Settings};
 use crate::federation::keys::PeerKeys;
 use crate::federation::relay::InFlight;
 use crate::federation::resolver::FederationClient;
-use crate::gateway::Hub;
+use crate::gateway::{Hub, Notifier};
 use crate::metrics::Metrics;
 use crate::ratelimit::{AddressKey, RateLimiter};
 use crate::server_key::{self, ServerKey};
 use crate::storage::{Backend, Database};
+use crate::tasks::Tasks;
 
 /// Everything a request handler may need, shared by all workers.
 #[derive(Clone)]
@@ -40,14 +42,16 @@ pub struct AppState {
     pub write_queue: Arc<crate::mailbox::WriteQueue>,
     /// Identifies this daemon in relay leases.
     pub replica_id: String,
-    /// Gateway events on their way to other replicas.
-    pub cluster: Arc<crate::gateway::cluster::Publisher>,
+    /// Tells devices here and on other replicas what changed.
+    pub notifier: Arc<Notifier>,
     /// Token checks already made, so most requests need no look-up.
     pub tokens: Arc<crate::token_cache::TokenCache>,
     /// The settings a send needs, shared instead of copied per request.
     pub send_context: Arc<crate::mailbox::SendContext>,
     /// Each account's budget of servers new to the relay.
     pub new_destinations: Arc<crate::federation::new_destinations::NewDestinations>,
+    /// Every background task and thread, stopped together on shutdown.
+    pub tasks: Tasks,
 }
 
 /// The rate limiters of the endpoints strangers can call.
@@ -78,8 +82,11 @@ pub struct Application {
     port: u16,
     server: Server,
     state: AppState,
-    background: Vec<tokio::task::JoinHandle<()>>,
 }
+
+/// How long a stopping daemon waits for its tasks and threads; a relay
+/// attempt or a database call in flight ends at its next await.
+const TASKS_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Application {
     /// Opens the database, applies migrations, loads the server key and binds
@@ -112,9 +119,16 @@ impl Application {
         let metrics = Arc::new(Metrics::new(backend));
         metrics.register_database(&db);
         let replica_id = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
+        let tasks = Tasks::default();
+        let hub = Arc::new(Hub::default());
+        let notifier = Notifier::new(
+            hub.clone(),
+            crate::gateway::cluster::Publisher::start(&db, replica_id.clone(), &tasks),
+        );
         let state = AppState {
             rate_limits: Arc::new(RateLimiters::new(&settings.rate_limits)),
-            hub: Arc::new(Hub::default()),
+            hub,
+            notifier: Arc::new(notifier),
             federation: Arc::new(
                 FederationClient::new(&settings.federation, db.clone())
                     .context("federation client")?,
@@ -133,7 +147,7 @@ impl Application {
             new_destinations: Arc::new(crate::federation::new_destinations::NewDestinations::new(
                 settings.rate_limits.new_destinations_per_account,
             )),
-            cluster: Arc::new(crate::gateway::cluster::Publisher::start(&db, replica_id)),
+            tasks,
             settings: Arc::new(settings),
             db,
             metrics: metrics.clone(),
@@ -148,18 +162,21 @@ impl Application {
             key_id = state.server_key.key_id(),
             "homingd ready"
         );
-        crate::gateway::cluster::spawn_listener(&state.db, &state.hub, state.replica_id.clone());
-        let background = vec![
-            tokio::spawn(crate::background::purge_loop(state.clone())),
-            tokio::spawn(crate::token_cache::watch_revocations(state.clone())),
-            tokio::spawn(crate::federation::relay::relay_loop(state.clone())),
-            tokio::spawn(crate::federation::relay::say_hello(state.clone())),
-        ];
+        crate::gateway::cluster::spawn_listener(
+            &state.db,
+            &state.hub,
+            state.replica_id.clone(),
+            &state.tasks,
+        );
+        let tasks = &state.tasks;
+        tasks.spawn(crate::background::purge_loop(state.clone()));
+        tasks.spawn(crate::token_cache::watch_revocations(state.clone()));
+        tasks.spawn(crate::federation::relay::relay_loop(state.clone()));
+        tasks.spawn(crate::federation::relay::say_hello(state.clone()));
         Ok(Self {
             port,
             server,
             state,
-            background,
         })
     }
 
@@ -177,11 +194,15 @@ impl Application {
     }
 
     /// Serves until SIGINT/SIGTERM, then stops accepting and lets in-flight
-    /// requests finish within `server.shutdown_timeout`.
+    /// requests finish within `server.shutdown_timeout`; then stops every
+    /// background task and thread and waits for them.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let result = self.server.await;
-        for task in &self.background {
-            task.abort();
+        if !self.state.tasks.stop(TASKS_STOP_TIMEOUT).await {
+            tracing::warn!(
+                still_running = self.state.tasks.running(),
+                "background tasks did not stop in time"
+            );
         }
         result
     }
@@ -214,9 +235,17 @@ fn app(
                 .match_pattern()
                 .unwrap_or_else(|| "unmatched".to_string());
             let metrics = metrics.clone();
-            let response = service.call(request);
+            // Debug level: free unless someone is following a slow request.
+            let span = tracing::debug_span!(
+                "request",
+                method = %request.method(),
+                route = %route,
+                status = tracing::field::Empty,
+            );
+            let response = span.in_scope(|| service.call(request));
             async move {
-                let response = response.await?;
+                let response = response.instrument(span.clone()).await?;
+                span.record("status", response.status().as_u16());
                 metrics.observe_request(
                     &route,
                     response.status().as_u16(),

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use homing::client::api::HomeServer;
-use homing::client::keys::{AccountKeys, DeviceKeys};
 use homing::crypto::identity::DeviceId;
+use homing_client::api::HomeServer;
+use homing_client::keys::{AccountKeys, DeviceKeys};
 
 /// A daemon process, killed when dropped.
 pub struct Daemon {

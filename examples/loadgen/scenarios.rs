@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use homing::client::api::HomeServer;
 use homing::crypto::b64;
+use homing_client::api::HomeServer;
 use serde_json::{json, Value};
 
 use crate::daemon::{rss_kib, start, user, User};
@@ -72,7 +72,7 @@ impl Outgoing {
         let id = if random_ids() {
             b64(&rand::random::<[u8; 18]>())
         } else {
-            homing::client::new_message_id()
+            homing_client::new_message_id()
         };
         // One call fills the body: a draw per byte cost the load generator
         // more CPU than the rest of the request did.

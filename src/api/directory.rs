@@ -17,13 +17,7 @@ use crate::startup::AppState;
 /// Link relation of the identity document in WebFinger answers.
 pub const IDENTITY_REL: &str = "urn:homing:rel:identity";
 
-/// The identity document served for an address.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct IdentityDocument {
-    pub address: String,
-    pub account_key: PublicKey,
-    pub signed_device_list: SignedDeviceList,
-}
+pub use homing_proto::documents::IdentityDocument;
 
 fn document(state: &AppState, identity: Identity) -> Result<IdentityDocument, ApiError> {
     let alias = Alias::from_stored(&identity.alias).map_err(ApiError::internal)?;

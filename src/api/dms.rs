@@ -6,55 +6,11 @@ use utoipa::ToSchema;
 
 use super::auth::{too_many, Authenticated};
 use crate::error::ApiError;
-use crate::gateway::cluster::ClusterEvent;
-use crate::gateway::GatewayEvent;
 use crate::mailbox::{
-    self, NewDelivery, PreparedSend, Retention, SendRequest, SendResponse, Sender, StatusEvent,
-    SyncPage,
+    self, PreparedSend, Retention, SendRequest, SendResponse, Sender, StatusEvent, SyncPage,
 };
 use crate::startup::AppState;
 use crate::storage::StorageError;
-
-/// Tells the senders' devices what changed.
-pub fn publish_status(state: &AppState, events: Vec<StatusEvent>) {
-    let mut cluster = Vec::with_capacity(events.len());
-    for event in events {
-        let account = event.sender_account.clone();
-        cluster.push(ClusterEvent::Status {
-            event: event.clone(),
-            account: account.clone(),
-        });
-        state
-            .hub
-            .notify_account(&account, GatewayEvent::DeliveryStatus(event));
-    }
-    to_other_replicas(state, cluster);
-}
-
-/// Wakes the devices that got new deliveries, here and on other replicas.
-pub fn publish_deliveries(state: &AppState, deliveries: Vec<NewDelivery>) {
-    let mut cluster = Vec::with_capacity(deliveries.len());
-    for delivery in deliveries {
-        cluster.push(ClusterEvent::Notify {
-            device_row: delivery.device_row,
-            cursor: delivery.cursor,
-        });
-        state.hub.notify_device(
-            delivery.device_row,
-            GatewayEvent::DmNotify {
-                cursor: delivery.cursor,
-                message: delivery.inline,
-            },
-        );
-    }
-    to_other_replicas(state, cluster);
-}
-
-/// Hands events to the other replicas without holding up the answer; a
-/// lost hint costs latency only (devices resume from their cursor).
-fn to_other_replicas(state: &AppState, events: Vec<ClusterEvent>) {
-    state.cluster.publish(events);
-}
 
 /// Sends an encrypted message to up to 100 recipients.
 ///
@@ -121,7 +77,7 @@ pub async fn send(
         if state.relay_in_flight.queued(&outcome.queued_destinations) {
             state.relay_wake.notify_one();
         }
-        publish_deliveries(&state, outcome.new_deliveries);
+        state.notifier.deliveries(outcome.new_deliveries);
         Ok::<_, mailbox::MailboxError>(outcome.response)
     })
     .await
@@ -232,7 +188,7 @@ pub async fn ack(
             .metrics
             .deliveries_acked
             .inc_by(outcome.acknowledged as u64);
-        publish_status(&state, outcome.status_events);
+        state.notifier.statuses(outcome.status_events);
         Ok::<_, mailbox::MailboxError>(AckResponse {
             acknowledged: outcome.acknowledged,
             purged: outcome.purged_messages,

@@ -28,6 +28,8 @@ fn json_error(error: JsonPayloadError, limit: usize) -> ApiError {
         JsonPayloadError::Deserialize(cause) => {
             ApiError::bad_request("bad_json", format!("invalid request body: {cause}"))
         }
+        // Encoding an answer is the server's own failure, not the client's.
+        JsonPayloadError::Serialize(cause) => ApiError::internal(cause),
         other => ApiError::bad_request("bad_request", other.to_string()),
     }
 }
@@ -50,4 +52,26 @@ pub async fn not_found(request: HttpRequest) -> Result<actix_web::HttpResponse, 
         "not_found",
         format!("no route for {} {}", request.method(), request.path()),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::ResponseError;
+
+    use super::*;
+
+    #[test]
+    fn a_body_that_does_not_parse_is_the_clients_fault() {
+        let cause = serde_json::from_str::<u8>("x").unwrap_err();
+        let error = json_error(JsonPayloadError::Deserialize(cause), 10);
+        assert_eq!(error.status_code(), 400);
+    }
+
+    #[test]
+    fn an_answer_that_does_not_encode_is_the_servers_fault() {
+        // Any serde_json error stands for the encoder's.
+        let cause = serde_json::from_str::<u8>("x").unwrap_err();
+        let error = json_error(JsonPayloadError::Serialize(cause), 10);
+        assert_eq!(error.status_code(), 500);
+    }
 }

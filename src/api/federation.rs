@@ -78,7 +78,7 @@ pub async fn put_txn(
             .inbound_messages
             .inc_by(outcome.response.results.len() as u64);
     }
-    super::dms::publish_deliveries(&state, outcome.new_deliveries);
+    state.notifier.deliveries(outcome.new_deliveries);
     Ok(HttpResponse::Ok().json(outcome.response))
 }
 

@@ -5,7 +5,6 @@ use actix_web::{web, HttpResponse};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use diesel::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
 use crate::startup::AppState;
@@ -16,24 +15,7 @@ use crate::with_backend;
 /// How long peers may cache this document.
 const CACHE_SECS: u64 = 3_600;
 
-/// The published key document.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct KeysDocument {
-    pub server_name: String,
-    pub current_key_id: String,
-    pub keys: Vec<PublishedKey>,
-}
-
-/// One key. `expires_at` (Unix ms) is set on retired keys: signatures made
-/// with them are accepted until then.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PublishedKey {
-    pub key_id: String,
-    pub algorithm: String,
-    pub public_key: String,
-    pub created_at: i64,
-    pub expires_at: Option<i64>,
-}
+pub use homing_proto::documents::{KeysDocument, PublishedKey};
 
 pub async fn keys(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let now = crate::time::now_ms();

@@ -26,7 +26,6 @@ use crate::config::Settings;
 use crate::error::ApiError;
 
 pub use body_timeout::body_deadline;
-pub use dms::{publish_deliveries, publish_status};
 pub use extract::json_config;
 
 /// Registers every route and the request-body limits. Client routes come

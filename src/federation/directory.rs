@@ -11,11 +11,11 @@ use diesel::prelude::*;
 use super::client::read_limited;
 use super::resolver::{PrivateAddress, ResolveError};
 use crate::address::Address;
-use crate::api::directory::IdentityDocument;
 use crate::startup::AppState;
 use crate::storage::schema::remote_identities;
 use crate::storage::StorageError;
 use crate::with_backend;
+use homing_proto::documents::IdentityDocument;
 
 /// How long a fetched identity is served from the cache.
 const CACHE: Duration = Duration::from_secs(300);

@@ -167,9 +167,8 @@ fn process(
         if recorded_digest != digest {
             return Err(InboundError::TxnReused(txn_id.to_string()));
         }
-        let response: TxnResponse = serde_json::from_str(&response).map_err(|e| {
-            StorageError::Migration(format!("recorded transaction unreadable: {e}"))
-        })?;
+        let response: TxnResponse = serde_json::from_str(&response)
+            .map_err(|e| StorageError::Corrupt(format!("recorded transaction unreadable: {e}")))?;
         return Ok(InboundOutcome {
             response,
             new_deliveries: Vec::new(),

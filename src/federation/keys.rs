@@ -14,11 +14,11 @@ use ed25519_dalek::VerifyingKey;
 
 use super::resolver::FederationClient;
 use crate::address::ServerName;
-use crate::api::keys::KeysDocument;
 use crate::storage::schema::peer_keys;
 use crate::storage::{Database, StorageError};
 use crate::time::{duration_ms, now_ms};
 use crate::with_backend;
+use homing_proto::documents::KeysDocument;
 
 /// Longest a peer key is trusted from one fetch.
 const MAX_CACHE: Duration = Duration::from_secs(7 * 86_400);

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::client::{put_transaction, RequestError, Signer};
 use super::outbox::{self, Batch, Due};
@@ -170,38 +171,20 @@ async fn start_due(state: &AppState) -> Result<(), StorageError> {
         .await?;
     for due in due {
         if state.relay_in_flight.start(&due) {
-            let state = state.clone();
+            let attempt = state.clone();
             let destination = due.server_name;
-            tokio::spawn(async move {
+            state.tasks.spawn(async move {
                 loop {
-                    let drained = deliver_destination(&state, &destination).await;
-                    if state.relay_in_flight.finish(&destination, drained) {
+                    let span = tracing::debug_span!("relay_attempt", %destination);
+                    let drained = deliver_destination(&attempt, &destination)
+                        .instrument(span)
+                        .await;
+                    if attempt.relay_in_flight.finish(&destination, drained) {
                         break;
                     }
                 }
             });
         }
-    }
-    Ok(())
-}
-
-/// Sends everything due to all destinations once and waits for it: what
-/// tests call instead of sleeping.
-pub async fn run_once(state: &AppState) -> Result<(), StorageError> {
-    let now = crate::time::now_ms();
-    let due = state
-        .db
-        .run(move |conn| outbox::due_destinations(conn, now, 1_000))
-        .await?;
-    let tasks: Vec<_> = due
-        .into_iter()
-        .map(|due| {
-            let state = state.clone();
-            tokio::spawn(async move { deliver_destination(&state, &due.server_name).await })
-        })
-        .collect();
-    for task in tasks {
-        let _ = task.await;
     }
     Ok(())
 }
@@ -379,7 +362,7 @@ async fn send_batch(
         })
         .await?;
         state.metrics.relayed_messages.inc_by(events.len() as u64);
-        crate::api::publish_status(state, events);
+        state.notifier.statuses(events);
         Ok(())
     }
     .await;

@@ -59,7 +59,7 @@ pub fn publish(
             from: replica.to_string(),
             events: std::mem::take(batch),
         })
-        .map_err(|e| StorageError::Migration(e.to_string()))?;
+        .map_err(|e| StorageError::Encode(e.to_string()))?;
         diesel::sql_query("SELECT pg_notify($1, $2)")
             .bind::<Text, _>(CHANNEL)
             .bind::<Text, _>(payload)
@@ -96,13 +96,13 @@ pub struct Publisher {
 
 impl Publisher {
     /// Starts the publishing task on PostgreSQL; a no-op elsewhere.
-    pub fn start(db: &Database, replica: String) -> Self {
+    pub fn start(db: &Database, replica: String, tasks: &crate::tasks::Tasks) -> Self {
         if db.backend() != crate::storage::Backend::Postgres {
             return Self { queue: None };
         }
         let (queue, mut bursts) = tokio::sync::mpsc::channel::<Vec<ClusterEvent>>(PUBLISH_QUEUE);
         let db = db.clone();
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             while let Some(mut events) = bursts.recv().await {
                 while events.len() < MAX_COALESCED {
                     match bursts.try_recv() {
@@ -138,36 +138,39 @@ impl Publisher {
 
 /// Listens for other replicas' events and hands them to this replica's hub,
 /// on a thread of its own (libpq's notification polling is blocking). Runs
-/// until the process ends; reconnects after errors.
-pub fn spawn_listener(db: &Database, hub: &Arc<Hub>, replica: String) {
+/// until the daemon stops; reconnects after errors.
+pub fn spawn_listener(db: &Database, hub: &Arc<Hub>, replica: String, tasks: &crate::tasks::Tasks) {
     if db.backend() != crate::storage::Backend::Postgres {
         return;
     }
     let db = db.clone();
-    // Weak: when the daemon (its hub) is gone, the listener stops too.
+    // Weak: the thread must not keep the hub (and its sessions) alive.
     let hub = Arc::downgrade(hub);
-    let spawned = std::thread::Builder::new()
-        .name("homing-cluster".into())
-        .spawn(move || {
-            while hub.strong_count() > 0 {
-                if let Err(error) = listen(&db, &hub, &replica) {
-                    tracing::warn!(%error, "cluster listener failed; reconnecting");
-                    std::thread::sleep(Duration::from_secs(1));
-                }
+    let spawned = tasks.spawn_thread("homing-cluster", move |stop| {
+        while !stop.is_cancelled() && hub.strong_count() > 0 {
+            if let Err(error) = listen(&db, &hub, &replica, &stop) {
+                tracing::warn!(%error, "cluster listener failed; reconnecting");
+                std::thread::sleep(Duration::from_secs(1));
             }
-        });
+        }
+    });
     if let Err(error) = spawned {
         tracing::error!(%error, "cannot start the cluster listener");
     }
 }
 
-fn listen(db: &Database, hub: &std::sync::Weak<Hub>, replica: &str) -> Result<(), StorageError> {
+fn listen(
+    db: &Database,
+    hub: &std::sync::Weak<Hub>,
+    replica: &str,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<(), StorageError> {
     let url = db
         .postgres_url()
         .ok_or_else(|| StorageError::Unavailable("not PostgreSQL".into()))?;
     let mut conn = crate::storage::open_postgres(&url).map_err(StorageError::Unavailable)?;
     conn.batch_execute(&format!("LISTEN {CHANNEL}"))?;
-    loop {
+    while !stop.is_cancelled() {
         let Some(hub) = hub.upgrade() else {
             return Ok(());
         };
@@ -196,4 +199,5 @@ fn listen(db: &Database, hub: &std::sync::Weak<Hub>, replica: &str) -> Result<()
         }
         std::thread::sleep(POLL);
     }
+    Ok(())
 }

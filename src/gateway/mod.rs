@@ -3,7 +3,9 @@
 
 pub mod cluster;
 mod hub;
+mod notifier;
 mod session;
 
 pub use hub::{GatewayEvent, Hub, SessionTicket};
+pub use notifier::Notifier;
 pub use session::{run_session, SessionConfig};

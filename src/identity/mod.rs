@@ -74,13 +74,13 @@ impl AccountRow {
     /// The signed device list exactly as the account key signed it.
     pub fn signed_device_list(&self) -> Result<SignedDeviceList, StorageError> {
         let device_list: DeviceList = serde_json::from_slice(&self.device_list)
-            .map_err(|e| StorageError::Migration(format!("stored device list unreadable: {e}")))?;
+            .map_err(|e| StorageError::Corrupt(format!("stored device list unreadable: {e}")))?;
         let signature: [u8; 64] =
             self.device_list_signature
                 .as_slice()
                 .try_into()
                 .map_err(|_| {
-                    StorageError::Migration("stored device list signature is not 64 bytes".into())
+                    StorageError::Corrupt("stored device list signature is not 64 bytes".into())
                 })?;
         Ok(SignedDeviceList {
             device_list,

@@ -4,7 +4,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::send::{DeviceWrap, SendRequest};
+use super::{DeviceWrap, SendRequest};
 use crate::crypto::canonical::write_string;
 
 /// SHA-256 of the request's canonical JSON (RFC 8785) with recipients
@@ -61,8 +61,8 @@ pub(super) fn request_digest(request: &SendRequest) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::crypto::canonical::to_canonical_bytes;
-    use crate::mailbox::send::RecipientWraps;
     use crate::mailbox::DeliveryMode;
+    use crate::mailbox::RecipientWraps;
 
     /// The digest as it was first defined: through the generic canonical
     /// form of a normalised copy.

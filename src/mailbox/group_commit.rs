@@ -259,6 +259,8 @@ fn writer(db: Database, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>, sizes: His
     let mut held = None;
     while let Some(mut batch) = next_batch(&receiver) {
         sizes.observe(batch.len() as f64);
+        // Debug level: free unless someone is following a slow write.
+        let _span = tracing::debug_span!("write_batch", writes = batch.len()).entered();
         // A panic in one write must not take the writer (and with it every
         // later send) down: its batch was not committed, so each caller is
         // told to try again and the writer goes on.

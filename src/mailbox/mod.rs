@@ -1,7 +1,8 @@
 //! The mailbox: encrypted bodies stored once, a delivery row per target
-//! device, acknowledgements, retention and expiry. No HTTP and no SQL text
-//! here; the API calls these and then wakes the gateway with what they
-//! return.
+//! device, acknowledgements, retention and expiry. No HTTP here; the API
+//! calls these and then wakes the gateway with what they return. Queries
+//! use diesel's DSL, except the PostgreSQL batch statements of the send
+//! path (`rows_pg`), which the DSL cannot express as one statement.
 
 mod batch_lookup;
 mod deliver;
@@ -26,16 +27,15 @@ use crate::storage::{DbConnection, StorageError};
 use crate::with_backend;
 
 pub use group_commit::{Isolation, WriteQueue};
+pub use homing_proto::wire::{
+    valid_message_id, DeliveryMode, DeviceWrap, RecipientStatus, RecipientWraps, SendRequest,
+    SendResponse, SyncItem, SyncPage,
+};
 pub use purge::{purge_once, PurgeReport, PurgeSettings};
 pub use relayed::{deliver_relayed, InboundRules};
-pub use send::{
-    DeviceWrap, PreparedSend, RecipientStatus, RecipientWraps, SendContext, SendOutcome,
-    SendRequest, SendResponse, Sender, MAX_RECIPIENTS,
-};
+pub use send::{PreparedSend, SendContext, SendOutcome, Sender, MAX_RECIPIENTS};
 pub use status::{delivery_status, set_retention, Retention, StatusEvent};
-pub use sync::{
-    ack_within, check_ack, latest_pending, sync, AckOutcome, SyncItem, SyncPage, MAX_SYNC_LIMIT,
-};
+pub use sync::{ack_within, check_ack, latest_pending, sync, AckOutcome, MAX_SYNC_LIMIT};
 
 /// Why a mailbox operation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -92,42 +92,6 @@ pub struct StaleRecipient {
     pub address: String,
     pub missing: Vec<String>,
     pub extra: Vec<String>,
-}
-
-/// Whether every target device must acknowledge (`all`) or the first ack
-/// ends the message for all of a recipient's devices (`any`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum DeliveryMode {
-    #[default]
-    All,
-    Any,
-}
-
-impl DeliveryMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::All => "all",
-            Self::Any => "any",
-        }
-    }
-
-    pub fn from_db(text: &str) -> Self {
-        if text == "any" {
-            Self::Any
-        } else {
-            Self::All
-        }
-    }
-}
-
-/// A client-chosen message id: `[A-Za-z0-9_-]{16,64}`, long enough to be
-/// random.
-pub fn valid_message_id(text: &str) -> bool {
-    (16..=64).contains(&text.len())
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// A delivery row removed by one statement: exactly what it deleted, so

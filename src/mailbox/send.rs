@@ -9,10 +9,12 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use diesel::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use super::deliver::{check_recipient, store_deliveries, CheckRules, MessageRef, Plan, SendChecks};
-use super::{valid_message_id, DeliveryMode, Isolation, MailboxError, NewDelivery};
+use super::{
+    valid_message_id, Isolation, MailboxError, NewDelivery, RecipientStatus, RecipientWraps,
+    SendRequest, SendResponse,
+};
 use crate::address::{Address, ServerName};
 use crate::config::{FederationSettings, Limits};
 use crate::crypto::identity::MAX_DEVICES;
@@ -21,67 +23,10 @@ use crate::storage::{is_unique_violation, DbConnection, StorageError};
 use crate::time::duration_ms;
 use crate::with_backend;
 
-/// Most recipients one message may name.
-pub const MAX_RECIPIENTS: usize = 100;
+pub use homing_proto::wire::MAX_RECIPIENTS;
 /// A `crypto_box_seal` of a 32-byte key is 80 bytes; leave room for
 /// other key sizes, but not for smuggling payloads.
 pub(super) const MAX_KEY_WRAP_BYTES: usize = 256;
-
-/// `POST /api/v1/dms/send`, as the client sends it.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SendRequest {
-    /// Chosen by the client, random; a retry with the same id and content
-    /// is answered from the record instead of sending twice.
-    #[schema(pattern = "^[A-Za-z0-9_-]{16,64}$")]
-    pub message_id: String,
-    /// The encrypted body, unpadded base64url.
-    #[schema(pattern = "^[A-Za-z0-9_-]+$")]
-    pub body: String,
-    #[serde(default)]
-    pub delivery: DeliveryMode,
-    #[schema(min_items = 1, max_items = 100)]
-    pub recipients: Vec<RecipientWraps>,
-}
-
-/// One recipient address and a key wrap per target device.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RecipientWraps {
-    /// `alias@server`.
-    pub address: String,
-    #[schema(min_items = 1, max_items = 32)]
-    pub devices: Vec<DeviceWrap>,
-}
-
-/// The message's content key sealed to one device.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DeviceWrap {
-    pub device_id: String,
-    /// Unpadded base64url, at most 256 bytes decoded.
-    #[schema(pattern = "^[A-Za-z0-9_-]+$")]
-    pub key_wrap: String,
-}
-
-/// The answer to a send, stored so that a retry gets it again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct SendResponse {
-    pub message_id: String,
-    pub recipients: Vec<RecipientStatus>,
-}
-
-/// Where the message stands for one recipient.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct RecipientStatus {
-    pub address: String,
-    /// `stored` for a local recipient whose devices have it, `queued` for a
-    /// remote one now in the outbox, `mailbox_full` when that recipient's
-    /// devices are over quota, `no_active_devices` when none is a target.
-    #[schema(example = "stored")]
-    #[schema(pattern = "^(stored|queued|mailbox_full|no_active_devices)$")]
-    pub status: String,
-}
 
 /// The authenticated sending device.
 #[derive(Debug, Clone)]
@@ -310,7 +255,7 @@ pub(super) fn answer_from_record(
         return Err(MailboxError::MessageIdReused(request.message_id.clone()));
     }
     let response: SendResponse = serde_json::from_str(response)
-        .map_err(|e| StorageError::Migration(format!("stored send response unreadable: {e}")))?;
+        .map_err(|e| StorageError::Corrupt(format!("stored send response unreadable: {e}")))?;
     Ok(SendOutcome {
         response,
         new_deliveries: Vec::new(),
@@ -393,7 +338,10 @@ fn store(
         });
     }
     // Devices are locked in one global order (accounts, then device rows),
-    // so concurrent sends to overlapping recipients never deadlock.
+    // so two sends on this path cannot deadlock each other. The batch path
+    // (`send_batch`) writes in its own order; if it deadlocks with a send
+    // here, the database aborts one of them and the batch runs again one
+    // send per savepoint, through this path.
     let mut ordered: Vec<&Plan> = plans.iter().filter(|plan| !plan.full).collect();
     ordered.sort_by(|a, b| a.recipient_account.cmp(&b.recipient_account));
     for plan in ordered {

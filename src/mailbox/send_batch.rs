@@ -16,11 +16,12 @@ use super::deliver::{evaluate_recipient, CheckRules, DeviceState, MessageRef, Se
 use super::rows::{self, AccountTargets, Beside, NewMessage};
 use super::rows_pg::StoredRecord;
 use super::send::{
-    answer_from_record, queue_remote, PreparedSend, RecipientStatus, RemoteRecipients, SendContext,
-    SendOutcome, SendResponse, Sender,
+    answer_from_record, queue_remote, PreparedSend, RemoteRecipients, SendContext, SendOutcome,
+    Sender,
 };
 use super::share::{Share, Source};
 use super::MailboxError;
+use super::{RecipientStatus, SendResponse};
 use crate::storage::{DbConnection, StorageError};
 use crate::time::duration_ms;
 

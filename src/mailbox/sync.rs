@@ -4,10 +4,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use diesel::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use super::status::{mark_delivered, StatusEvent};
-use super::{remove_deliveries, remove_finished_messages, DeliveryMode, MailboxError};
+use super::{
+    remove_deliveries, remove_finished_messages, DeliveryMode, MailboxError, SyncItem, SyncPage,
+};
 use crate::crypto::b64;
 use crate::storage::schema::{accounts, deliveries, devices, messages};
 use crate::storage::DbConnection;
@@ -21,32 +22,6 @@ pub const MAX_ACK_IDS: usize = 500;
 /// `last_seen_at` is written at most this often per device, so syncing
 /// does not turn every read into a write.
 const SEEN_GRANULARITY_MS: i64 = 60_000;
-
-/// One pending message for the syncing device.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct SyncItem {
-    /// Server order; pass the last one back as the cursor.
-    pub cursor: i64,
-    pub message_id: String,
-    pub origin: String,
-    /// The encrypted body, unpadded base64url.
-    pub body: String,
-    /// The content key sealed to this device, unpadded base64url.
-    pub key_wrap: String,
-    pub delivery: DeliveryMode,
-    pub received_at: i64,
-    pub expires_at: i64,
-}
-
-/// A page of a sync.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct SyncPage {
-    pub items: Vec<SyncItem>,
-    /// The cursor to continue from (the last item's, or the one given).
-    pub cursor: i64,
-    /// True when more items are pending after this page.
-    pub more: bool,
-}
 
 type Row = (i64, String, String, Vec<u8>, Vec<u8>, String, i64, i64);
 

@@ -1,6 +1,14 @@
 //! The database: one pool over SQLite or PostgreSQL, embedded migrations per
 //! backend, and helpers that keep blocking database calls off the async
-//! runtime. Backend-specific SQL lives in this module and nowhere else.
+//! runtime.
+//!
+//! Queries are written once with diesel's DSL for both backends
+//! (`with_backend!`) by the module that owns the tables. SQL text appears
+//! only where the DSL cannot say it, each beside the code that needs it:
+//! the batch statements of the send path and the relay on PostgreSQL
+//! (`mailbox::rows_pg`, `federation::outbox`), prepared through
+//! `reusable`; `LISTEN`/`NOTIFY` in `gateway::cluster`; and the table
+//! copies of `admin::migrate_store`.
 
 mod connection;
 mod files;
@@ -49,6 +57,13 @@ pub enum StorageError {
     Query(#[from] diesel::result::Error),
     #[error("database migration failed: {0}")]
     Migration(String),
+    /// A stored row that cannot be read back as what was written, or a
+    /// row that must exist and does not.
+    #[error("stored data unreadable: {0}")]
+    Corrupt(String),
+    /// A value that cannot be encoded for storage or for a notification.
+    #[error("cannot encode for the database: {0}")]
+    Encode(String),
     #[error("database task failed")]
     Task(#[from] tokio::task::JoinError),
 }

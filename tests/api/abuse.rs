@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use homing::client::keys::{AccountKeys, DeviceKeys};
+use homing_client::keys::{AccountKeys, DeviceKeys};
 
 use crate::helpers::{message_to, spawn_app, spawn_app_with, TestApp};
 

@@ -10,7 +10,7 @@ use crate::helpers::{spawn_app, TestApp};
 
 /// Runs the CLI without blocking the runtime the test servers run on.
 pub async fn homing_with(home: &Path, args: &[&str], passphrase: Option<&str>) -> Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_homing"));
+    let mut command = tokio::process::Command::new(crate::helpers::homing_binary());
     command
         .arg("--home")
         .arg(home)
@@ -148,7 +148,7 @@ async fn a_closed_output_pipe_ends_the_cli_quietly_and_loses_nothing() {
     // `homing inbox | head -0`: standard output is a pipe nobody reads.
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_homing"))
+    let output = tokio::process::Command::new(crate::helpers::homing_binary())
         .arg("--home")
         .arg(&bob)
         .arg("--insecure-http")
@@ -177,7 +177,7 @@ async fn listen_prints_a_message_within_a_second() {
     let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
     init(&alice, &format!("alice@{}", app.server_name)).await;
     init(&bob, &format!("bob@{}", app.server_name)).await;
-    let child = Command::new(env!("CARGO_BIN_EXE_homing"))
+    let child = Command::new(crate::helpers::homing_binary())
         .arg("--home")
         .arg(&bob)
         .args(["--insecure-http", "--json", "listen", "--count", "1"])
@@ -228,7 +228,7 @@ async fn a_linked_device_receives_and_the_senders_other_devices_see_sent_mail() 
     init(&alice, &alice_address).await;
     init(&bob, &format!("bob@{}", app.server_name)).await;
     use tokio::io::AsyncBufReadExt;
-    let mut new_device = tokio::process::Command::new(env!("CARGO_BIN_EXE_homing"))
+    let mut new_device = tokio::process::Command::new(crate::helpers::homing_binary())
         .arg("--home")
         .arg(&alice2)
         .args([

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use homing::client::api::HomeServer;
-use homing::client::keys::{AccountKeys, DeviceKeys};
 use homing::crypto::b64;
 use homing::crypto::identity::DeviceId;
+use homing_client::api::HomeServer;
+use homing_client::keys::{AccountKeys, DeviceKeys};
 use rand::Rng;
 use serde_json::{json, Value};
 

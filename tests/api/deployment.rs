@@ -229,7 +229,7 @@ impl Person {
 
     /// `homing ARGS` as this person, not yet run.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_homing"));
+        let mut command = Command::new(crate::helpers::homing_binary());
         for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("HOMING")) {
             command.env_remove(name);
         }

@@ -1,7 +1,7 @@
 //! Managing an account's devices: list versions, ids and who may touch
 //! which devices.
 
-use homing::client::keys::DeviceKeys;
+use homing_client::keys::DeviceKeys;
 use serde_json::{json, Value};
 
 use crate::helpers::{device_id, spawn_app};

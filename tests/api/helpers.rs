@@ -1,11 +1,12 @@
 //! `spawn_app()`: the real application on port 0 with a fresh database.
 
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 
-use homing::client::keys::{AccountKeys, DeviceKeys};
 use homing::config::Settings;
 use homing::crypto::identity::{DeviceCertificate, DeviceId};
 use homing::startup::{AppState, Application};
+use homing_client::keys::{AccountKeys, DeviceKeys};
 use serde_json::{json, Value};
 
 /// The variable naming a PostgreSQL server for the suite; each test gets a
@@ -39,6 +40,25 @@ impl TestApp {
             .await
             .expect("request to the test server failed")
     }
+}
+
+/// The `homing` command of the `homing-client` package. Cargo builds it,
+/// beside this test binary's `deps/` directory, whenever the workspace's
+/// tests are built (that package has integration tests of its own).
+pub fn homing_binary() -> PathBuf {
+    let test_binary = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = test_binary
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in <target>/<profile>/deps");
+    let binary = profile_dir.join(format!("homing{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        binary.is_file(),
+        "{} is missing: run the workspace's tests (`cargo test` at the top), \
+         or build the client first with `cargo build -p homing-client`",
+        binary.display()
+    );
+    binary
 }
 
 /// Starts the application with the default test settings.

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use homing::client::store::Store;
+use homing_client::store::Store;
 use serde_json::{json, Value};
 
 use crate::cli::{homing, init, ok};

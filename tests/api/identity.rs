@@ -1,11 +1,11 @@
 //! Registration, devices, sign-in and public identity documents.
 
 use diesel::prelude::*;
-use homing::client::keys::{AccountKeys, DeviceKeys};
 use homing::crypto::identity::SignedDeviceList;
 use homing::crypto::PublicKey;
 use homing::storage::schema::{accounts, auth_tokens, devices};
 use homing::with_backend;
+use homing_client::keys::{AccountKeys, DeviceKeys};
 use serde_json::{json, Value};
 
 use crate::helpers::{device_id, spawn_app, spawn_app_with, TestApp};

@@ -76,7 +76,7 @@ pub fn text_from(shown: &[Value], from: &str) -> Vec<String> {
 
 /// How many deliveries `home`'s device has pending on `app`.
 pub async fn pending(app: &TestApp, home: &std::path::Path) -> usize {
-    let session = homing::client::store::Store::locate(Some(home.to_path_buf()))
+    let session = homing_client::store::Store::locate(Some(home.to_path_buf()))
         .session()
         .unwrap()
         .expect("a session");
@@ -228,7 +228,7 @@ async fn listen_leaves_mail_it_cannot_check_and_prints_it_once_it_can() {
     wait_deliveries(&b, 1).await;
     a.stop().await;
 
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_homing"))
+    let child = tokio::process::Command::new(crate::helpers::homing_binary())
         .arg("--home")
         .arg(&bob)
         .args(["--insecure-http", "--json", "listen", "--count", "1"])

@@ -98,7 +98,7 @@ async fn a_new_device_refuses_an_account_key_that_is_not_its_addresses() {
     let (alice, tablet) = (dir.path().join("alice"), dir.path().join("tablet"));
     let alice_address = format!("alice@{}", app.server_name);
     init(&alice, &alice_address).await;
-    let mut new_device = tokio::process::Command::new(env!("CARGO_BIN_EXE_homing"))
+    let mut new_device = tokio::process::Command::new(crate::helpers::homing_binary())
         .arg("--home")
         .arg(&tablet)
         .args(["--insecure-http", "--json", "--server-url", &hostile.url])
@@ -164,7 +164,7 @@ async fn an_accounts_own_key_is_pinned_from_the_start() {
     init(&mallory, &mallory_address).await;
     // On alice's first send, her server passes mallory's keys off as her
     // own, to be sent copies of what she writes.
-    let token = homing::client::store::Store::locate(Some(alice.clone()))
+    let token = homing_client::store::Store::locate(Some(alice.clone()))
         .session()
         .unwrap()
         .unwrap()

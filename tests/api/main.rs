@@ -27,6 +27,7 @@ mod hostile_server;
 mod identity;
 mod inbox_safety;
 mod interop;
+mod lifecycle;
 mod linking;
 mod mailbox;
 mod migrate_store;

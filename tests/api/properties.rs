@@ -23,7 +23,7 @@ proptest! {
     }
 
     // A label starting `xn--` is an IDNA A-label, and one that is not valid
-    // Punycode is rightly refused (`src/address.rs` tests both cases), so the
+    // Punycode is rightly refused (`crates/homing-proto/src/address.rs` tests both cases), so the
     // generator leaves them out: they are not well-formed.
     #[test]
     fn address_like_strings_round_trip(

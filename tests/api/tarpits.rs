@@ -12,7 +12,7 @@ use crate::helpers::{message_to, spawn_app, spawn_app_with, TestApp, TestUser};
 
 /// `count` servers on 127.0.0.1 that accept every connection and never
 /// answer; the number of connections they accepted so far.
-async fn tarpits(count: usize) -> (Vec<String>, Arc<AtomicUsize>) {
+pub async fn tarpits(count: usize) -> (Vec<String>, Arc<AtomicUsize>) {
     let accepted = Arc::new(AtomicUsize::new(0));
     let mut names = Vec::new();
     for _ in 0..count {
@@ -31,7 +31,7 @@ async fn tarpits(count: usize) -> (Vec<String>, Arc<AtomicUsize>) {
 }
 
 /// A message from `user` on `app` to `ghost@server`.
-fn to_server(app: &TestApp, user: &TestUser, server: &str) -> Value {
+pub fn to_server(app: &TestApp, user: &TestUser, server: &str) -> Value {
     let mut message = message_to(app, &[(user, &[0])], b"to a tarpit", "all");
     message["recipients"][0]["address"] = json!(format!("ghost@{server}"));
     message

@@ -9,11 +9,11 @@ use reqwest::header::ACCEPT;
 
 use super::{advice, Checker};
 use crate::address::ServerName;
-use crate::api::keys::{KeysDocument, PublishedKey};
 use crate::config::Settings;
 use crate::federation::client::read_limited;
 use crate::federation::resolver::{error_chain, Destination, FederationClient};
 use crate::time::now_ms;
+use homing_proto::documents::{KeysDocument, PublishedKey};
 
 /// Where every server publishes its signing keys.
 pub(super) const KEYS_PATH: &str = "/.well-known/homing/keys";

@@ -14,10 +14,10 @@ use crate::crypto::b64;
 use crate::federation::wire::{
     Transaction, TxnMessage, MAX_TXN_BODY_BYTES, MAX_TXN_MESSAGES, MAX_TXN_RECIPIENTS,
 };
-use crate::mailbox::{DeliveryMode, RecipientWraps};
 use crate::storage::schema::{messages, outbox, outbox_txns};
 use crate::storage::{DbConnection, StorageError};
 use crate::with_backend;
+use homing_proto::wire::{DeliveryMode, RecipientWraps};
 
 /// A batch ready to send.
 #[derive(Debug, Clone)]
@@ -88,7 +88,7 @@ pub fn next_batch(
     }
     let txn_id = new_txn_id();
     let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
-    let named = serde_json::to_string(&ids).map_err(|e| StorageError::Migration(e.to_string()))?;
+    let named = serde_json::to_string(&ids).map_err(|e| StorageError::Encode(e.to_string()))?;
     with_backend!(conn, c => diesel::insert_into(outbox_txns::table)
         .values((
             outbox_txns::txn_id.eq(&txn_id),
@@ -113,7 +113,7 @@ fn open_transactions(
     open.into_iter()
         .map(|(txn_id, named)| {
             let ids = serde_json::from_str(&named).map_err(|e| {
-                StorageError::Migration(format!("open transaction {txn_id} unreadable: {e}"))
+                StorageError::Corrupt(format!("open transaction {txn_id} unreadable: {e}"))
             })?;
             Ok((txn_id, ids))
         })
@@ -217,10 +217,8 @@ fn batch(
     let mut messages_out = Vec::with_capacity(rows.len());
     let mut refs = Vec::with_capacity(rows.len());
     for row in rows {
-        let recipients: Vec<RecipientWraps> =
-            serde_json::from_str(&row.recipients).map_err(|e| {
-                StorageError::Migration(format!("outbox row {} unreadable: {e}", row.id))
-            })?;
+        let recipients: Vec<RecipientWraps> = serde_json::from_str(&row.recipients)
+            .map_err(|e| StorageError::Corrupt(format!("outbox row {} unreadable: {e}", row.id)))?;
         messages_out.push(TxnMessage {
             message_id: row.message_id.clone(),
             body: b64(&row.body),

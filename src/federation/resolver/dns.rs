@@ -1,14 +1,10 @@
 //! DNS: the hickory resolver built from the settings, and `_homing._tcp`
 //! SRV lookups in RFC 2782 order.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use hickory_resolver::config::{NameServerConfig, NameServerConfigGroup, ResolverConfig};
-use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::op::ResponseCode;
 use hickory_resolver::proto::rr::RecordType;
-use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::proto::ProtoErrorKind;
 use hickory_resolver::{Name, TokioResolver};
 use rand::seq::SliceRandom;
@@ -22,32 +18,7 @@ const SRV_MIN_TTL: Duration = Duration::from_secs(5 * 60);
 const SRV_MAX_TTL: Duration = Duration::from_secs(48 * 3600);
 const SRV_DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// A hickory resolver on `nameservers` (UDP and TCP each), or on the system
-/// configuration when the list is empty.
-pub(crate) fn build_resolver(nameservers: &[SocketAddr]) -> TokioResolver {
-    if nameservers.is_empty() {
-        match TokioResolver::builder_tokio() {
-            Ok(builder) => return builder.build(),
-            Err(error) => tracing::warn!(
-                %error,
-                "cannot read the system DNS configuration; federation lookups use \
-                 hickory's default public resolvers until federation.nameservers is set"
-            ),
-        }
-        return TokioResolver::builder_with_config(
-            ResolverConfig::default(),
-            TokioConnectionProvider::default(),
-        )
-        .build();
-    }
-    let mut group = NameServerConfigGroup::with_capacity(nameservers.len() * 2);
-    for addr in nameservers {
-        group.push(NameServerConfig::new(*addr, Protocol::Udp));
-        group.push(NameServerConfig::new(*addr, Protocol::Tcp));
-    }
-    let config = ResolverConfig::from_parts(None, Vec::new(), group);
-    TokioResolver::builder_with_config(config, TokioConnectionProvider::default()).build()
-}
+pub(crate) use homing_proto::dns::build_resolver;
 
 /// Where SRV records send a host: one port and the targets to try, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,16 +270,5 @@ mod tests {
             &mut rng,
         );
         assert_eq!(route.unwrap().unwrap().ttl, SRV_MAX_TTL);
-    }
-
-    #[test]
-    fn nameservers_are_used_over_udp_and_tcp() {
-        let addr: SocketAddr = "127.0.0.1:5353".parse().unwrap();
-        let resolver = build_resolver(&[addr]);
-        let servers = resolver.config().name_servers();
-        assert_eq!(servers.len(), 2);
-        assert!(servers.iter().all(|server| server.socket_addr == addr));
-        assert_eq!(servers[0].protocol, Protocol::Udp);
-        assert_eq!(servers[1].protocol, Protocol::Tcp);
     }
 }

@@ -32,7 +32,6 @@ use dns::SrvError;
 use well_known::WellKnown;
 
 pub use addresses::{is_private, PrivateAddress};
-pub(crate) use dns::build_resolver as build_dns_resolver;
 pub use explain::{CachedResolution, Explained, ResolutionStep};
 pub use well_known::error_chain;
 pub use well_known::{MAX_BODY_BYTES as WELL_KNOWN_MAX_BYTES, PATH as WELL_KNOWN_PATH};

@@ -9,12 +9,12 @@ use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 
 use crate::address::Address;
-use crate::client::api::{ClientError, HomeServer};
-use crate::client::keys::{AccountKeys, DeviceKeys};
-use crate::client::network::Network;
-use crate::client::store::{Contact, Identity, Session, Store, StoreError};
+use crate::api::{ClientError, HomeServer};
 use crate::crypto::identity::{DeviceCertificate, DeviceId, SignedDeviceList};
 use crate::crypto::{b64, PublicKey};
+use crate::keys::{AccountKeys, DeviceKeys};
+use crate::network::Network;
+use crate::store::{Contact, Identity, Session, Store, StoreError};
 
 /// Global options of the command line.
 #[derive(Debug, Clone)]
@@ -355,5 +355,18 @@ pub fn output(options: &Options, value: &Value, human: impl FnOnce()) {
         out!("{value}");
     } else {
         human();
+    }
+}
+
+#[cfg(test)]
+mod fingerprint_tests {
+    /// The test vector of federation-spec/identity.md, which the home page's
+    /// script must match too.
+    #[test]
+    fn fingerprint_matches_the_spec() {
+        assert_eq!(
+            super::fingerprint("iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w"),
+            "a38d cb41 05bf c6b1 2cac"
+        );
     }
 }

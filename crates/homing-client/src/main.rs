@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use homing::cli::{run, Cli};
+use homing_client::cli::{run, Cli};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -4,7 +4,7 @@ use serde_json::{json, Value};
 
 use super::context::{fingerprint, output, CliError, Context, Options};
 use crate::address::{Address, ServerName};
-use crate::client::api::{home_server_url, HomeServer};
+use crate::api::{home_server_url, HomeServer};
 
 pub async fn whois(options: &Options, address: &str) -> Result<(), CliError> {
     let context = Context::load(options).await?;

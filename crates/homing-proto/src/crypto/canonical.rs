@@ -77,7 +77,7 @@ fn utf16_order(a: &str, b: &str) -> std::cmp::Ordering {
 /// but `"`, `\` and controls; UTF-8 sequences are copied as they are) go
 /// out in one copy: most strings here are long base64 with nothing to
 /// escape.
-pub(crate) fn write_string(text: &str, out: &mut Vec<u8>) {
+pub fn write_string(text: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = text.as_bytes();

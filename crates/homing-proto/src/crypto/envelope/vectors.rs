@@ -8,7 +8,7 @@ use super::*;
 
 fn vectors() -> Value {
     serde_json::from_str(include_str!(
-        "../../../federation-spec/test-vectors/envelope.json"
+        "../../../../../federation-spec/test-vectors/envelope.json"
     ))
     .unwrap()
 }

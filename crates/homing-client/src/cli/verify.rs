@@ -5,8 +5,8 @@ use serde_json::json;
 
 use super::context::{output, CliError, Context, Options};
 use crate::address::Address;
-use crate::client::store::Verification;
 use crate::crypto::safety_number::{grouped, safety_number};
+use crate::store::Verification;
 
 /// Shows the safety number of this account and `address` (pinning the
 /// contact's key on first use, refusing a changed one); with `confirm`,

@@ -1,7 +1,13 @@
 //! The client library: what a device does with its keys and how it talks to
-//! its home server. The `homing` CLI, the tests and `examples/` use it.
+//! its home server; and `cli`, the `homing` command built on it. The
+//! server's tests and `examples/` use it too. It shares the wire types with
+//! the server through `homing-proto` and links no server code.
+#![forbid(unsafe_code)]
+
+pub use homing_proto::{address, crypto, time, wire};
 
 pub mod api;
+pub mod cli;
 pub mod keys;
 pub mod media_type;
 pub mod network;
@@ -31,7 +37,7 @@ mod tests {
         let first = super::new_message_id();
         std::thread::sleep(std::time::Duration::from_millis(2));
         let second = super::new_message_id();
-        assert!(crate::mailbox::valid_message_id(&first), "{first}");
+        assert!(crate::wire::valid_message_id(&first), "{first}");
         assert_eq!(first.len(), 32);
         assert!(first < second, "{first} then {second}");
         assert_ne!(first[12..], second[12..]);

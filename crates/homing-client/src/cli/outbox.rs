@@ -23,10 +23,10 @@ use serde_json::Value;
 use super::context::{CliError, Context, VerifiedIdentity};
 use super::messaging::build_request;
 use super::receive::transient;
-use crate::client::store::Outgoing;
 use crate::crypto::b64;
 use crate::crypto::envelope::Plaintext;
-use crate::mailbox::SendRequest;
+use crate::store::Outgoing;
+use crate::wire::SendRequest;
 
 /// How long `homing send` waits for remote servers' answers.
 const WAIT: Duration = Duration::from_secs(5);
@@ -115,7 +115,7 @@ pub async fn after_send(
 /// device ids their key wraps were for.
 pub fn queued(
     request: &SendRequest,
-    response: &crate::mailbox::SendResponse,
+    response: &crate::wire::SendResponse,
 ) -> BTreeMap<String, Vec<String>> {
     response
         .recipients
@@ -298,7 +298,7 @@ async fn send_again(
         return Ok((None, resends));
     }
     let plaintext = plaintext(context, entry)?;
-    let message_id = crate::client::new_message_id();
+    let message_id = crate::new_message_id();
     let request = build_request(context, &identities, &plaintext, &message_id)?;
     match context.server.send(&request).await {
         Ok(response) => {

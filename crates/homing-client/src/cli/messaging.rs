@@ -10,7 +10,7 @@ use super::context::{output, CliError, Context, Options, VerifiedIdentity};
 use super::outbox;
 use crate::crypto::envelope::{self, Plaintext};
 use crate::crypto::{b64, BoxPublicKey};
-use crate::mailbox::{DeliveryMode, RecipientWraps, SendRequest};
+use crate::wire::{DeliveryMode, RecipientWraps, SendRequest};
 
 fn read_content(
     text: Option<String>,
@@ -72,7 +72,7 @@ pub(super) fn build_request(
             let (_, wrap) = wraps
                 .next()
                 .ok_or_else(|| CliError::Crypto("fewer key wraps than devices".into()))?;
-            devices.push(crate::mailbox::DeviceWrap {
+            devices.push(crate::wire::DeviceWrap {
                 device_id: device.device_id.to_string(),
                 key_wrap: b64(&wrap),
             });
@@ -108,7 +108,7 @@ pub async fn send(
         content_type,
         content,
     };
-    let message_id = crate::client::new_message_id();
+    let message_id = crate::new_message_id();
     let mut identities = targets(&context, &to).await?;
     let mut request = build_request(&context, &identities, &plaintext, &message_id)?;
     let response = match context.server.send(&request).await {

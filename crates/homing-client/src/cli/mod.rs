@@ -28,7 +28,7 @@ use clap::{Parser, Subcommand};
 
 pub use context::CliError;
 
-use crate::client::network::Network;
+use crate::network::Network;
 
 /// End-to-end encrypted direct messages, addressed like email.
 #[derive(Debug, Parser)]

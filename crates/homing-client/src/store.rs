@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::mailbox::SyncItem;
+use crate::wire::SyncItem;
 
 /// Why the local state could not be read or written.
 #[derive(Debug, thiserror::Error)]

@@ -14,12 +14,12 @@ use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use super::context::{CliError, Context, Options, VerifiedIdentity};
-use crate::client::api::{ClientError, GatewaySocket};
-use crate::client::media_type::is_utf8_text;
-use crate::client::store::{KeptMessage, Store, StoredMessage};
+use crate::api::{ClientError, GatewaySocket};
 use crate::crypto::b64;
 use crate::crypto::envelope;
-use crate::mailbox::SyncItem;
+use crate::media_type::is_utf8_text;
+use crate::store::{KeptMessage, Store, StoredMessage};
+use crate::wire::SyncItem;
 
 /// Deliveries asked for per sync.
 const PAGE: i64 = 100;

@@ -6,11 +6,11 @@ use super::context::{
     account_secret, device_secret, fingerprint, output, save_secret, CliError, Options,
 };
 use crate::address::Address;
-use crate::client::api::{home_server_url, HomeServer};
-use crate::client::keys::{AccountKeys, DeviceKeys};
-use crate::client::store::{Contact, Identity, Session, Store};
+use crate::api::{home_server_url, HomeServer};
 use crate::crypto::identity::DeviceId;
 use crate::crypto::PublicKey;
+use crate::keys::{AccountKeys, DeviceKeys};
+use crate::store::{Contact, Identity, Session, Store};
 
 pub async fn init(
     options: &Options,

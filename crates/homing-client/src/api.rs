@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use super::network::Network;
 use crate::address::ServerName;
-use crate::mailbox::{SendRequest, SendResponse, SyncPage};
+use crate::wire::{SendRequest, SendResponse, SyncPage};
 
 /// Why a request to the home server failed.
 #[derive(Debug, thiserror::Error)]

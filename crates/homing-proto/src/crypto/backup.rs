@@ -393,7 +393,7 @@ mod tests {
     #[test]
     fn libsodium_documents_open() {
         let vectors: Value = serde_json::from_str(include_str!(
-            "../../federation-spec/test-vectors/envelope.json"
+            "../../../../federation-spec/test-vectors/envelope.json"
         ))
         .unwrap();
         let documents = vectors["passphrase_documents"].as_array().unwrap();

@@ -48,8 +48,8 @@ impl Network {
             Some(path) => read_certificates(path)?,
             None => Vec::new(),
         };
-        let resolver = (!nameservers.is_empty())
-            .then(|| crate::federation::resolver::build_dns_resolver(nameservers));
+        let resolver =
+            (!nameservers.is_empty()).then(|| homing_proto::dns::build_resolver(nameservers));
         Ok(Self {
             extra_roots: Arc::new(extra_roots),
             resolver,

@@ -14,12 +14,12 @@ use super::context::{
     Options, VerifiedIdentity,
 };
 use crate::address::Address;
-use crate::client::api::{home_server_url, HomeServer};
-use crate::client::keys::{AccountKeys, DeviceKeys};
-use crate::client::store::{Identity, Session, Store};
+use crate::api::{home_server_url, HomeServer};
 use crate::crypto::canonical::to_canonical_bytes;
 use crate::crypto::identity::DeviceId;
 use crate::crypto::{b64, BoxPublicKey, PublicKey};
+use crate::keys::{AccountKeys, DeviceKeys};
+use crate::store::{Identity, Session, Store};
 
 #[derive(Debug, Subcommand)]
 pub enum DevicesCommand {

@@ -1,0 +1,57 @@
+//! Telling devices that something changed: this replica's sessions through
+//! the hub, other replicas' through the cluster publisher. Handlers, the
+//! relay and the purge hand it what a mailbox call returned, once.
+
+use std::sync::Arc;
+
+use super::cluster::{ClusterEvent, Publisher};
+use super::{GatewayEvent, Hub};
+use crate::mailbox::{NewDelivery, StatusEvent};
+
+pub struct Notifier {
+    hub: Arc<Hub>,
+    cluster: Publisher,
+}
+
+impl Notifier {
+    pub fn new(hub: Arc<Hub>, cluster: Publisher) -> Self {
+        Self { hub, cluster }
+    }
+
+    /// Wakes the devices that got new deliveries, here and on other
+    /// replicas.
+    pub fn deliveries(&self, deliveries: Vec<NewDelivery>) {
+        let mut cluster = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            cluster.push(ClusterEvent::Notify {
+                device_row: delivery.device_row,
+                cursor: delivery.cursor,
+            });
+            self.hub.notify_device(
+                delivery.device_row,
+                GatewayEvent::DmNotify {
+                    cursor: delivery.cursor,
+                    message: delivery.inline,
+                },
+            );
+        }
+        // Without holding up the caller; a lost hint costs latency only
+        // (devices resume from their cursor).
+        self.cluster.publish(cluster);
+    }
+
+    /// Tells the senders' devices what changed for their messages.
+    pub fn statuses(&self, events: Vec<StatusEvent>) {
+        let mut cluster = Vec::with_capacity(events.len());
+        for event in events {
+            let account = event.sender_account.clone();
+            cluster.push(ClusterEvent::Status {
+                event: event.clone(),
+                account: account.clone(),
+            });
+            self.hub
+                .notify_account(&account, GatewayEvent::DeliveryStatus(event));
+        }
+        self.cluster.publish(cluster);
+    }
+}
