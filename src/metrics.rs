@@ -71,6 +71,8 @@ pub struct Metrics {
     pub outbox_oldest_age_seconds: Family<DestinationLabels, Gauge>,
     pub write_queue_depth: Gauge,
     pub write_batch_size: Histogram,
+    pub write_queue_wait_seconds: Histogram,
+    pub write_commit_seconds: Histogram,
     pub token_checks: Family<TokenCheckLabels, Counter>,
     db_pool_connections: Family<PoolLabels, Gauge>,
     db_pool_max: Gauge,
@@ -191,6 +193,18 @@ impl Metrics {
             "Sends and acks committed together in one transaction",
             write_batch_size.clone(),
         );
+        let write_queue_wait_seconds = latency_histogram();
+        registry.register(
+            "write_queue_wait_seconds",
+            "Time a send or ack waited in the queue before a writer took it into a batch",
+            write_queue_wait_seconds.clone(),
+        );
+        let write_commit_seconds = latency_histogram();
+        registry.register(
+            "write_commit_seconds",
+            "Time one batch's transaction took, from its first statement to its commit on disk",
+            write_commit_seconds.clone(),
+        );
         let token_checks = Family::<TokenCheckLabels, Counter>::default();
         registry.register(
             "token_checks",
@@ -217,6 +231,8 @@ impl Metrics {
             outbox_oldest_age_seconds,
             write_queue_depth,
             write_batch_size,
+            write_queue_wait_seconds,
+            write_commit_seconds,
             token_checks,
             db_pool_connections,
             db_pool_max,
@@ -235,6 +251,15 @@ impl Metrics {
     }
 
     /// Records one finished request.
+    /// The histograms the writers report to.
+    pub fn write_timings(&self) -> crate::mailbox::WriteTimings {
+        crate::mailbox::WriteTimings {
+            batch_sizes: self.write_batch_size.clone(),
+            queue_wait_seconds: self.write_queue_wait_seconds.clone(),
+            commit_seconds: self.write_commit_seconds.clone(),
+        }
+    }
+
     pub fn observe_request(&self, route: &str, status: u16, seconds: f64) {
         let labels = RequestLabels {
             route: route.to_string(),

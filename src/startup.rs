@@ -139,7 +139,7 @@ impl Application {
             write_queue: Arc::new(crate::mailbox::WriteQueue::start(
                 db.clone(),
                 settings.database.writers,
-                metrics.write_batch_size.clone(),
+                metrics.write_timings(),
             )),
             replica_id: replica_id.clone(),
             tokens: Arc::default(),

@@ -156,8 +156,10 @@ pub async fn send(
         blast(&daemon.url, &alice.tokens[0], &bob, duration, concurrency).await;
     anyhow::ensure!(accepted > 0, "no send was accepted ({errors} failed)");
     let elapsed = started.elapsed().as_secs_f64();
+    let writes = write_timings(&daemon.url).await;
     Ok(json!({
         "send_per_s": (accepted as f64 / elapsed).round(),
+        "writes": writes,
         "send_p50_ms": percentile(&mut latencies, 0.50),
         "send_p99_ms": percentile(&mut latencies, 0.99),
         "accepted": accepted,
@@ -238,8 +240,10 @@ pub async fn e2e(postgres: Option<&str>, duration: Duration, rate: u64) -> anyho
     receiver.abort();
     let mut samples = notify_ms.lock().map(|s| s.clone()).unwrap_or_default();
     let received = samples.len();
+    let writes = write_timings(&daemon.url).await;
     Ok(json!({
         "rate": rate,
+        "writes": writes,
         "sent": count,
         "notified": received,
         "e2e_p50_ms": percentile(&mut samples, 0.50),
@@ -250,6 +254,74 @@ pub async fn e2e(postgres: Option<&str>, duration: Duration, rate: u64) -> anyho
         "sync_p50_ms": percentile(&mut sync_ms, 0.50),
         "sync_p99_ms": percentile(&mut sync_ms, 0.99),
     }))
+}
+
+/// One of the daemon's histograms, as the upper bounds (ms) of the buckets
+/// that hold its median, its 99th percentile and its largest sample, and
+/// the whole bucket list: where a slow send's time went.
+async fn histogram_ms(url: &str, name: &str) -> Value {
+    let Ok(response) = reqwest::get(format!("{url}/metrics")).await else {
+        return Value::Null;
+    };
+    let text = response.text().await.unwrap_or_default();
+    histogram_summary(&text, name)
+}
+
+fn histogram_summary(text: &str, name: &str) -> Value {
+    let prefix = format!("{name}_bucket{{le=\"");
+    // Cumulative counts by upper bound, in the order the daemon lists them.
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|line| {
+            let (le, count) = line.strip_prefix(&prefix)?.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last().map_or(0.0, |&(_, count)| count);
+    let bound = |quantile: f64| {
+        buckets
+            .iter()
+            .find(|&&(_, count)| total > 0.0 && count >= (quantile * total).ceil())
+            .map(|&(le, _)| bound_ms(le))
+    };
+    let mut previous = 0.0;
+    let counts: Vec<Value> = buckets
+        .iter()
+        .filter_map(|&(le, count)| {
+            let here = count - previous;
+            previous = count;
+            (here > 0.0).then(|| json!([bound_ms(le), here]))
+        })
+        .collect();
+    json!({
+        "count": total,
+        "p50_le_ms": bound(0.50),
+        "p99_le_ms": bound(0.99),
+        "max_le_ms": bound(1.0),
+        "buckets_le_ms_count": counts,
+    })
+}
+
+/// A bucket's upper bound in milliseconds, to the microsecond.
+fn bound_ms(le_seconds: f64) -> Value {
+    if le_seconds.is_finite() {
+        json!((le_seconds * 1e6).round() / 1e3)
+    } else {
+        json!("inf")
+    }
+}
+
+/// The writers' histograms: time in the queue, time to commit.
+async fn write_timings(url: &str) -> Value {
+    json!({
+        "queue_wait": histogram_ms(url, "homing_write_queue_wait_seconds").await,
+        "commit": histogram_ms(url, "homing_write_commit_seconds").await,
+    })
 }
 
 async fn metric(url: &str, name: &str) -> f64 {
@@ -401,4 +473,31 @@ pub async fn backlog(postgres: Option<&str>, sizes: &[u64]) -> anyhow::Result<Va
         "results": results,
         "ratio_largest_to_smallest": if first > 0.0 { (last / first * 100.0).round() / 100.0 } else { 0.0 },
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn histogram_summary_names_the_buckets_of_the_quantiles() {
+        let text = "\
+# TYPE homing_write_commit_seconds histogram
+homing_write_commit_seconds_sum 1.5
+homing_write_commit_seconds_count 100
+homing_write_commit_seconds_bucket{le=\"0.001\"} 90
+homing_write_commit_seconds_bucket{le=\"0.002\"} 99
+homing_write_commit_seconds_bucket{le=\"0.004\"} 99
+homing_write_commit_seconds_bucket{le=\"+Inf\"} 100
+";
+        let summary = super::histogram_summary(text, "homing_write_commit_seconds");
+        assert_eq!(summary["count"], json!(100.0));
+        assert_eq!(summary["p50_le_ms"], json!(1.0));
+        assert_eq!(summary["p99_le_ms"], json!(2.0));
+        assert_eq!(summary["max_le_ms"], json!("inf"));
+        assert_eq!(
+            summary["buckets_le_ms_count"],
+            json!([[1.0, 90.0], [2.0, 9.0], ["inf", 1.0]])
+        );
+    }
 }

@@ -14,6 +14,7 @@
 //! around each write so that the failure stays with its own request.
 
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
@@ -157,24 +158,36 @@ where
 }
 
 type Queued = Box<dyn Work>;
+/// A write and when it was queued.
+type Timed = (Instant, Queued);
 
 /// The queue in front of the writers.
 pub struct WriteQueue {
-    jobs: mpsc::Sender<Queued>,
+    jobs: mpsc::Sender<(Instant, Queued)>,
+}
+
+/// What the writers report: how many writes each transaction held, how
+/// long a write waited for its batch, and how long each batch's
+/// transaction took to commit. A slow send is one of the latter two.
+#[derive(Clone)]
+pub struct WriteTimings {
+    pub batch_sizes: Histogram,
+    pub queue_wait_seconds: Histogram,
+    pub commit_seconds: Histogram,
 }
 
 impl WriteQueue {
     /// Starts `writers` writer threads (one is right for SQLite, which has
     /// one write lock, and for PostgreSQL when writes share rows).
-    /// `batch_sizes` hears how many writes each transaction held.
-    pub fn start(db: Database, writers: usize, batch_sizes: Histogram) -> Self {
+    /// `timings` hears about every batch.
+    pub fn start(db: Database, writers: usize, timings: WriteTimings) -> Self {
         let (jobs, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
         for index in 0..writers.max(1) {
-            let (db, receiver, sizes) = (db.clone(), receiver.clone(), batch_sizes.clone());
+            let (db, receiver, timings) = (db.clone(), receiver.clone(), timings.clone());
             let spawned = std::thread::Builder::new()
                 .name(format!("homing-writer-{index}"))
-                .spawn(move || writer(db, receiver, sizes));
+                .spawn(move || writer(db, receiver, timings));
             if let Err(error) = spawned {
                 tracing::error!(%error, "cannot start a writer");
             }
@@ -203,7 +216,7 @@ impl WriteQueue {
             reply,
         });
         self.jobs
-            .send(job)
+            .send((Instant::now(), job))
             .await
             .map_err(|_| StorageError::Unavailable("the writers stopped".into()))?;
         answer
@@ -226,7 +239,7 @@ impl WriteQueue {
             result: None,
         };
         self.jobs
-            .send(Box::new(QueuedSend { job, reply }))
+            .send((Instant::now(), Box::new(QueuedSend { job, reply })))
             .await
             .map_err(|_| StorageError::Unavailable("the writers stopped".into()))?;
         answer
@@ -236,28 +249,44 @@ impl WriteQueue {
 }
 
 /// Takes what is waiting, up to a batch; blocks for the first job only.
-fn next_batch(receiver: &Mutex<mpsc::Receiver<Queued>>) -> Option<Vec<Queued>> {
+/// The next batch: the first write to come, and all queued behind it up to
+/// `MAX_BATCH`. Each write's wait in the queue is reported as it is taken.
+fn next_batch(receiver: &Mutex<mpsc::Receiver<Timed>>, waits: &Histogram) -> Option<Vec<Queued>> {
     let mut receiver = match receiver.lock() {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),
     };
-    let first = receiver.blocking_recv()?;
+    let (queued_at, first) = receiver.blocking_recv()?;
+    let taken = Instant::now();
+    waits.observe(taken.saturating_duration_since(queued_at).as_secs_f64());
     let mut batch = vec![first];
     while batch.len() < MAX_BATCH {
         match receiver.try_recv() {
-            Ok(job) => batch.push(job),
+            Ok((queued_at, job)) => {
+                waits.observe(taken.saturating_duration_since(queued_at).as_secs_f64());
+                batch.push(job);
+            }
             Err(_) => break,
         }
     }
     Some(batch)
 }
 
-fn writer(db: Database, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>, sizes: Histogram) {
+fn writer(db: Database, receiver: Arc<Mutex<mpsc::Receiver<Timed>>>, timings: WriteTimings) {
+    let sizes = &timings.batch_sizes;
+    let timed_commit = |held: &mut Option<Pooled>, batch: &mut [Queued], isolation| {
+        let started = Instant::now();
+        let outcome = commit(&db, held, batch, isolation);
+        timings
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        outcome
+    };
     // The connection of the last batch that committed, kept for the next:
     // a checkout from the pool would test it with a round trip first. A
     // batch that fails gives it back, and the next takes a tested one.
     let mut held = None;
-    while let Some(mut batch) = next_batch(&receiver) {
+    while let Some(mut batch) = next_batch(&receiver, &timings.queue_wait_seconds) {
         sizes.observe(batch.len() as f64);
         // Debug level: free unless someone is following a slow write.
         let _span = tracing::debug_span!("write_batch", writes = batch.len()).entered();
@@ -265,7 +294,7 @@ fn writer(db: Database, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>, sizes: His
         // later send) down: its batch was not committed, so each caller is
         // told to try again and the writer goes on.
         let shared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            commit(&db, &mut held, &mut batch, Isolation::Shared)
+            timed_commit(&mut held, &mut batch, Isolation::Shared)
         }));
         if let Ok((Ok(()), _)) = shared {
             for job in batch {
@@ -275,7 +304,7 @@ fn writer(db: Database, receiver: Arc<Mutex<mpsc::Receiver<Queued>>>, sizes: His
         }
         for attempt in 1..=ATTEMPTS {
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                commit(&db, &mut held, &mut batch, Isolation::Savepoint)
+                timed_commit(&mut held, &mut batch, Isolation::Savepoint)
             }));
             let (committed, transient) = match outcome {
                 Ok(outcome) => outcome,
@@ -427,7 +456,13 @@ mod tests {
 
     fn queue(dir: &std::path::Path) -> WriteQueue {
         let db = crate::storage::migrated_test_sqlite(dir, 2);
-        WriteQueue::start(db, 1, Histogram::new([1.0]))
+        let histogram = || Histogram::new([1.0]);
+        let timings = WriteTimings {
+            batch_sizes: histogram(),
+            queue_wait_seconds: histogram(),
+            commit_seconds: histogram(),
+        };
+        WriteQueue::start(db, 1, timings)
     }
 
     #[tokio::test]

@@ -26,7 +26,7 @@ use crate::storage::schema::{deliveries, devices};
 use crate::storage::{DbConnection, StorageError};
 use crate::with_backend;
 
-pub use group_commit::{Isolation, WriteQueue};
+pub use group_commit::{Isolation, WriteQueue, WriteTimings};
 pub use homing_proto::wire::{
     valid_message_id, DeliveryMode, DeviceWrap, RecipientStatus, RecipientWraps, SendRequest,
     SendResponse, SyncItem, SyncPage,

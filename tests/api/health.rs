@@ -136,6 +136,16 @@ async fn metrics_show_queues_failures_pool_and_group_commits() {
         sample(&text, "homing_write_batch_size_count").unwrap_or(0.0) >= 1.0,
         "{text}"
     );
+    // Where a slow send's time went: waiting for its batch, or the commit.
+    // Every queued write is counted once, every transaction once.
+    let waits = sample(&text, "homing_write_queue_wait_seconds_count").unwrap_or(0.0);
+    let commits = sample(&text, "homing_write_commit_seconds_count").unwrap_or(0.0);
+    assert!(waits >= 1.0, "{text}");
+    assert!(commits >= 1.0 && commits <= waits, "{text}");
+    assert!(
+        sample(&text, "homing_write_commit_seconds_sum").unwrap_or(0.0) > 0.0,
+        "{text}"
+    );
     assert!(
         sample(&text, r#"homing_token_checks_total{source="database"}"#).unwrap_or(0.0) >= 1.0,
         "{text}"
