@@ -218,6 +218,23 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
+/// CPU time (user and system) a process has used, in milliseconds, from
+/// /proc (Linux; clock ticks of 10 ms). `pid` 0 means this process.
+pub fn cpu_ms(pid: u32) -> Option<f64> {
+    let path = if pid == 0 {
+        "/proc/self/stat".to_string()
+    } else {
+        format!("/proc/{pid}/stat")
+    };
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name, which is in parentheses and may
+    // hold spaces: utime and stime are the 12th and 13th of them.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks * 10.0)
+}
+
 /// Writes `count` pending deliveries for `owner`'s device straight into the
 /// daemon's database (setting up a backlog through the API would take hours).
 pub async fn fill_backlog(
