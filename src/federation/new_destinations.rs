@@ -87,20 +87,26 @@ impl NewDestinations {
                     .load(c))?)
             })
             .await?;
-        let new = servers.iter().filter(|s| !existing.contains(s)).count();
-        for _ in 0..new {
+        // Charged and marked known under one lock: sends racing to the same
+        // new server (before any of them has committed its destination
+        // row) pay for it once, not once each.
+        let mut known = self.known();
+        if known.len() + servers.len() > MAX_KNOWN {
+            known.clear();
+        }
+        for server in servers {
+            if existing.contains(&server) || known.contains(&server) {
+                known.insert(server);
+                continue;
+            }
             if let Err(retry_after) = self.per_account.check(&account.to_string()) {
                 return Err(AdmissionError::TooMany {
                     per: format!("{}/{}s", self.rate.burst, self.rate.per.as_secs()),
                     retry_after,
                 });
             }
+            known.insert(server);
         }
-        let mut known = self.known();
-        if known.len() + servers.len() > MAX_KNOWN {
-            known.clear();
-        }
-        known.extend(servers);
         Ok(())
     }
 }

@@ -254,7 +254,8 @@ async fn a_backlog_goes_out_as_several_transactions_at_once_and_arrives_once() {
                 .map(|m| a.post_json("/api/v1/dms/send", m, Some(token))),
         )
         .await;
-        assert!(sent.iter().all(|r| r.status() == 202));
+        let statuses: Vec<u16> = sent.iter().map(|r| r.status().as_u16()).collect();
+        assert!(statuses.iter().all(|&s| s == 202), "{statuses:?}");
     }
     // Whatever A has in flight now waits for its timeout; once the
     // destination is retried, the backlog leaves as several transactions

@@ -146,3 +146,43 @@ async fn one_account_adds_a_bounded_number_of_new_destinations() {
     assert_eq!(sent.status(), 202);
     wait_for_items(&b, &bob.device(0).token, 1, Duration::from_secs(10)).await;
 }
+
+#[tokio::test]
+async fn messages_sent_at_once_to_one_new_server_pay_for_it_once() {
+    let (tarpit_names, _accepted) = tarpits(1).await;
+    let a = spawn_app_with(vec![(
+        "HOMING__RATE_LIMITS__NEW_DESTINATIONS_PER_ACCOUNT",
+        "2/h",
+    )])
+    .await;
+    let alice = a.register("alice").await;
+    // Ten sends race to the same server before any has committed its
+    // destination row: one new destination, not ten.
+    let message = to_server(&a, &alice, &tarpit_names[0]);
+    let token = &alice.device(0).token;
+    let app = &a;
+    let copies: Vec<Value> = (0..10)
+        .map(|_| {
+            let mut copy = message.clone();
+            copy["message_id"] = json!(crate::helpers::new_message_id());
+            copy
+        })
+        .collect();
+    let sent = futures_util::future::join_all(
+        copies
+            .iter()
+            .map(|copy| app.post_json("/api/v1/dms/send", copy, Some(token))),
+    )
+    .await;
+    let statuses: Vec<u16> = sent.iter().map(|r| r.status().as_u16()).collect();
+    assert!(statuses.iter().all(|&s| s == 202), "{statuses:?}");
+    assert_eq!(a.count("destinations"), 1);
+    // The budget still holds one more new server.
+    let (others, _) = tarpits(2).await;
+    let second = to_server(&a, &alice, &others[0]);
+    let sent = a.post_json("/api/v1/dms/send", &second, Some(token)).await;
+    assert_eq!(sent.status(), 202);
+    let third = to_server(&a, &alice, &others[1]);
+    let refused = a.post_json("/api/v1/dms/send", &third, Some(token)).await;
+    assert_eq!(refused.status(), 429);
+}
