@@ -114,6 +114,13 @@ pub fn revocation_epoch(conn: &mut DbConnection) -> Result<i64, diesel::result::
     Ok(epoch.first().copied().unwrap_or(0))
 }
 
+/// Forgets challenges and tokens that have expired; returns how many.
+pub fn forget_expired(conn: &mut DbConnection, now: i64) -> Result<usize, diesel::result::Error> {
+    let mut removed = with_backend!(conn, c => diesel::delete(auth_challenges::table.filter(auth_challenges::expires_at.le(now))).execute(c))?;
+    removed += with_backend!(conn, c => diesel::delete(auth_tokens::table.filter(auth_tokens::expires_at.le(now))).execute(c))?;
+    Ok(removed)
+}
+
 /// Creates a single-use challenge, and clears expired ones.
 pub fn create_challenge(conn: &mut DbConnection, ttl: Duration) -> Result<Challenge, AuthError> {
     let now = now_ms();

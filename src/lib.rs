@@ -10,7 +10,6 @@ pub mod api;
 pub mod auth;
 pub mod background;
 pub mod config;
-pub mod error;
 pub mod federation;
 pub mod gateway;
 pub mod identity;

@@ -298,7 +298,12 @@ impl Metrics {
     /// Replaces the per-destination queue series with `queues` (largest
     /// first, already cut to `MAX_DESTINATION_SERIES`), so a destination
     /// that drained stops being reported.
-    pub fn observe_outbox(&self, total: i64, queues: &[DestinationQueue], now_ms: i64) {
+    pub fn observe_outbox(
+        &self,
+        total: i64,
+        queues: &[crate::storage::mail::outbox::DestinationQueue],
+        now_ms: i64,
+    ) {
         self.outbox_queued.set(total);
         self.outbox_depth.clear();
         self.outbox_oldest_age_seconds.clear();
@@ -321,14 +326,6 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut text, &registry)?;
         Ok(text)
     }
-}
-
-/// One destination's relay queue.
-#[derive(Debug, Clone)]
-pub struct DestinationQueue {
-    pub destination: String,
-    pub queued: i64,
-    pub oldest_created_at: i64,
 }
 
 /// 100 µs to about 6.5 s.

@@ -13,69 +13,16 @@ use actix_web::{web, App};
 use anyhow::Context;
 use tracing::Instrument;
 
-use crate::api;
-use crate::config::{RateLimits, Settings};
+use crate::api::{self, AppState, RateLimiters};
+use crate::config::Settings;
 use crate::federation::keys::PeerKeys;
-use crate::federation::relay::InFlight;
+use crate::federation::relay::{self, Relay};
 use crate::federation::resolver::FederationClient;
 use crate::gateway::{Hub, Notifier};
 use crate::metrics::Metrics;
-use crate::ratelimit::{AddressKey, RateLimiter};
-use crate::server_key::{self, ServerKey};
+use crate::server_key;
 use crate::storage::{Backend, Database};
 use crate::tasks::Tasks;
-
-/// Everything a request handler may need, shared by all workers.
-#[derive(Clone)]
-pub struct AppState {
-    pub settings: Arc<Settings>,
-    pub db: Database,
-    pub metrics: Arc<Metrics>,
-    pub server_key: Arc<ServerKey>,
-    pub rate_limits: Arc<RateLimiters>,
-    pub hub: Arc<Hub>,
-    pub federation: Arc<FederationClient>,
-    pub peer_keys: Arc<PeerKeys>,
-    pub relay_wake: Arc<tokio::sync::Notify>,
-    pub relay_in_flight: Arc<InFlight>,
-    /// Group commit for sends and acks.
-    pub write_queue: Arc<crate::mailbox::WriteQueue>,
-    /// Identifies this daemon in relay leases.
-    pub replica_id: String,
-    /// Tells devices here and on other replicas what changed.
-    pub notifier: Arc<Notifier>,
-    /// Token checks already made, so most requests need no look-up.
-    pub tokens: Arc<crate::token_cache::TokenCache>,
-    /// The settings a send needs, shared instead of copied per request.
-    pub send_context: Arc<crate::mailbox::SendContext>,
-    /// Each account's budget of servers new to the relay.
-    pub new_destinations: Arc<crate::federation::new_destinations::NewDestinations>,
-    /// Every background task and thread, stopped together on shutdown.
-    pub tasks: Tasks,
-}
-
-/// The rate limiters of the endpoints strangers can call.
-pub struct RateLimiters {
-    pub registration_per_ip: RateLimiter<AddressKey>,
-    pub auth_per_ip: RateLimiter<AddressKey>,
-    pub auth_per_account: RateLimiter<String>,
-    pub send_per_device: RateLimiter<i64>,
-    pub federation_per_origin: RateLimiter<String>,
-    pub directory_per_account: RateLimiter<String>,
-}
-
-impl RateLimiters {
-    fn new(limits: &RateLimits) -> Self {
-        Self {
-            registration_per_ip: RateLimiter::new(limits.registration_per_ip),
-            auth_per_ip: RateLimiter::new(limits.auth_per_ip),
-            auth_per_account: RateLimiter::new(limits.auth_per_account),
-            send_per_device: RateLimiter::new(limits.send_per_device),
-            federation_per_origin: RateLimiter::new(limits.federation_per_origin),
-            directory_per_account: RateLimiter::new(limits.directory_per_account),
-        }
-    }
-}
 
 /// A daemon bound to its port and ready to run.
 pub struct Application {
@@ -125,22 +72,35 @@ impl Application {
             hub.clone(),
             crate::gateway::cluster::Publisher::start(&db, replica_id.clone(), &tasks),
         );
+        let settings = Arc::new(settings);
+        let notifier = Arc::new(notifier);
+        let federation = Arc::new(
+            FederationClient::new(&settings.federation, db.clone()).context("federation client")?,
+        );
+        let write_queue = Arc::new(crate::mailbox::WriteQueue::start(
+            db.clone(),
+            settings.database.writers,
+            metrics.write_timings(),
+            &tasks,
+        ));
+        let relay = Relay::new(relay::Parts {
+            settings: settings.clone(),
+            db: db.clone(),
+            write_queue: write_queue.clone(),
+            federation: federation.clone(),
+            replica_id: replica_id.clone(),
+            notifier: notifier.clone(),
+            metrics: metrics.clone(),
+            tasks: tasks.clone(),
+        });
         let state = AppState {
             rate_limits: Arc::new(RateLimiters::new(&settings.rate_limits)),
             hub,
-            notifier: Arc::new(notifier),
-            federation: Arc::new(
-                FederationClient::new(&settings.federation, db.clone())
-                    .context("federation client")?,
-            ),
+            notifier,
+            federation,
             peer_keys: Arc::new(PeerKeys::new(db.clone())),
-            relay_wake: Arc::new(tokio::sync::Notify::new()),
-            relay_in_flight: Arc::new(InFlight::default()),
-            write_queue: Arc::new(crate::mailbox::WriteQueue::start(
-                db.clone(),
-                settings.database.writers,
-                metrics.write_timings(),
-            )),
+            relay,
+            write_queue,
             replica_id: replica_id.clone(),
             tokens: Arc::default(),
             send_context: Arc::new(crate::mailbox::SendContext::new(&settings)),
@@ -148,7 +108,7 @@ impl Application {
                 settings.rate_limits.new_destinations_per_account,
             )),
             tasks,
-            settings: Arc::new(settings),
+            settings,
             db,
             metrics: metrics.clone(),
             server_key: Arc::new(server_key),
@@ -169,10 +129,18 @@ impl Application {
             &state.tasks,
         );
         let tasks = &state.tasks;
-        tasks.spawn(crate::background::purge_loop(state.clone()));
-        tasks.spawn(crate::token_cache::watch_revocations(state.clone()));
-        tasks.spawn(crate::federation::relay::relay_loop(state.clone()));
-        tasks.spawn(crate::federation::relay::say_hello(state.clone()));
+        tasks.spawn(crate::background::purge_loop(
+            state.db.clone(),
+            state.settings.retention.clone(),
+            state.metrics.clone(),
+            state.notifier.clone(),
+        ));
+        tasks.spawn(crate::token_cache::watch_revocations(
+            state.db.clone(),
+            state.hub.clone(),
+            state.tokens.clone(),
+        ));
+        state.relay.start();
         Ok(Self {
             port,
             server,

@@ -18,11 +18,12 @@
 //! sessions of those that stopped working are closed.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::auth::AuthenticatedDevice;
-use crate::startup::AppState;
+use crate::gateway::Hub;
+use crate::storage::Database;
 
 /// How often the revocation counter is read: about the longest a token
 /// revoked by another process keeps working here.
@@ -146,16 +147,15 @@ impl TokenCache {
 }
 
 /// Ends the gateway sessions whose token stopped working.
-async fn end_revoked_sessions(state: &AppState) -> Result<(), crate::auth::AuthError> {
-    let tokens = state.hub.session_tokens();
+async fn end_revoked_sessions(db: &Database, hub: &Hub) -> Result<(), crate::auth::AuthError> {
+    let tokens = hub.session_tokens();
     if tokens.is_empty() {
         return Ok(());
     }
-    let valid = state
-        .db
+    let valid = db
         .run(move |conn| crate::auth::still_valid(conn, &tokens))
         .await?;
-    let ended = state.hub.end_sessions_without(&valid);
+    let ended = hub.end_sessions_without(&valid);
     if ended > 0 {
         tracing::info!(ended, "gateway sessions ended: their tokens were revoked");
     }
@@ -165,28 +165,27 @@ async fn end_revoked_sessions(state: &AppState) -> Result<(), crate::auth::AuthE
 /// Reads the revocation counter every `POLL` for as long as the daemon
 /// runs; after each revocation, here or elsewhere, ends the gateway
 /// sessions whose token it ended.
-pub async fn watch_revocations(state: AppState) {
+pub async fn watch_revocations(db: Database, hub: Arc<Hub>, tokens: Arc<TokenCache>) {
     let mut ticker = tokio::time::interval(POLL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         let asked = Instant::now();
-        let read = state
-            .db
+        let read = db
             .run(|conn| {
                 crate::auth::revocation_epoch(conn).map_err(crate::storage::StorageError::Query)
             })
             .await;
         match read {
-            Ok(epoch) => state.tokens.observe(epoch, asked),
+            Ok(epoch) => tokens.observe(epoch, asked),
             Err(error) => {
                 tracing::warn!(%error, "cannot read the revocation counter; checking every token")
             }
         }
-        if state.tokens.take_sessions_unchecked() {
-            if let Err(error) = end_revoked_sessions(&state).await {
+        if tokens.take_sessions_unchecked() {
+            if let Err(error) = end_revoked_sessions(&db, &hub).await {
                 tracing::warn!(%error, "cannot check the gateway sessions' tokens; trying again");
-                state.tokens.recheck_sessions();
+                tokens.recheck_sessions();
             }
         }
     }

@@ -4,8 +4,8 @@
 use diesel::prelude::*;
 use serde::Serialize;
 
-use crate::federation::outbox;
-use crate::storage::schema::{delivery_receipts, destinations, messages, outbox as outbox_table};
+use crate::storage::mail::outbox;
+use crate::storage::schema::{destinations, outbox as outbox_table};
 use crate::storage::{write_transaction, DbConnection, StorageError};
 use crate::with_backend;
 
@@ -68,38 +68,5 @@ pub fn retry(conn: &mut DbConnection, destination: &str) -> Result<bool, Storage
 /// Drops a destination's queue: the senders' receipts become `dropped`.
 /// Returns how many queued messages were dropped.
 pub fn drop_queue(conn: &mut DbConnection, destination: &str) -> Result<usize, StorageError> {
-    write_transaction(conn, |conn| {
-        let rows: Vec<(i64, i64, String, Option<String>, String)> = with_backend!(conn, c => outbox_table::table
-            .inner_join(messages::table)
-            .filter(outbox_table::destination.eq(destination))
-            .select((outbox_table::id, outbox_table::message_row, messages::message_id, messages::sender_account, outbox_table::recipients))
-            .load(c))?;
-        let now = crate::time::now_ms();
-        for (_, _, message_id, sender, recipients) in &rows {
-            let Some(sender) = sender else { continue };
-            let recipients: Vec<crate::mailbox::RecipientWraps> =
-                serde_json::from_str(recipients).unwrap_or_default();
-            for recipient in recipients {
-                with_backend!(conn, c => diesel::update(
-                    delivery_receipts::table
-                        .find((sender, message_id, &recipient.address))
-                        .filter(delivery_receipts::state.eq("queued")),
-                )
-                .set((delivery_receipts::state.eq("dropped"), delivery_receipts::updated_at.eq(now)))
-                .execute(c))?;
-            }
-        }
-        let ids: Vec<i64> = rows.iter().map(|row| row.0).collect();
-        with_backend!(conn, c => diesel::delete(outbox_table::table.filter(outbox_table::id.eq_any(&ids))).execute(c))?;
-        // Open transactions stay: one the relay has out now is answered
-        // (and its record removed) as usual, and one whose rows are all
-        // gone is forgotten by the next attempt. Deleting them here could
-        // remove one the relay opened over mail queued after the read.
-        let message_rows: Vec<i64> = rows.iter().map(|row| row.1).collect();
-        crate::mailbox::remove_finished_messages(conn, &message_rows)?;
-        with_backend!(conn, c => diesel::update(destinations::table.find(destination))
-            .set((destinations::failures.eq(0), destinations::next_attempt_at.eq(0), destinations::last_error.eq(None::<String>)))
-            .execute(c))?;
-        Ok(rows.len())
-    })
+    write_transaction(conn, |conn| outbox::drop_queue(conn, destination))
 }

@@ -85,14 +85,8 @@ pub fn delete(conn: &mut DbConnection, alias: &str) -> Result<Option<usize>, Sto
         // deliveries read next are all there will ever be: nothing
         // deletes them but this.
         with_backend!(conn, c => diesel::delete(accounts::table.find(&key)).execute(c))?;
-        let message_rows: Vec<i64> = with_backend!(conn, c => deliveries::table
-            .filter(deliveries::recipient_account.eq(&key))
-            .select(deliveries::message_row)
-            .distinct()
-            .load(c))?;
-        let removed = with_backend!(conn, c => diesel::delete(deliveries::table.filter(deliveries::recipient_account.eq(&key))).execute(c))?;
+        let removed = crate::storage::mail::remove_account_mail(conn, &key)?;
         crate::auth::bump_revocations(conn)?;
-        crate::mailbox::remove_finished_messages(conn, &message_rows)?;
         Ok(Some(removed))
     })
 }

@@ -6,11 +6,11 @@ use utoipa::ToSchema;
 
 use super::auth::{limit_by_ip, Authenticated};
 use crate::address::{Address, Alias};
+use crate::api::error::ApiError;
+use crate::api::AppState;
 use crate::crypto::identity::{DeviceId, SignedDeviceCertificate, SignedDeviceList};
 use crate::crypto::{PublicKey, SignatureBytes};
-use crate::error::ApiError;
 use crate::identity::{self, DeviceInfo, Registration};
-use crate::startup::AppState;
 
 /// A new identity: its alias, account key and first device, with a proof
 /// that the account key chose this alias on this server.

@@ -8,11 +8,11 @@ use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse};
 use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
 
+use crate::api::error::ApiError;
+use crate::api::AppState;
 use crate::auth::{self, AuthError, AuthenticatedDevice, Challenge, TokenGrant, TokenRequest};
 use crate::crypto::identity::DeviceId;
 use crate::crypto::{PublicKey, SignatureBytes};
-use crate::error::ApiError;
-use crate::startup::AppState;
 
 /// The signed-in device, for handlers that require one.
 pub struct Authenticated(pub AuthenticatedDevice);

@@ -26,7 +26,7 @@ use actix_web::web::Bytes;
 use futures_util::Stream;
 use tokio::time::{Instant, Sleep};
 
-use crate::error::ApiError;
+use crate::api::error::ApiError;
 
 /// Bytes per second a body earns extra time at, beyond the grace period.
 pub const MIN_BODY_RATE: u64 = 16 * 1024;

@@ -7,12 +7,12 @@ use serde_json::json;
 
 use super::auth::Authenticated;
 use crate::address::{Address, Alias};
+use crate::api::error::ApiError;
+use crate::api::AppState;
 use crate::crypto::identity::SignedDeviceList;
 use crate::crypto::PublicKey;
-use crate::error::ApiError;
 use crate::federation::directory::RemoteIdentity;
 use crate::identity::{self, Identity};
-use crate::startup::AppState;
 
 /// Link relation of the identity document in WebFinger answers.
 pub const IDENTITY_REL: &str = "urn:homing:rel:identity";
@@ -165,14 +165,19 @@ pub async fn directory(
     let address = Address::parse(&path.into_inner())
         .map_err(|e| ApiError::bad_request("invalid_address", e.to_string()))?;
     if !state.settings.local_names().contains(address.server()) {
-        use crate::federation::directory::{remote_identity, DirectoryError};
+        use crate::federation::directory::{remote_identity, DirectoryError, Lookup};
         // A remote look-up may fetch and store a document from elsewhere.
         state
             .rate_limits
             .directory_per_account
             .check(&device.0.account_key)
             .map_err(crate::api::auth::too_many)?;
-        let found = remote_identity(&state, &address)
+        let lookup = Lookup {
+            db: &state.db,
+            client: &state.federation,
+            federation: &state.settings.federation,
+        };
+        let found = remote_identity(&lookup, &address)
             .await
             .map_err(|error| match error {
                 DirectoryError::Unknown(what) => unknown(&what),

@@ -5,11 +5,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::{too_many, Authenticated};
-use crate::error::ApiError;
+use crate::api::error::ApiError;
+use crate::api::AppState;
 use crate::mailbox::{
     self, PreparedSend, Retention, SendRequest, SendResponse, Sender, StatusEvent, SyncPage,
 };
-use crate::startup::AppState;
 use crate::storage::StorageError;
 
 /// Sends an encrypted message to up to 100 recipients.
@@ -66,7 +66,8 @@ pub async fn send(
     // own: a client that goes away meanwhile cancels this handler, but its
     // committed message must still wake the recipients and the relay.
     let response = tokio::spawn(async move {
-        let outcome = state.write_queue.send(context, sender, prepared).await?;
+        let job = mailbox::SendJob::new(context, sender, prepared);
+        let outcome = state.write_queue.batched(job).await?;
         if !outcome.replayed {
             state.metrics.messages_accepted.inc();
             state
@@ -74,9 +75,7 @@ pub async fn send(
                 .message_bytes
                 .observe(outcome.body_bytes as f64);
         }
-        if state.relay_in_flight.queued(&outcome.queued_destinations) {
-            state.relay_wake.notify_one();
-        }
+        state.relay.queued(&outcome.queued_destinations);
         state.notifier.deliveries(outcome.new_deliveries);
         Ok::<_, mailbox::MailboxError>(outcome.response)
     })

@@ -4,7 +4,7 @@
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
 use actix_web::{web, HttpRequest};
 
-use crate::error::ApiError;
+use crate::api::error::ApiError;
 
 /// JSON bodies: size-limited, content type checked, errors as `ApiError`.
 pub fn json_config(limit: usize) -> web::JsonConfig {

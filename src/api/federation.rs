@@ -5,12 +5,12 @@ use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use super::signed::SignedRequest;
-use crate::error::ApiError;
+use crate::api::error::ApiError;
+use crate::api::AppState;
 use crate::federation::inbound::{self, InboundError};
-use crate::federation::outbox;
 use crate::federation::wire::Transaction;
 use crate::mailbox::InboundRules;
-use crate::startup::AppState;
+use crate::storage::mail::outbox;
 
 fn rules(state: &AppState) -> InboundRules {
     let settings = &state.settings;
@@ -93,7 +93,7 @@ pub async fn hello(
         .run(move |conn| outbox::retry_now(conn, &origin))
         .await?;
     if known {
-        state.relay_wake.notify_one();
+        state.relay.wake();
     }
     Ok(HttpResponse::Ok().json(json!({ "queued_for_you": known })))
 }

@@ -4,10 +4,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::auth::Authenticated;
-use crate::error::ApiError;
+use crate::api::error::ApiError;
+use crate::api::AppState;
 use crate::gateway::{run_session, GatewayEvent, SessionConfig};
 use crate::mailbox;
-use crate::startup::AppState;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]

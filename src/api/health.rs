@@ -4,9 +4,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
-use crate::federation::outbox;
-use crate::startup::AppState;
+use crate::api::error::ApiError;
+use crate::api::AppState;
+use crate::storage::mail::outbox;
 
 /// A probe's answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]

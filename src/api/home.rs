@@ -10,8 +10,8 @@ use actix_web::{web, HttpResponse};
 use askama::Template;
 
 use super::server_info::{describe, ServerInfo};
-use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::api::error::ApiError;
+use crate::api::AppState;
 
 /// The page may load its own stylesheet, script and look-ups and nothing
 /// else: no inline script or style (so admin text that escaped escaping

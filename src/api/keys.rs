@@ -6,8 +6,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use diesel::prelude::*;
 
-use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::api::error::ApiError;
+use crate::api::AppState;
 use crate::storage::schema::server_keys;
 use crate::storage::StorageError;
 use crate::with_backend;

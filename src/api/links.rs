@@ -6,9 +6,9 @@ use base64::Engine;
 use serde::Deserialize;
 
 use super::auth::{limit_by_ip, Authenticated};
-use crate::error::ApiError;
+use crate::api::error::ApiError;
+use crate::api::AppState;
 use crate::identity::links::{self, Answered, Link, MAX_LINK_BLOB};
-use crate::startup::AppState;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -1,10 +1,13 @@
-//! HTTP routes. Handlers parse, make one domain call and map the result.
+//! HTTP routes. Handlers parse, make one domain call and map the result;
+//! then they tell the services what changed (`Relay::queued`, the
+//! `Notifier`), once each.
 
 mod accounts;
 pub mod auth;
 mod body_timeout;
 pub mod directory;
 mod dms;
+pub mod error;
 mod extract;
 mod federation;
 mod gateway;
@@ -15,15 +18,18 @@ mod links;
 pub mod openapi;
 pub mod server_info;
 mod signed;
+mod state;
 pub mod upgraded;
+
+pub use state::{AppState, RateLimiters};
 
 use actix_web::dev::{HttpServiceFactory, ServiceResponse};
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, ResponseError};
 
+use crate::api::error::ApiError;
 use crate::config::Settings;
-use crate::error::ApiError;
 
 pub use body_timeout::body_deadline;
 pub use extract::json_config;

@@ -21,7 +21,7 @@ use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
 use super::{accounts, auth, directory, dms, gateway, health, links, server_info};
-use crate::error::ErrorBody;
+use crate::api::error::ErrorBody;
 
 /// Declares the client API: the document type and the handler table,
 /// from one list of `module::handler`s.

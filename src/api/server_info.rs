@@ -4,10 +4,10 @@
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
+use crate::api::error::ApiError;
+use crate::api::AppState;
 use crate::config::{FederationSettings, Limits, RegistrationPolicy};
-use crate::error::ApiError;
 use crate::federation::policy;
-use crate::startup::AppState;
 
 /// The public description of this server.
 #[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -139,7 +139,7 @@ pub async fn describe(state: &AppState) -> Result<ServerInfo, ApiError> {
     })
 }
 
-/// The allow list as `policy::decide` applies it: configured and run-time
+/// The allow list as `FederationSettings::permits` applies it: configured and run-time
 /// allows, less any server a deny overrides.
 fn federation_info(settings: &FederationSettings, rules: &[(String, String)]) -> FederationInfo {
     let denied = |name: &str| {

@@ -8,11 +8,11 @@ use actix_web::{web, FromRequest, HttpRequest};
 use futures_util::future::LocalBoxFuture;
 
 use crate::address::ServerName;
-use crate::error::ApiError;
+use crate::api::error::ApiError;
+use crate::api::AppState;
+use crate::federation::nonces;
 use crate::federation::signing::{self, RequestParts};
 use crate::federation::{policy, wire::MAX_TXN_REQUEST_BYTES};
-use crate::startup::AppState;
-use crate::storage::{is_unique_violation, StorageError};
 
 /// A request whose signature, origin and body were verified.
 pub struct SignedRequest {
@@ -151,7 +151,7 @@ async fn verify(
     let replay_origin = origin.to_string();
     let fresh = state
         .db
-        .run(move |conn| remember_nonce(conn, &replay_origin, &nonce, expires_ms))
+        .run(move |conn| nonces::remember(conn, &replay_origin, &nonce, expires_ms))
         .await?;
     if !fresh {
         return Err(refuse("replayed", "this signature was used before"));
@@ -176,28 +176,6 @@ fn addresses_us(ours: &ServerName, addressed: &ServerName, scheme: &str) -> bool
                     == addressed.unwrap_or(scheme_default)
             }
         }
-}
-
-fn remember_nonce(
-    conn: &mut crate::storage::DbConnection,
-    origin: &str,
-    nonce: &str,
-    expires_at: i64,
-) -> Result<bool, StorageError> {
-    use crate::storage::schema::federation_nonces;
-    use diesel::prelude::*;
-    let inserted = crate::with_backend!(conn, c => diesel::insert_into(federation_nonces::table)
-        .values((
-            federation_nonces::origin.eq(origin),
-            federation_nonces::nonce.eq(nonce),
-            federation_nonces::expires_at.eq(expires_at),
-        ))
-        .execute(c));
-    match inserted {
-        Ok(_) => Ok(true),
-        Err(error) if is_unique_violation(&error) => Ok(false),
-        Err(error) => Err(error.into()),
-    }
 }
 
 #[cfg(test)]

@@ -153,6 +153,27 @@ pub struct FederationSettings {
     pub deny: Vec<ServerName>,
 }
 
+impl FederationSettings {
+    /// True when `server` may exchange mail with this one, given the
+    /// run-time rules (server, "allow" or "deny"). A deny (here or at run
+    /// time) always wins; when any allow rule exists, only allowed servers
+    /// pass.
+    pub fn permits(&self, server: &ServerName, rules: &[(String, String)]) -> bool {
+        if self.deny.contains(server) {
+            return false;
+        }
+        let name = server.as_str();
+        if rules.iter().any(|(s, r)| s == name && r == "deny") {
+            return false;
+        }
+        let runtime_allows = rules.iter().any(|(_, r)| r == "allow");
+        if self.allow.is_empty() && !runtime_allows {
+            return true;
+        }
+        self.allow.contains(server) || rules.iter().any(|(s, r)| s == name && r == "allow")
+    }
+}
+
 /// Limits on what a client or a peer can make the server hold.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Limits {

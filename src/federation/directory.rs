@@ -9,11 +9,11 @@ use std::time::Duration;
 use diesel::prelude::*;
 
 use super::client::read_limited;
-use super::resolver::{PrivateAddress, ResolveError};
+use super::resolver::{FederationClient, PrivateAddress, ResolveError};
 use crate::address::Address;
-use crate::startup::AppState;
+use crate::config::FederationSettings;
 use crate::storage::schema::remote_identities;
-use crate::storage::StorageError;
+use crate::storage::{Database, StorageError};
 use crate::with_backend;
 use homing_proto::documents::IdentityDocument;
 
@@ -69,14 +69,21 @@ pub struct RemoteIdentity {
     pub key_changed: bool,
 }
 
+/// What a look-up of a remote identity works with.
+pub struct Lookup<'a> {
+    pub db: &'a Database,
+    pub client: &'a FederationClient,
+    pub federation: &'a FederationSettings,
+}
+
 /// The identity behind `address` (on another server).
 pub async fn remote_identity(
-    state: &AppState,
+    lookup: &Lookup<'_>,
     address: &Address,
 ) -> Result<RemoteIdentity, DirectoryError> {
     let key = address.to_string();
     let now = crate::time::now_ms();
-    let cached: Option<(String, String)> = state
+    let cached: Option<(String, String)> = lookup
         .db
         .run({
             let key = key.clone();
@@ -101,25 +108,25 @@ pub async fn remote_identity(
         }
     }
     let server = address.server().clone();
-    let federation = state.settings.federation.clone();
-    let allowed = state
+    let federation = lookup.federation.clone();
+    let allowed = lookup
         .db
         .run(move |conn| super::policy::is_allowed(conn, &federation, &server))
         .await?;
     if !allowed {
         return Err(DirectoryError::Denied(address.server().to_string()));
     }
-    let document = fetch(state, address).await?;
-    store(state, &key, document, now).await
+    let document = fetch(lookup, address).await?;
+    store(lookup, &key, document, now).await
 }
 
-async fn fetch(state: &AppState, address: &Address) -> Result<IdentityDocument, DirectoryError> {
+async fn fetch(lookup: &Lookup<'_>, address: &Address) -> Result<IdentityDocument, DirectoryError> {
     let remote =
         |e: &dyn std::fmt::Display| DirectoryError::Remote(format!("{}: {e}", address.server()));
     let refused =
         |e: &PrivateAddress| DirectoryError::PrivateAddress(format!("{}: {e}", address.server()));
-    let destination = state
-        .federation
+    let destination = lookup
+        .client
         .resolve(address.server())
         .await
         .map_err(|e| match &e {
@@ -131,8 +138,8 @@ async fn fetch(state: &AppState, address: &Address) -> Result<IdentityDocument, 
         destination.base_url,
         address.alias()
     );
-    let response = state
-        .federation
+    let response = lookup
+        .client
         .http()
         .get(&url)
         .timeout(Duration::from_secs(10))
@@ -163,7 +170,7 @@ async fn fetch(state: &AppState, address: &Address) -> Result<IdentityDocument, 
 }
 
 async fn store(
-    state: &AppState,
+    lookup: &Lookup<'_>,
     key: &str,
     document: IdentityDocument,
     now: i64,
@@ -174,7 +181,7 @@ async fn store(
     let expires_at = now.saturating_add(crate::time::duration_ms(CACHE));
     let key = key.to_string();
     let offered = version(&document);
-    let pinned = state
+    let pinned = lookup
         .db
         .run(move |conn| {
             crate::storage::write_transaction(conn, |conn| {

@@ -56,3 +56,17 @@ pub fn purge(conn: &mut DbConnection, now: i64, batch: i64) -> Result<IdentityPu
     .execute(c))?;
     Ok(IdentityPurge { documents, pins })
 }
+
+/// Ends the cached copy of `address`'s identity, so the next look-up
+/// fetches the device list its server holds now (after a `stale_devices`
+/// answer). The pin stays.
+pub fn expire_copy(conn: &mut DbConnection, address: &str, now: i64) -> Result<(), StorageError> {
+    with_backend!(conn, c => diesel::update(
+        remote_identities::table
+            .find(address)
+            .filter(remote_identities::expires_at.gt(now)),
+    )
+    .set(remote_identities::expires_at.eq(now))
+    .execute(c))?;
+    Ok(())
+}

@@ -2,7 +2,7 @@
 //! from the record, deliver each message through the local delivery path,
 //! and commit everything with the record before answering.
 
-use diesel::prelude::*;
+use diesel::Connection;
 use sha2::{Digest, Sha256};
 
 use super::wire::{
@@ -11,9 +11,8 @@ use super::wire::{
 };
 use crate::crypto::identity::{DeviceId, MAX_DEVICES};
 use crate::mailbox::{self, InboundRules, MailboxError, NewDelivery};
-use crate::storage::schema::inbound_txns;
+use crate::storage::mail;
 use crate::storage::{DbConnection, StorageError};
-use crate::with_backend;
 
 /// Why a transaction was refused as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -158,11 +157,7 @@ fn process(
     digest: &[u8],
     txn: &Transaction,
 ) -> Result<InboundOutcome, InboundError> {
-    let record: Option<(Vec<u8>, String)> = with_backend!(conn, c => inbound_txns::table
-        .find((origin, txn_id))
-        .select((inbound_txns::request_digest, inbound_txns::response))
-        .first(c)
-        .optional())?;
+    let record = mail::recorded_txn(conn, origin, txn_id)?;
     if let Some((recorded_digest, response)) = record {
         if recorded_digest != digest {
             return Err(InboundError::TxnReused(txn_id.to_string()));
@@ -181,47 +176,11 @@ fn process(
     let response = TxnResponse { results };
     let recorded =
         serde_json::to_string(&response).map_err(|e| InboundError::Invalid(e.to_string()))?;
-    with_backend!(conn, c => diesel::insert_into(inbound_txns::table)
-        .values((
-            inbound_txns::origin.eq(origin),
-            inbound_txns::txn_id.eq(txn_id),
-            inbound_txns::request_digest.eq(digest),
-            inbound_txns::response.eq(recorded),
-            inbound_txns::received_at.eq(now),
-        ))
-        .execute(c))?;
-    forget_old_records(conn, origin, rules.limits.max_txn_records_per_origin)?;
+    let keep = rules.limits.max_txn_records_per_origin;
+    mail::record_txn(conn, (origin, txn_id), digest, &recorded, now, keep)?;
     Ok(InboundOutcome {
         response,
         new_deliveries,
         replayed: false,
     })
-}
-
-/// Keeps `origin`'s newest `keep` transaction records and forgets the rest.
-/// A sender retries only transactions still awaiting an answer (at most
-/// four, the newest), so this costs honest peers nothing and stops one
-/// peer from filling the table for `retention.max_pending_age`. Walks at
-/// most `keep` entries of the (origin, received_at) index.
-fn forget_old_records(
-    conn: &mut DbConnection,
-    origin: &str,
-    keep: u32,
-) -> Result<(), diesel::result::Error> {
-    let newest_forgotten: Option<i64> = with_backend!(conn, c => inbound_txns::table
-        .filter(inbound_txns::origin.eq(origin))
-        .order(inbound_txns::received_at.desc())
-        .select(inbound_txns::received_at)
-        .offset(i64::from(keep))
-        .first(c)
-        .optional())?;
-    if let Some(cutoff) = newest_forgotten {
-        with_backend!(conn, c => diesel::delete(
-            inbound_txns::table
-                .filter(inbound_txns::origin.eq(origin))
-                .filter(inbound_txns::received_at.le(cutoff)),
-        )
-        .execute(c))?;
-    }
-    Ok(())
 }

@@ -37,34 +37,12 @@ pub fn is_allowed(
     if settings.deny.contains(server) {
         return Ok(false);
     }
-    Ok(decide(settings, server, &load_rules(conn)?))
+    Ok(settings.permits(server, &load_rules(conn)?))
 }
 
 /// The run-time rules: (server, "allow" or "deny").
 pub fn load_rules(conn: &mut DbConnection) -> Result<Vec<(String, String)>, StorageError> {
-    Ok(with_backend!(conn, c => federation_rules::table
-        .select((federation_rules::server_name, federation_rules::rule))
-        .load(c))?)
-}
-
-/// [`is_allowed`] with the run-time rules already read.
-pub fn decide(
-    settings: &FederationSettings,
-    server: &ServerName,
-    rules: &[(String, String)],
-) -> bool {
-    if settings.deny.contains(server) {
-        return false;
-    }
-    let name = server.as_str();
-    if rules.iter().any(|(s, r)| s == name && r == "deny") {
-        return false;
-    }
-    let runtime_allows = rules.iter().any(|(_, r)| r == "allow");
-    if settings.allow.is_empty() && !runtime_allows {
-        return true;
-    }
-    settings.allow.contains(server) || rules.iter().any(|(s, r)| s == name && r == "allow")
+    crate::storage::mail::federation_rules(conn)
 }
 
 /// Sets (or replaces) the run-time rule for `server`.

@@ -10,13 +10,16 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::client::{put_transaction, RequestError, Signer};
-use super::outbox::{self, Batch, Due};
+use super::resolver::FederationClient;
 use super::resolver::{Destination, ResolveError};
 use crate::address::ServerName;
-use crate::mailbox::MailboxError;
-use crate::metrics::CauseLabels;
-use crate::startup::AppState;
-use crate::storage::StorageError;
+use crate::config::Settings;
+use crate::gateway::Notifier;
+use crate::mailbox::WriteQueue;
+use crate::metrics::{CauseLabels, Metrics};
+use crate::storage::mail::outbox::{self, Batch, Due};
+use crate::storage::{Database, StorageError};
+use crate::tasks::Tasks;
 
 /// Most destinations worked on at once by one replica.
 const MAX_PARALLEL: usize = 64;
@@ -133,9 +136,74 @@ impl InFlight {
     }
 }
 
+/// The relay as the rest of the daemon sees it: handlers say what they
+/// queued (`queued`) or that a peer is back (`wake`), and `run` sends.
+/// Cloning shares one relay.
+#[derive(Clone)]
+pub struct Relay(Arc<Inner>);
+
+/// What the relay works with.
+pub struct Parts {
+    pub settings: Arc<Settings>,
+    pub db: Database,
+    /// Relay writes on SQLite go through the group commit's writers.
+    pub write_queue: Arc<WriteQueue>,
+    pub federation: Arc<FederationClient>,
+    /// Identifies this replica in destination leases.
+    pub replica_id: String,
+    pub notifier: Arc<Notifier>,
+    pub metrics: Arc<Metrics>,
+    /// Every attempt is a task of these, stopped with the daemon.
+    pub tasks: Tasks,
+}
+
+/// The relay's own state beside its parts.
+pub struct Inner {
+    parts: Parts,
+    in_flight: InFlight,
+    wake: tokio::sync::Notify,
+}
+
+impl Relay {
+    pub fn new(parts: Parts) -> Self {
+        Self(Arc::new(Inner {
+            parts,
+            in_flight: InFlight::default(),
+            wake: tokio::sync::Notify::new(),
+        }))
+    }
+
+    /// Mail was committed for `destinations`: wakes the loop when one of
+    /// them has no worker yet.
+    pub fn queued(&self, destinations: &[String]) {
+        if self.0.in_flight.queued(destinations) {
+            self.0.wake.notify_one();
+        }
+    }
+
+    /// A peer said it is back, or an admin asked: look for due work now.
+    pub fn wake(&self) {
+        self.0.wake.notify_one();
+    }
+
+    /// Runs until the daemon stops: the relay loop, and a greeting to
+    /// every known peer at start.
+    pub fn start(&self) {
+        self.tasks.spawn(relay_loop(self.clone()));
+        self.tasks.spawn(say_hello(self.clone()));
+    }
+}
+
+impl std::ops::Deref for Relay {
+    type Target = Parts;
+    fn deref(&self) -> &Parts {
+        &self.0.parts
+    }
+}
+
 /// Runs until the daemon stops: start work for due destinations, then wait
 /// for a wake-up (a send, a `hello`) or the next due time.
-pub async fn relay_loop(state: AppState) {
+async fn relay_loop(state: Relay) {
     loop {
         let started = start_due(&state).await;
         let wait = match started {
@@ -146,13 +214,13 @@ pub async fn relay_loop(state: AppState) {
             }
         };
         tokio::select! {
-            _ = state.relay_wake.notified() => {}
+            _ = state.0.wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }
 }
 
-async fn next_wait(state: &AppState) -> Duration {
+async fn next_wait(state: &Relay) -> Duration {
     match state.db.run(outbox::next_due_at).await {
         Ok(Some(at)) => {
             let delta = at.saturating_sub(crate::time::now_ms()).max(0);
@@ -163,14 +231,14 @@ async fn next_wait(state: &AppState) -> Duration {
     }
 }
 
-async fn start_due(state: &AppState) -> Result<(), StorageError> {
+async fn start_due(state: &Relay) -> Result<(), StorageError> {
     let now = crate::time::now_ms();
     let due = state
         .db
         .run(move |conn| outbox::due_destinations(conn, now, MAX_PARALLEL as i64))
         .await?;
     for due in due {
-        if state.relay_in_flight.start(&due) {
+        if state.0.in_flight.start(&due) {
             let attempt = state.clone();
             let destination = due.server_name;
             state.tasks.spawn(async move {
@@ -179,7 +247,7 @@ async fn start_due(state: &AppState) -> Result<(), StorageError> {
                     let drained = deliver_destination(&attempt, &destination)
                         .instrument(span)
                         .await;
-                    if attempt.relay_in_flight.finish(&destination, drained) {
+                    if attempt.0.in_flight.finish(&destination, drained) {
                         break;
                     }
                 }
@@ -191,7 +259,7 @@ async fn start_due(state: &AppState) -> Result<(), StorageError> {
 
 /// Drains one destination while it answers; backs off on the first
 /// failure. True when it sent everything it found.
-async fn deliver_destination(state: &AppState, destination: &str) -> bool {
+async fn deliver_destination(state: &Relay, destination: &str) -> bool {
     let owner = state.replica_id.clone();
     let lease = state.settings.federation.relay_lease;
     let claimed = write(state, {
@@ -234,7 +302,7 @@ async fn deliver_destination(state: &AppState, destination: &str) -> bool {
 /// the sends' commits instead of competing with them for the write lock;
 /// on PostgreSQL in a transaction of its own beside the writer, whose
 /// serial conversation with the database it would otherwise lengthen.
-async fn write<T, F>(state: &AppState, mut work: F) -> Result<T, MailboxError>
+async fn write<T, F>(state: &Relay, mut work: F) -> Result<T, StorageError>
 where
     T: Send + 'static,
     F: FnMut(&mut crate::storage::DbConnection) -> Result<T, StorageError> + Send + 'static,
@@ -242,20 +310,18 @@ where
     match state.db.backend() {
         crate::storage::Backend::Postgres => {
             let _permit = state
-                .relay_in_flight
+                .0
+                .in_flight
                 .pooled_writes
                 .acquire()
                 .await
                 .map_err(|_| StorageError::Unavailable("the relay stopped".into()))?;
-            let written = state
+            state
                 .db
                 .run(move |conn| crate::storage::write_transaction(conn, |conn| work(conn)))
-                .await;
-            Ok(written?)
+                .await
         }
-        crate::storage::Backend::Sqlite => {
-            state.write_queue.run(move |conn, _| Ok(work(conn)?)).await
-        }
+        crate::storage::Backend::Sqlite => state.write_queue.run(move |conn, _| work(conn)).await,
     }
 }
 
@@ -263,7 +329,7 @@ where
 /// left or one fails; then waits for those still out. Each batch is a task
 /// of its own: one that waits for a permit to record its answer must make
 /// progress while this loop waits for its own permit to read the next.
-async fn drain(state: &AppState, destination: &str, owner: &str) -> anyhow::Result<()> {
+async fn drain(state: &Relay, destination: &str, owner: &str) -> anyhow::Result<()> {
     let server = ServerName::parse(destination)?;
     let target = Arc::new(state.federation.resolve(&server).await?);
     let origin = state.settings.server_name.to_string();
@@ -334,7 +400,7 @@ async fn drain(state: &AppState, destination: &str, owner: &str) -> anyhow::Resu
 /// Signs and sends one batch and, on a `200`, records the results (and
 /// renews the lease) in one write. Yields the batch's transaction id.
 async fn send_batch(
-    state: AppState,
+    state: Relay,
     target: Arc<Destination>,
     destination: String,
     owner: String,
@@ -358,7 +424,14 @@ async fn send_batch(
         let lease = state.settings.federation.relay_lease;
         let events = write(state, move |conn| {
             let now = crate::time::now_ms();
-            outbox::complete(conn, &destination, &owner, lease, &batch, &response, now)
+            let events =
+                outbox::complete(conn, &destination, &owner, lease, &batch, &response, now)?;
+            // The sender's next look-up of a recipient whose devices
+            // changed fetches the list the remote holds now.
+            for event in events.iter().filter(|e| e.state == "stale_devices") {
+                super::identity_cache::expire_copy(conn, &event.recipient, now)?;
+            }
+            Ok(events)
         })
         .await?;
         state.metrics.relayed_messages.inc_by(events.len() as u64);
@@ -371,7 +444,7 @@ async fn send_batch(
 
 /// Announces this server to every peer it knows (destinations it sends to
 /// and origins that sent to it), so peers holding mail for it retry now.
-pub async fn say_hello(state: AppState) {
+async fn say_hello(state: Relay) {
     let peers = match state.db.run(outbox::known_peers).await {
         Ok(peers) => peers,
         Err(error) => {
@@ -441,9 +514,7 @@ fn failure_cause(error: &anyhow::Error) -> &'static str {
     }
     if error.downcast_ref::<ResolveError>().is_some() {
         "resolve"
-    } else if error.downcast_ref::<StorageError>().is_some()
-        || error.downcast_ref::<MailboxError>().is_some()
-    {
+    } else if error.downcast_ref::<StorageError>().is_some() {
         "storage"
     } else {
         "other"

@@ -1,19 +1,15 @@
 //! Local delivery, shared by local sends and inbound federation: check a
-//! recipient's target devices and quota, then write one delivery row per
-//! device with the per-device counters.
+//! recipient's target devices and quota against what was read, and the
+//! gateway's notes of what was written.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use diesel::prelude::*;
-
 use super::{MailboxError, NewDelivery, StaleRecipient, SyncItem};
 use crate::address::Address;
 use crate::config::Limits;
-use crate::storage::schema::{accounts, deliveries, devices};
-use crate::storage::DbConnection;
+use crate::storage::mail::{AccountTargets, Written};
 use crate::time::duration_ms;
-use crate::with_backend;
 
 /// A recipient's devices checked and ready to be written.
 pub(crate) struct Plan {
@@ -45,16 +41,12 @@ pub(crate) struct SendChecks {
 }
 
 impl SendChecks {
-    /// Adds one recipient's check; an unknown recipient refuses the send.
-    pub fn add(&mut self, check: RecipientCheck, address: &Address) -> Result<(), MailboxError> {
+    /// Adds one recipient's check.
+    pub fn add(&mut self, check: RecipientCheck) {
         match check {
             RecipientCheck::Ready(plan) => self.plans.push(plan),
             RecipientCheck::Stale(recipient) => self.stale.push(recipient),
-            RecipientCheck::Unknown => {
-                return Err(MailboxError::UnknownRecipient(address.to_string()))
-            }
         }
-        Ok(())
     }
 
     /// The plans, unless some recipient was stale or (without remote
@@ -77,7 +69,6 @@ impl SendChecks {
 pub(crate) enum RecipientCheck {
     Ready(Plan),
     Stale(StaleRecipient),
-    Unknown,
 }
 
 /// What a check needs besides the recipient.
@@ -92,96 +83,7 @@ pub(crate) struct CheckRules<'a> {
     pub share: Option<(&'a super::share::Share, &'a str)>,
 }
 
-/// A live device of a recipient, as a check needs it.
-pub(crate) type DeviceState = (i64, String, i64, i64, i64);
-
-/// The account behind each of `aliases` with its live devices (id order),
-/// in one statement: one round trip on PostgreSQL however many there are.
-/// Unknown or disabled aliases are absent.
-pub(crate) fn load_recipients(
-    conn: &mut DbConnection,
-    aliases: &[&str],
-) -> Result<HashMap<String, (String, Vec<DeviceState>)>, MailboxError> {
-    // A row per live device, or one row without a device for an account
-    // that has none.
-    type Row = (String, String, Option<DeviceState>);
-    let joined: Vec<Row> = match conn {
-        DbConnection::Postgres(pg) => super::rows_pg::load_recipients(pg, aliases)?,
-        DbConnection::Sqlite(c) => accounts::table
-            .left_join(
-                devices::table.on(devices::account_key
-                    .eq(accounts::account_key)
-                    .and(devices::revoked_at.is_null())),
-            )
-            .filter(accounts::alias.eq_any(aliases))
-            .filter(accounts::disabled_at.is_null())
-            .order(devices::id.asc())
-            .select((
-                accounts::alias,
-                accounts::account_key,
-                (
-                    devices::id,
-                    devices::device_id,
-                    devices::last_seen_at,
-                    devices::pending_messages,
-                    devices::pending_bytes,
-                )
-                    .nullable(),
-            ))
-            .load(c)?,
-    };
-    Ok(by_alias(joined))
-}
-
-/// Recipient rows (alias, account, a device if it has any) gathered per
-/// alias, devices in the rows' order.
-pub(crate) fn by_alias(
-    rows: Vec<(String, String, Option<DeviceState>)>,
-) -> HashMap<String, (String, Vec<DeviceState>)> {
-    let mut found: HashMap<String, (String, Vec<DeviceState>)> = HashMap::new();
-    for (alias, account, device) in rows {
-        let entry = found.entry(alias).or_insert_with(|| (account, Vec::new()));
-        entry.1.extend(device);
-    }
-    found
-}
-
-/// Checks `address`'s current devices against the devices the sender
-/// wrapped the key for. Devices silent past the inactivity limit are not
-/// required (and get no delivery); revoked or unknown ones are `extra`.
-pub(crate) fn check_recipient(
-    conn: &mut DbConnection,
-    rules: &CheckRules<'_>,
-    address: &Address,
-    wraps: &HashMap<String, Vec<u8>>,
-    body_len: i64,
-    now: i64,
-) -> Result<RecipientCheck, MailboxError> {
-    let alias = address.alias().as_str();
-    let Some((account, devices)) = load_recipients(conn, &[alias])?.remove(alias) else {
-        return Ok(RecipientCheck::Unknown);
-    };
-    // A local send counts against its sending account's share.
-    let Some((sender, _)) = rules.exclude else {
-        return Ok(evaluate_recipient(
-            rules, address, account, &devices, wraps, body_len, now,
-        ));
-    };
-    let share = super::share::Share::load(
-        conn,
-        rules.limits,
-        super::share::Source::Account,
-        &[sender],
-        devices.iter(),
-    )?;
-    let rules = CheckRules {
-        share: Some((&share, sender)),
-        ..*rules
-    };
-    Ok(evaluate_recipient(
-        &rules, address, account, &devices, wraps, body_len, now,
-    ))
-}
+pub(crate) use crate::storage::mail::DeviceState;
 
 /// The check itself, on devices already loaded (with any pending counts
 /// the caller has added since).
@@ -252,58 +154,6 @@ pub(crate) struct MessageRef<'a> {
     pub inline_body: Option<&'a str>,
     pub delivery: super::DeliveryMode,
     pub expires_at: i64,
-    pub body_len: i64,
-}
-
-/// Writes the deliveries of `plan` and raises the devices' counters.
-pub(crate) fn store_deliveries(
-    conn: &mut DbConnection,
-    message: &MessageRef<'_>,
-    plan: &Plan,
-    now: i64,
-) -> Result<Vec<NewDelivery>, MailboxError> {
-    if plan.targets.is_empty() {
-        return Ok(Vec::new());
-    }
-    let device_rows: Vec<i64> = plan.targets.iter().map(|(row, _)| *row).collect();
-    // The counter update locks the device rows (in id order, as everywhere)
-    // before the deliveries draw their ids, so deliveries for one device
-    // commit in id order: a device that syncs past a cursor can never have
-    // a lower id commit later.
-    with_backend!(conn, c => diesel::update(devices::table.filter(devices::id.eq_any(&device_rows)))
-        .set((
-            devices::pending_messages.eq(devices::pending_messages + 1),
-            devices::pending_bytes.eq(devices::pending_bytes + message.body_len),
-        ))
-        .execute(c))?;
-    let rows: Vec<_> = plan
-        .targets
-        .iter()
-        .map(|(device_row, wrap)| {
-            (
-                deliveries::message_row.eq(message.row),
-                deliveries::device_row.eq(*device_row),
-                deliveries::recipient_account.eq(&plan.recipient_account),
-                deliveries::key_wrap.eq(wrap),
-                deliveries::body_bytes.eq(message.body_len),
-                deliveries::created_at.eq(now),
-                deliveries::expires_at.eq(message.expires_at),
-            )
-        })
-        .collect();
-    let ids: HashMap<i64, i64> = with_backend!(conn, c => diesel::insert_into(deliveries::table)
-        .values(&rows)
-        .returning((deliveries::device_row, deliveries::id))
-        .get_results::<(i64, i64)>(c))?
-    .into_iter()
-    .collect();
-    let mut created = Vec::with_capacity(plan.targets.len());
-    for (device_row, wrap) in &plan.targets {
-        // RETURNING yields a row per inserted row; a gap would be a bug.
-        let id = *ids.get(device_row).ok_or(diesel::result::Error::NotFound)?;
-        created.push(message.new_delivery(*device_row, id, wrap, now));
-    }
-    Ok(created)
 }
 
 impl MessageRef<'_> {
@@ -329,6 +179,38 @@ impl MessageRef<'_> {
             device_row,
             cursor,
             inline,
+        }
+    }
+}
+
+/// The gateway's notes of the deliveries of `message` to `targets`, with
+/// the ids `written` gave them.
+pub(crate) fn notes(
+    written: &Written,
+    message: &MessageRef<'_>,
+    targets: &[AccountTargets],
+    now: i64,
+) -> Result<Vec<NewDelivery>, MailboxError> {
+    let mut notes = Vec::new();
+    for (device_row, wrap) in targets.iter().flat_map(|(_, t)| t) {
+        let cursor = written.cursor(message.row, *device_row)?;
+        notes.push(message.new_delivery(*device_row, cursor, wrap, now));
+    }
+    Ok(notes)
+}
+
+/// The devices' pending counts after a delivery of `body_len` bytes to
+/// each of `targets`, so that later messages of the same batch are checked
+/// against the quota as if the earlier ones were stored already.
+pub(crate) fn count_pending(
+    devices: &mut [DeviceState],
+    targets: &[(i64, Vec<u8>)],
+    body_len: i64,
+) {
+    for device in devices.iter_mut() {
+        if targets.iter().any(|(row, _)| *row == device.0) {
+            device.3 += 1;
+            device.4 = device.4.saturating_add(body_len);
         }
     }
 }

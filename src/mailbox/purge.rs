@@ -5,17 +5,11 @@
 
 use std::time::Duration;
 
-use diesel::prelude::*;
-
 use super::status::{mark_expired, StatusEvent};
 use super::{remove_deliveries, remove_finished_messages, MailboxError};
-use crate::storage::schema::{
-    auth_challenges, auth_tokens, deliveries, delivery_receipts, devices, federation_nonces,
-    inbound_txns, messages, outbox, send_idempotency,
-};
+use crate::storage::mail;
 use crate::storage::{write_transaction, DbConnection};
 use crate::time::duration_ms;
-use crate::with_backend;
 
 /// What the purge task needs to know.
 #[derive(Debug, Clone)]
@@ -57,25 +51,14 @@ pub fn purge_once(
     let batch = settings.batch.max(1);
 
     // Deliveries past their expiry: the sender learns they expired.
-    let expired: Vec<i64> = with_backend!(conn, c => deliveries::table
-        .filter(deliveries::expires_at.le(now))
-        .order(deliveries::id.asc())
-        .limit(batch)
-        .select(deliveries::id)
-        .load(c))?;
+    let expired = mail::expired_deliveries(conn, now, batch)?;
     let (count, events) = remove_and_report(conn, &expired, now)?;
     report.expired_deliveries = count;
     report.status_events.extend(events);
 
     // Devices silent past the inactivity limit stop being targets.
     let silent_before = now.saturating_sub(duration_ms(settings.device_inactivity));
-    let inactive: Vec<i64> = with_backend!(conn, c => deliveries::table
-        .inner_join(devices::table)
-        .filter(devices::last_seen_at.lt(silent_before))
-        .order(deliveries::id.asc())
-        .limit(batch)
-        .select(deliveries::id)
-        .load(c))?;
+    let inactive = mail::silent_device_deliveries(conn, silent_before, batch)?;
     let (count, events) = remove_and_report(conn, &inactive, now)?;
     report.inactive_deliveries = count;
     report.status_events.extend(events);
@@ -86,16 +69,7 @@ pub fn purge_once(
     report.status_events.extend(events);
 
     // Messages nothing refers to any more (all acked, or expired).
-    let finished: Vec<i64> = with_backend!(conn, c => messages::table
-        .filter(diesel::dsl::not(diesel::dsl::exists(
-            deliveries::table.filter(deliveries::message_row.eq(messages::id)),
-        )))
-        .filter(diesel::dsl::not(diesel::dsl::exists(
-            outbox::table.filter(outbox::message_row.eq(messages::id)),
-        )))
-        .limit(batch)
-        .select(messages::id)
-        .load(c))?;
+    let finished = mail::finished_messages(conn, batch)?;
     report.finished_messages =
         write_transaction(conn, |conn| remove_finished_messages(conn, &finished))?;
 
@@ -110,14 +84,7 @@ fn bounce_expired_outbox(
     now: i64,
     batch: i64,
 ) -> Result<(usize, Vec<StatusEvent>), MailboxError> {
-    type Row = (i64, String, Option<String>, String);
-    let rows: Vec<Row> = with_backend!(conn, c => outbox::table
-        .inner_join(messages::table)
-        .filter(messages::expires_at.le(now))
-        .order(outbox::id.asc())
-        .limit(batch)
-        .select((outbox::id, messages::message_id, messages::sender_account, outbox::recipients))
-        .load(c))?;
+    let rows = mail::expired_relay_work(conn, now, batch)?;
     if rows.is_empty() {
         return Ok((0, Vec::new()));
     }
@@ -125,19 +92,17 @@ fn bounce_expired_outbox(
         let mut events = Vec::new();
         let mut removed = 0;
         for (id, message_id, sender, recipients) in &rows {
-            removed += with_backend!(conn, c => diesel::delete(outbox::table.find(id)).execute(c))?;
+            removed += mail::remove_relay_work(conn, *id)?;
             let Some(sender) = sender else { continue };
             let recipients: Vec<super::RecipientWraps> =
                 serde_json::from_str(recipients).unwrap_or_default();
             for recipient in recipients {
-                let updated = with_backend!(conn, c => diesel::update(
-                    delivery_receipts::table
-                        .find((sender, message_id, &recipient.address))
-                        .filter(delivery_receipts::state.eq("queued")),
-                )
-                .set((delivery_receipts::state.eq("bounced"), delivery_receipts::updated_at.eq(now)))
-                .execute(c))?;
-                if updated == 1 {
+                let receipt = (
+                    sender.as_str(),
+                    message_id.as_str(),
+                    recipient.address.as_str(),
+                );
+                if mail::settle_queued(conn, receipt, "bounced", now)? {
                     events.push(StatusEvent::new(
                         sender.clone(),
                         message_id.clone(),
@@ -168,11 +133,7 @@ fn remove_and_report(
             if !seen.insert((row.message_row, row.recipient_account.clone())) {
                 continue;
             }
-            let remaining: i64 = with_backend!(conn, c => deliveries::table
-                .filter(deliveries::message_row.eq(row.message_row))
-                .filter(deliveries::recipient_account.eq(&row.recipient_account))
-                .count()
-                .get_result(c))?;
+            let remaining = mail::deliveries_left(conn, row.message_row, &row.recipient_account)?;
             if remaining == 0 {
                 if let Some(event) =
                     mark_expired(conn, row.message_row, &row.recipient_account, now)?
@@ -185,7 +146,8 @@ fn remove_and_report(
     })
 }
 
-/// Challenges, tokens, nonces and records whose purpose has passed.
+/// Records whose purpose has passed: idempotency records, receipts and
+/// inbound transaction answers.
 fn purge_bookkeeping(
     conn: &mut DbConnection,
     settings: &PurgeSettings,
@@ -193,15 +155,10 @@ fn purge_bookkeeping(
 ) -> Result<usize, MailboxError> {
     let old = now.saturating_sub(duration_ms(settings.max_pending_age));
     let mut removed = 0;
-    removed += with_backend!(conn, c => diesel::delete(auth_challenges::table.filter(auth_challenges::expires_at.le(now))).execute(c))?;
-    removed += with_backend!(conn, c => diesel::delete(auth_tokens::table.filter(auth_tokens::expires_at.le(now))).execute(c))?;
-    removed += with_backend!(conn, c => diesel::delete(federation_nonces::table.filter(federation_nonces::expires_at.le(now))).execute(c))?;
-    removed += with_backend!(conn, c => diesel::delete(send_idempotency::table.filter(send_idempotency::created_at.le(old))).execute(c))?;
     // Every change of a receipt comes before its message's pending age
     // runs out, so two pending ages from its creation keep it at least one
     // past its last change; keyed on a column no change touches.
     let receipts_old = old.saturating_sub(duration_ms(settings.max_pending_age));
-    removed += with_backend!(conn, c => diesel::delete(delivery_receipts::table.filter(delivery_receipts::created_at.le(receipts_old))).execute(c))?;
-    removed += with_backend!(conn, c => diesel::delete(inbound_txns::table.filter(inbound_txns::received_at.le(old))).execute(c))?;
+    removed += mail::forget_old_records(conn, old, receipts_old)?;
     Ok(removed)
 }

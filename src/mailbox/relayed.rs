@@ -1,25 +1,23 @@
 //! Mail relayed by another server: the messages of one inbound transaction
 //! checked against their local recipients the way a local send is, and
-//! stored together with a few statements (see `rows`), not a handful per
-//! message.
+//! stored together with a few statements (see `storage::mail`), not a
+//! handful per message.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use diesel::prelude::*;
 
-use super::deliver::{evaluate_recipient, load_recipients, CheckRules, DeviceState, MessageRef};
-use super::rows::{self, AccountTargets, NewMessage};
+use super::deliver::{count_pending, evaluate_recipient, notes, CheckRules, MessageRef};
 use super::share::{Share, Source};
 use super::{MailboxError, NewDelivery};
 use crate::address::Address;
 use crate::config::Limits;
-use crate::federation::wire::{MessageResult, RecipientResult, TxnMessage};
-use crate::storage::schema::messages;
-use crate::storage::{DbConnection, StorageError};
+use crate::storage::mail::{self, AccountTargets, DeviceState, NewMessage};
+use crate::storage::DbConnection;
 use crate::time::duration_ms;
+use homing_proto::federation::{MessageResult, RecipientResult, TxnMessage};
 
 /// Server settings that inbound delivery depends on.
 #[derive(Debug, Clone)]
@@ -62,7 +60,9 @@ pub fn deliver_relayed(
     let held: HashSet<String> = if ids.is_empty() {
         HashSet::new()
     } else {
-        held_already(conn, origin, &ids)?.into_iter().collect()
+        mail::held_already(conn, origin, &ids)?
+            .into_iter()
+            .collect()
     };
     let mut aliases: Vec<String> = Vec::new();
     for (message, _) in batch.iter().zip(&decoded).filter(|(_, b)| b.is_some()) {
@@ -77,7 +77,7 @@ pub fn deliver_relayed(
     aliases.sort_unstable();
     aliases.dedup();
     let aliases: Vec<&str> = aliases.iter().map(String::as_str).collect();
-    let mut known = load_recipients(conn, &aliases)?;
+    let mut known = mail::load_recipients(conn, &aliases)?;
     let devices = known.values().flat_map(|(_, devices)| devices.iter());
     let mut share = Share::load(conn, &rules.limits, Source::Origin, &[origin], devices)?;
     let mut results: Vec<MessageResult> = Vec::with_capacity(batch.len());
@@ -220,15 +220,11 @@ fn check(
             }
             super::deliver::RecipientCheck::Ready(plan) => {
                 results.push(RecipientResult::new(plan.address, "accepted"));
-                rows::count_pending(devices, &plan.targets, body_len);
+                count_pending(devices, &plan.targets, body_len);
                 share.count(&plan.targets, origin, body_len);
                 any_accepted = true;
                 targets.push((plan.recipient_account, plan.targets));
             }
-            super::deliver::RecipientCheck::Unknown => results.push(RecipientResult::new(
-                address.to_string(),
-                "unknown_recipient",
-            )),
         }
     }
     let result = MessageResult {
@@ -259,7 +255,7 @@ fn store(
             targets: &one.targets,
         })
         .collect();
-    let written = rows::insert(conn, &batch, &rows::Beside::default(), now)?;
+    let written = mail::insert(conn, &batch, &mail::Beside::default(), now)?;
     let mut created = Vec::new();
     for (one, &message_row) in storing.iter().zip(&written.message_rows) {
         let reference = MessageRef {
@@ -270,47 +266,8 @@ fn store(
                 .then_some(one.message.body.as_str()),
             delivery: one.message.delivery,
             expires_at: one.expires_at,
-            body_len: one.body.len() as i64,
         };
-        created.extend(written.notes(&reference, &one.targets, now)?);
+        created.extend(notes(&written, &reference, &one.targets, now)?);
     }
     Ok(created)
-}
-
-#[derive(diesel::QueryableByName)]
-struct HeldId {
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    message_id: String,
-}
-
-/// Which of `ids` from `origin` this server holds already. On PostgreSQL,
-/// one probe of the unique key per id, whatever the statistics say: with
-/// `= ANY`, statistics taken before this origin's mail arrived made the
-/// planner read every message held from the origin and filter the ids (3
-/// ms per inbound transaction after a few seconds of load, growing with
-/// the origin's mail). A scalar subquery is never turned into a join, so
-/// it stays a look-up per id, and the statement can stay prepared.
-fn held_already(
-    conn: &mut DbConnection,
-    origin: &str,
-    ids: &[&str],
-) -> Result<Vec<String>, StorageError> {
-    use diesel::sql_types::{Array, Text};
-    Ok(match conn {
-        DbConnection::Postgres(pg) => crate::storage::Reusable::new(
-            "SELECT k.message_id FROM unnest($1) AS k(message_id) WHERE (SELECT m.id FROM messages m \
-             WHERE m.origin = $2 AND m.message_id = k.message_id) IS NOT NULL",
-        )
-        .bind::<Array<Text>, _>(ids)
-        .bind::<Text, _>(origin)
-        .load::<HeldId>(pg)?
-        .into_iter()
-        .map(|held| held.message_id)
-        .collect(),
-        DbConnection::Sqlite(c) => messages::table
-            .filter(messages::origin.eq(origin))
-            .filter(messages::message_id.eq_any(ids))
-            .select(messages::message_id)
-            .load::<String>(c)?,
-    })
 }

@@ -3,18 +3,18 @@
 //! statement is a round trip, so this is what lets one writer keep up with
 //! many senders; on SQLite it saves the per-statement work.
 //!
-//! Only the path where nothing conflicts is done here: any statement that
-//! fails (a message id taken by a concurrent send, a deadlock) fails the
-//! batch, which then runs again one send per savepoint where each failure
+//! There is one way to store a send: a batch that fails as a whole (a
+//! message id taken by a concurrent send, a deadlock) runs again as
+//! batches of one, each in a savepoint (`store_alone`), where each failure
 //! is answered on its own.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::batch_lookup::{look_up, Found};
-use super::deliver::{evaluate_recipient, CheckRules, DeviceState, MessageRef, SendChecks};
-use super::rows::{self, AccountTargets, Beside, NewMessage};
-use super::rows_pg::StoredRecord;
+use super::deliver::{
+    count_pending, evaluate_recipient, notes, CheckRules, MessageRef, SendChecks,
+};
 use super::send::{
     answer_from_record, queue_remote, PreparedSend, RemoteRecipients, SendContext, SendOutcome,
     Sender,
@@ -22,15 +22,48 @@ use super::send::{
 use super::share::{Share, Source};
 use super::MailboxError;
 use super::{RecipientStatus, SendResponse};
+use crate::storage::mail::{self, AccountTargets, Beside, DeviceState, NewMessage, StoredRecord};
 use crate::storage::{DbConnection, StorageError};
 use crate::time::duration_ms;
 
-/// A queued send.
-pub(super) struct SendJob {
-    pub context: Arc<SendContext>,
-    pub sender: Sender,
-    pub prepared: PreparedSend,
-    pub result: Option<Result<SendOutcome, MailboxError>>,
+/// A send waiting for the group commit: the sends of one batch are stored
+/// together.
+pub struct SendJob {
+    pub(super) context: Arc<SendContext>,
+    pub(super) sender: Sender,
+    pub(super) prepared: PreparedSend,
+    pub(super) result: Option<Result<SendOutcome, MailboxError>>,
+}
+
+impl SendJob {
+    pub fn new(context: Arc<SendContext>, sender: Sender, prepared: PreparedSend) -> Self {
+        Self {
+            context,
+            sender,
+            prepared,
+            result: None,
+        }
+    }
+}
+
+impl crate::storage::Batched for SendJob {
+    type Output = SendOutcome;
+    type Error = MailboxError;
+
+    fn store_together(
+        conn: &mut DbConnection,
+        items: &mut [&mut Self],
+    ) -> Result<(), MailboxError> {
+        store_batch(conn, items)
+    }
+
+    fn store_alone(&mut self, conn: &mut DbConnection) -> Result<SendOutcome, MailboxError> {
+        store_alone(conn, self)
+    }
+
+    fn take_result(&mut self) -> Option<Result<SendOutcome, MailboxError>> {
+        self.result.take()
+    }
 }
 
 /// A send that passed its checks, waiting for the batch's writes.
@@ -46,10 +79,7 @@ struct Accepted {
 /// Stores `jobs` in the group commit's shared transaction and sets each
 /// one's result. An error means a statement failed and the transaction
 /// must roll back.
-pub(super) fn store_batch(
-    conn: &mut DbConnection,
-    jobs: &mut [&mut SendJob],
-) -> Result<(), MailboxError> {
+fn store_batch(conn: &mut DbConnection, jobs: &mut [&mut SendJob]) -> Result<(), MailboxError> {
     let ids: HashSet<&str> = jobs.iter().map(|job| job.prepared.message_id()).collect();
     if ids.len() != jobs.len() {
         // Two sends with one id in one batch: the single-send path sorts
@@ -72,6 +102,39 @@ pub(super) fn store_batch(
     let share = Share::load(conn, limits, Source::Account, &senders, devices)?;
     let accepted = check_all(jobs, &pending, found, share, now);
     write_all(conn, jobs, accepted, now)
+}
+
+/// Stores one send in a savepoint of its own: how a batch that failed runs
+/// again, one send at a time, so each failure stays with its own request.
+/// A send that lost a race for its id (a unique violation) is answered
+/// from the record the winner left: a concurrent identical retry, or
+/// another send that took the id.
+fn store_alone(conn: &mut DbConnection, job: &mut SendJob) -> Result<SendOutcome, MailboxError> {
+    use diesel::Connection;
+    let stored = conn.transaction(|conn| {
+        store_batch(conn, &mut [&mut *job])?;
+        job.result
+            .take()
+            .unwrap_or_else(|| Err(StorageError::Unavailable("the send did not run".into()).into()))
+    });
+    match stored {
+        Err(MailboxError::Storage(StorageError::Query(error)))
+            if crate::storage::is_unique_violation(&error) =>
+        {
+            // In a savepoint too: a failure here must not abort the group
+            // commit's transaction for the sends after this one.
+            let (request, parsed) = (&job.prepared.request, &job.prepared.parsed);
+            let key = [(job.sender.account_key.as_str(), request.message_id.as_str())];
+            let records = conn.transaction(|conn| mail::send_reads(conn, &key, &[], false))?;
+            match records.records.first() {
+                Some((_, _, digest, response)) => {
+                    answer_from_record(digest, response, request, parsed)
+                }
+                None => Err(MailboxError::MessageIdReused(request.message_id.clone())),
+            }
+        }
+        other => other,
+    }
 }
 
 /// Answers retries from their idempotency records; returns the jobs left.
@@ -164,7 +227,7 @@ fn check_one(
             body_len,
             now,
         );
-        checks.add(check, &recipient.address)?;
+        checks.add(check);
     }
     let plans = checks.finish(!remote.is_empty(), &context.limits)?;
     let mut statuses = Vec::with_capacity(parsed.recipients.len());
@@ -181,7 +244,7 @@ fn check_one(
         }
         // The later sends of the batch see these deliveries in the counts.
         if let Some((_, devices)) = known.get_mut(recipient.address.alias().as_str()) {
-            rows::count_pending(devices, &plan.targets, body_len);
+            count_pending(devices, &plan.targets, body_len);
         }
         share.count(&plan.targets, &job.sender.account_key, body_len);
         targets.push((plan.recipient_account, plan.targets));
@@ -200,7 +263,7 @@ fn check_one(
 }
 
 /// The batch's rows (one statement on PostgreSQL, a few per table on
-/// SQLite: see `rows`).
+/// SQLite: see `storage::mail`).
 fn write_all(
     conn: &mut DbConnection,
     jobs: &mut [&mut SendJob],
@@ -229,7 +292,7 @@ fn write_all(
             }
         })
         .collect();
-    let written = rows::insert(conn, &batch, &beside, now)?;
+    let written = mail::insert(conn, &batch, &beside, now)?;
     drop((batch, beside));
     for (one, &message_row) in accepted.into_iter().zip(&written.message_rows) {
         let job = &mut *jobs[one.job];
@@ -242,9 +305,8 @@ fn write_all(
                 .then_some(request.body.as_str()),
             delivery: request.delivery,
             expires_at: one.expires_at,
-            body_len: parsed.body.len() as i64,
         };
-        let new_deliveries = written.notes(&message, &one.targets, now)?;
+        let new_deliveries = notes(&written, &message, &one.targets, now)?;
         job.result = Some(Ok(SendOutcome {
             response: SendResponse {
                 message_id: request.message_id.clone(),

@@ -190,14 +190,7 @@ fn end_for_other_devices(
     match keep_ms.flatten() {
         Some(keep) => {
             let until = now.saturating_add(keep.min(duration_ms(max_keep)));
-            with_backend!(conn, c => diesel::update(
-                deliveries::table
-                    .filter(deliveries::message_row.eq(message_row))
-                    .filter(deliveries::recipient_account.eq(recipient))
-                    .filter(deliveries::expires_at.gt(until)),
-            )
-            .set(deliveries::expires_at.eq(until))
-            .execute(c))?;
+            crate::storage::mail::shorten_deliveries(conn, message_row, recipient, until)?;
         }
         None => {
             let others: Vec<i64> = with_backend!(conn, c => deliveries::table

@@ -3,19 +3,25 @@
 //! runtime.
 //!
 //! Queries are written once with diesel's DSL for both backends
-//! (`with_backend!`) by the module that owns the tables. SQL text appears
-//! only where the DSL cannot say it, each beside the code that needs it:
-//! the batch statements of the send path and the relay on PostgreSQL
-//! (`mailbox::rows_pg`, `federation::outbox`), prepared through
-//! `reusable`; `LISTEN`/`NOTIFY` in `gateway::cluster`; and the table
-//! copies of `admin::migrate_store`.
+//! (`with_backend!`) by the module that owns the tables. The mail tables
+//! (messages, deliveries, receipts, the outbox and the relay's state) are
+//! written only by `mail`, for both backends; the mailbox and federation
+//! decide what to write and call it. SQL text appears only where the DSL
+//! cannot say it: `mail`'s one-statement batches on PostgreSQL, prepared
+//! through `reusable`; `LISTEN`/`NOTIFY` in `gateway::cluster`; and the
+//! table copies of `admin::migrate_store`.
+//!
+//! `write_queue` is the group commit every hot write goes through: it
+//! knows transactions, savepoints and retries, not what is written.
 
 mod connection;
 mod files;
+pub mod mail;
 #[cfg(test)]
 mod migration_tests;
 mod reusable;
 pub mod schema;
+mod write_queue;
 
 use std::path::Path;
 use std::time::Duration;
@@ -30,6 +36,7 @@ use crate::config::{DatabaseSettings, DatabaseUrl, SqliteSynchronous};
 
 pub use connection::DbConnection;
 pub use reusable::Reusable;
+pub use write_queue::{is_transient, Batched, Isolation, WriteFailure, WriteQueue, WriteTimings};
 
 /// A connection checked out of the pool; it goes back when dropped.
 pub type Pooled = PooledConnection<connection::Manager>;

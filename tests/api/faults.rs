@@ -181,9 +181,9 @@ async fn run_fault(fault: Fault) {
         // The fault is over: retry now rather than after the back-off.
         {
             let mut conn = a.state.db.get().unwrap();
-            homing::federation::outbox::retry_now(&mut conn, &b.server_name).unwrap();
+            homing::storage::mail::outbox::retry_now(&mut conn, &b.server_name).unwrap();
         }
-        a.state.relay_wake.notify_one();
+        a.state.relay.wake();
         assert!(
             Instant::now() < deadline,
             "A's outbox never drained after {fault:?}"
@@ -227,8 +227,8 @@ async fn delayed_connections_still_deliver_exactly_once() {
 /// Makes A send what it holds for B now instead of after its back-off.
 fn retry_now(a: &TestApp, b: &TestApp) {
     let mut conn = a.state.db.get().unwrap();
-    homing::federation::outbox::retry_now(&mut conn, &b.server_name).unwrap();
-    a.state.relay_wake.notify_one();
+    homing::storage::mail::outbox::retry_now(&mut conn, &b.server_name).unwrap();
+    a.state.relay.wake();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,9 +3,10 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
+use homing::api::AppState;
 use homing::config::Settings;
 use homing::crypto::identity::{DeviceCertificate, DeviceId};
-use homing::startup::{AppState, Application};
+use homing::startup::Application;
 use homing_client::keys::{AccountKeys, DeviceKeys};
 use serde_json::{json, Value};
 

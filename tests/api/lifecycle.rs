@@ -1,5 +1,6 @@
 //! A stopped daemon leaves nothing of itself running: background loops,
-//! relay attempts, the cluster publisher and listener all end with it.
+//! relay attempts, the group commit's writers, the cluster publisher and
+//! listener all end with it.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -28,10 +29,11 @@ async fn stopping_ends_every_task_even_a_relay_attempt_in_flight() {
     }
 
     let tasks = app.state.tasks.clone();
-    // Purge, revocation watch, relay loop and the attempt (the greeting
-    // ends once peers are greeted); on PostgreSQL also the cluster
-    // publisher and its listener thread.
-    assert!(tasks.running() >= 4, "{} running", tasks.running());
+    let write_queue = app.state.write_queue.clone();
+    // Purge, revocation watch, relay loop, the attempt and the writer (the
+    // greeting ends once peers are greeted); on PostgreSQL also the
+    // cluster publisher and its listener thread.
+    assert!(tasks.running() >= 5, "{} running", tasks.running());
     assert!(!tasks.stopping());
 
     let stopping = Instant::now();
@@ -43,4 +45,12 @@ async fn stopping_ends_every_task_even_a_relay_attempt_in_flight() {
     );
     assert!(tasks.stopping());
     assert_eq!(tasks.running(), 0, "tasks or threads outlived the daemon");
+    // No writer is left to take a write.
+    let late = write_queue
+        .run(|_, _| Ok::<_, homing::storage::StorageError>(()))
+        .await;
+    assert!(
+        matches!(late, Err(homing::storage::StorageError::Unavailable(_))),
+        "{late:?}"
+    );
 }

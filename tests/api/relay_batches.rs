@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use homing::federation::outbox::{self, Batch};
+use homing::storage::mail::outbox::{self, Batch};
 use serde_json::json;
 
 use crate::federation::wait_for_items;

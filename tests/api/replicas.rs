@@ -129,7 +129,7 @@ async fn a_dead_replica_does_not_strand_a_destinations_queue() {
     proxy.set(Fault::Pass);
     let deadline = Instant::now() + Duration::from_secs(20);
     while survivor.count("outbox") > 0 {
-        survivor.state.relay_wake.notify_one();
+        survivor.state.relay.wake();
         if Instant::now() > deadline {
             let mut conn = survivor.state.db.get().unwrap();
             let rows = homing::admin::federation::destinations(&mut conn).unwrap();

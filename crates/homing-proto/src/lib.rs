@@ -8,5 +8,6 @@ pub mod address;
 pub mod crypto;
 pub mod dns;
 pub mod documents;
+pub mod federation;
 pub mod time;
 pub mod wire;

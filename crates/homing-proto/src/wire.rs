@@ -124,3 +124,65 @@ pub struct SyncPage {
     /// True when more items are pending after this page.
     pub more: bool,
 }
+
+/// A change in what the sender knows about one recipient of its message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct StatusEvent {
+    /// Who sent it (a local account); the event goes to its devices.
+    #[serde(skip)]
+    pub sender_account: String,
+    pub message_id: String,
+    pub recipient: String,
+    /// `stored`, `queued`, `relayed`, `delivered`, `expired`, `bounced`,
+    /// `dropped`, `mailbox_full`, `no_active_devices`, or a remote server's
+    /// refusal: `unknown_recipient`, `stale_devices`, `not_local`, `invalid`.
+    pub state: String,
+    pub updated_at: i64,
+    /// For `stale_devices`: the recipient's current devices the key wraps
+    /// left out (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+    /// For `stale_devices`: devices the key wraps named that the recipient
+    /// does not have (absent when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra: Vec<String>,
+}
+
+impl StatusEvent {
+    /// An event without device details.
+    pub fn new(
+        sender_account: impl Into<String>,
+        message_id: impl Into<String>,
+        recipient: impl Into<String>,
+        state: impl Into<String>,
+        updated_at: i64,
+    ) -> Self {
+        Self {
+            sender_account: sender_account.into(),
+            message_id: message_id.into(),
+            recipient: recipient.into(),
+            state: state.into(),
+            updated_at,
+            missing: Vec::new(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// The event with a receipt's stored `detail` (`{"missing", "extra"}`
+    /// of a `stale_devices` answer); a detail that does not parse adds
+    /// nothing.
+    pub fn with_detail(mut self, detail: Option<&str>) -> Self {
+        #[derive(Deserialize)]
+        struct Detail {
+            #[serde(default)]
+            missing: Vec<String>,
+            #[serde(default)]
+            extra: Vec<String>,
+        }
+        if let Some(detail) = detail.and_then(|d| serde_json::from_str::<Detail>(d).ok()) {
+            self.missing = detail.missing;
+            self.extra = detail.extra;
+        }
+        self
+    }
+}

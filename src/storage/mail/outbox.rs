@@ -11,7 +11,7 @@ use std::time::Duration;
 use diesel::prelude::*;
 use rand::Rng;
 
-use crate::storage::schema::{destinations, outbox};
+use crate::storage::schema::{destinations, messages, outbox};
 use crate::storage::{DbConnection, StorageError};
 use crate::with_backend;
 
@@ -31,6 +31,14 @@ pub fn ensure_destination(conn: &mut DbConnection, destination: &str) -> Result<
         .on_conflict_do_nothing()
         .execute(c))?;
     Ok(())
+}
+
+/// One destination's relay queue.
+#[derive(Debug, Clone)]
+pub struct DestinationQueue {
+    pub destination: String,
+    pub queued: i64,
+    pub oldest_created_at: i64,
 }
 
 /// A destination due for an attempt.
@@ -70,7 +78,7 @@ pub fn due_destinations(
 pub fn queue_summary(
     conn: &mut DbConnection,
     limit: i64,
-) -> Result<(i64, Vec<crate::metrics::DestinationQueue>), StorageError> {
+) -> Result<(i64, Vec<DestinationQueue>), StorageError> {
     let total: i64 = with_backend!(conn, c => outbox::table.count().get_result(c))?;
     let rows: Vec<(String, i64, Option<i64>)> = with_backend!(conn, c => outbox::table
         .group_by(outbox::destination)
@@ -84,13 +92,11 @@ pub fn queue_summary(
         .load(c))?;
     let queues = rows
         .into_iter()
-        .map(
-            |(destination, queued, oldest)| crate::metrics::DestinationQueue {
-                destination,
-                queued,
-                oldest_created_at: oldest.unwrap_or_else(crate::time::now_ms),
-            },
-        )
+        .map(|(destination, queued, oldest)| DestinationQueue {
+            destination,
+            queued,
+            oldest_created_at: oldest.unwrap_or_else(crate::time::now_ms),
+        })
         .collect();
     Ok((total, queues))
 }
@@ -206,6 +212,39 @@ pub fn known_peers(conn: &mut DbConnection) -> Result<Vec<String>, StorageError>
     peers.dedup();
     peers.truncate(1_000);
     Ok(peers)
+}
+
+/// Drops a destination's queue: the senders' receipts become `dropped`.
+/// Returns how many queued messages were dropped. Runs in the caller's
+/// transaction.
+pub fn drop_queue(conn: &mut DbConnection, destination: &str) -> Result<usize, StorageError> {
+    let rows: Vec<(i64, i64, String, Option<String>, String)> = with_backend!(conn, c => outbox::table
+        .inner_join(messages::table)
+        .filter(outbox::destination.eq(destination))
+        .select((outbox::id, outbox::message_row, messages::message_id, messages::sender_account, outbox::recipients))
+        .load(c))?;
+    let now = crate::time::now_ms();
+    for (_, _, message_id, sender, recipients) in &rows {
+        let Some(sender) = sender else { continue };
+        let recipients: Vec<homing_proto::wire::RecipientWraps> =
+            serde_json::from_str(recipients).unwrap_or_default();
+        for recipient in recipients {
+            let recipient = recipient.address.as_str();
+            super::settle_queued(conn, (sender, message_id, recipient), "dropped", now)?;
+        }
+    }
+    let ids: Vec<i64> = rows.iter().map(|row| row.0).collect();
+    with_backend!(conn, c => diesel::delete(outbox::table.filter(outbox::id.eq_any(&ids))).execute(c))?;
+    // Open transactions stay: one the relay has out now is answered
+    // (and its record removed) as usual, and one whose rows are all
+    // gone is forgotten by the next attempt. Deleting them here could
+    // remove one the relay opened over mail queued after the read.
+    let message_rows: Vec<i64> = rows.iter().map(|row| row.1).collect();
+    super::remove_finished_messages(conn, &message_rows)?;
+    with_backend!(conn, c => diesel::update(destinations::table.find(destination))
+        .set((destinations::failures.eq(0), destinations::next_attempt_at.eq(0), destinations::last_error.eq(None::<String>)))
+        .execute(c))?;
+    Ok(rows.len())
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Group commit for the mailbox's hot writes (sends and acks): concurrent
-//! writes wait in a bounded queue, a writer takes everything waiting (up to
+//! Group commit for the hot writes (sends, acks, inbound transactions and,
+//! on SQLite, the relay's bookkeeping): concurrent writes wait in a
+//! bounded queue, a writer takes everything waiting (up to
 //! a batch), runs them in one transaction, commits once, and only then
 //! answers each of them. Throughput is then bounded by the disk's flush
 //! rate times the batch size instead of one flush per request, and
@@ -12,6 +13,11 @@
 //! fine; a write that fails after writing (a unique violation, a deadlock)
 //! rolls the whole batch back, and the batch runs again with a savepoint
 //! around each write so that the failure stays with its own request.
+//!
+//! One kind of write (`Batched`, the mailbox's sends) is stored together
+//! with the others of its kind in a batch, by one statement per table; any
+//! other write is a closure run in turn. Each write has its own error type,
+//! which says whether it was refused before writing (`WriteFailure`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -19,10 +25,48 @@ use std::time::Instant;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
-use super::send::{send_within, PreparedSend, SendContext, SendOutcome, Sender};
-use super::send_batch::{store_batch, SendJob};
-use super::MailboxError;
-use crate::storage::{write_transaction, Database, DbConnection, Pooled, StorageError};
+use tokio_util::sync::CancellationToken;
+
+use super::{write_transaction, Database, DbConnection, Pooled, StorageError};
+use crate::tasks::Tasks;
+
+/// A write's error, as the queue needs to see it.
+pub trait WriteFailure: From<StorageError> + From<diesel::result::Error> + Send + 'static {
+    /// Raised before the write wrote anything, so a shared transaction is
+    /// left as it was.
+    fn is_refusal(&self) -> bool;
+    /// The next transaction may succeed where this one did not.
+    fn is_transient(&self) -> bool;
+}
+
+impl WriteFailure for StorageError {
+    fn is_refusal(&self) -> bool {
+        false
+    }
+
+    fn is_transient(&self) -> bool {
+        is_transient(self)
+    }
+}
+
+/// The kind of write a batch stores together: each keeps its own result,
+/// which the queue hands back once the batch's fate is known.
+pub trait Batched: Send + 'static {
+    type Output: Send + 'static;
+    type Error: WriteFailure;
+
+    /// Stores `items` in the batch's shared transaction and sets each
+    /// one's result. An error means a statement failed and the
+    /// transaction must roll back. It always reads before it returns, so
+    /// its success shows the transaction is still open.
+    fn store_together(conn: &mut DbConnection, items: &mut [&mut Self]) -> Result<(), Self::Error>;
+
+    /// Stores this one alone, in a savepoint of its own.
+    fn store_alone(&mut self, conn: &mut DbConnection) -> Result<Self::Output, Self::Error>;
+
+    /// The result `store_together` set.
+    fn take_result(&mut self) -> Option<Result<Self::Output, Self::Error>>;
+}
 
 /// Most writes in one transaction.
 const MAX_BATCH: usize = 256;
@@ -52,27 +96,27 @@ enum Ran {
     Failed { transient: bool },
 }
 
-/// One queued write, type-erased so sends and acks share the writers.
-trait Work: Send {
+/// One queued write, type-erased so all kinds share the writers.
+trait Work<B>: Send {
     /// Runs inside the batch's transaction and keeps the result.
     fn run(&mut self, conn: &mut DbConnection, isolation: Isolation) -> Ran;
     /// Answers the caller once the batch's fate is known.
     fn answer(self: Box<Self>, commit: Result<(), String>);
-    /// A send, which a shared batch stores together with the others.
-    fn as_send(&mut self) -> Option<&mut SendJob> {
+    /// A batched write, which a shared batch stores with the others.
+    fn as_batched(&mut self) -> Option<&mut B> {
         None
     }
-    fn is_send(&self) -> bool {
+    fn is_batched(&self) -> bool {
         false
     }
 }
 
 /// Runs `work` as `isolation` says and classifies its result.
-fn run_isolated<T>(
+fn run_isolated<T, E: WriteFailure>(
     conn: &mut DbConnection,
     isolation: Isolation,
-    work: impl FnOnce(&mut DbConnection) -> Result<T, MailboxError>,
-) -> (Result<T, MailboxError>, Ran) {
+    work: impl FnOnce(&mut DbConnection) -> Result<T, E>,
+) -> (Result<T, E>, Ran) {
     use diesel::Connection;
     let result = match isolation {
         Isolation::Shared => work(conn),
@@ -80,7 +124,7 @@ fn run_isolated<T>(
     };
     let ran = match &result {
         Err(error) if !error.is_refusal() => Ran::Failed {
-            transient: is_transient(error),
+            transient: error.is_transient(),
         },
         _ => Ran::Clean,
     };
@@ -88,14 +132,14 @@ fn run_isolated<T>(
 }
 
 /// What a write's caller hears, given its result and its batch's commit.
-fn settle<T>(
+fn settle<T, E: WriteFailure + std::fmt::Display>(
     commit: Result<(), String>,
-    result: Option<Result<T, MailboxError>>,
-) -> Result<T, MailboxError> {
+    result: Option<Result<T, E>>,
+) -> Result<T, E> {
     match (commit, result) {
         // Out of tries on a deadlock or the like: say "try again" (503),
         // not "server error".
-        (Ok(()), Some(Err(error))) if is_transient(&error) => {
+        (Ok(()), Some(Err(error))) if error.is_transient() => {
             Err(StorageError::Unavailable(error.to_string()).into())
         }
         (Ok(()), Some(result)) => result,
@@ -105,45 +149,53 @@ fn settle<T>(
     }
 }
 
-/// A queued send and where its answer goes.
-struct QueuedSend {
-    job: SendJob,
-    reply: oneshot::Sender<Result<SendOutcome, MailboxError>>,
+/// A queued batched write and where its answer goes.
+struct QueuedBatched<B: Batched> {
+    item: B,
+    /// The result of the last `store_alone`, which wins over one a shared
+    /// attempt that rolled back left in the item.
+    alone: Option<Result<B::Output, B::Error>>,
+    reply: oneshot::Sender<Result<B::Output, B::Error>>,
 }
 
-impl Work for QueuedSend {
-    fn run(&mut self, conn: &mut DbConnection, isolation: Isolation) -> Ran {
-        let job = &self.job;
-        let (result, ran) = run_isolated(conn, isolation, |conn| {
-            send_within(conn, isolation, &job.context, &job.sender, &job.prepared)
-        });
-        self.job.result = Some(result);
+impl<B: Batched> Work<B> for QueuedBatched<B>
+where
+    B::Error: std::fmt::Display,
+{
+    /// Batched writes of a shared batch are stored together
+    /// (`run_shared`); this is one alone, in its savepoint.
+    fn run(&mut self, conn: &mut DbConnection, _: Isolation) -> Ran {
+        let item = &mut self.item;
+        let (result, ran) = run_isolated(conn, Isolation::Shared, |conn| item.store_alone(conn));
+        self.alone = Some(result);
         ran
     }
 
-    fn answer(self: Box<Self>, commit: Result<(), String>) {
-        let _ = self.reply.send(settle(commit, self.job.result));
+    fn answer(mut self: Box<Self>, commit: Result<(), String>) {
+        let result = self.alone.take().or_else(|| self.item.take_result());
+        let _ = self.reply.send(settle(commit, result));
     }
 
-    fn as_send(&mut self) -> Option<&mut SendJob> {
-        Some(&mut self.job)
+    fn as_batched(&mut self) -> Option<&mut B> {
+        Some(&mut self.item)
     }
 
-    fn is_send(&self) -> bool {
+    fn is_batched(&self) -> bool {
         true
     }
 }
 
-struct Job<T, F> {
+struct Job<T, E, F> {
     work: F,
-    result: Option<Result<T, MailboxError>>,
-    reply: oneshot::Sender<Result<T, MailboxError>>,
+    result: Option<Result<T, E>>,
+    reply: oneshot::Sender<Result<T, E>>,
 }
 
-impl<T, F> Work for Job<T, F>
+impl<B, T, E, F> Work<B> for Job<T, E, F>
 where
     T: Send,
-    F: FnMut(&mut DbConnection, Isolation) -> Result<T, MailboxError> + Send,
+    E: WriteFailure + std::fmt::Display,
+    F: FnMut(&mut DbConnection, Isolation) -> Result<T, E> + Send,
 {
     fn run(&mut self, conn: &mut DbConnection, isolation: Isolation) -> Ran {
         let work = &mut self.work;
@@ -157,13 +209,14 @@ where
     }
 }
 
-type Queued = Box<dyn Work>;
+type Queued<B> = Box<dyn Work<B>>;
 /// A write and when it was queued.
-type Timed = (Instant, Queued);
+type Timed<B> = (Instant, Queued<B>);
 
-/// The queue in front of the writers.
-pub struct WriteQueue {
-    jobs: mpsc::Sender<(Instant, Queued)>,
+/// The queue in front of the writers; `B` is the kind of write stored
+/// together.
+pub struct WriteQueue<B> {
+    jobs: mpsc::Sender<Timed<B>>,
 }
 
 /// What the writers report: how many writes each transaction held, how
@@ -176,18 +229,22 @@ pub struct WriteTimings {
     pub commit_seconds: Histogram,
 }
 
-impl WriteQueue {
+impl<B: Batched> WriteQueue<B>
+where
+    B::Error: std::fmt::Display,
+{
     /// Starts `writers` writer threads (one is right for SQLite, which has
-    /// one write lock, and for PostgreSQL when writes share rows).
-    /// `timings` hears about every batch.
-    pub fn start(db: Database, writers: usize, timings: WriteTimings) -> Self {
+    /// one write lock, and for PostgreSQL when writes share rows) among the
+    /// daemon's `tasks`: a writer stops when the daemon does, after the
+    /// batch it is writing. `timings` hears about every batch.
+    pub fn start(db: Database, writers: usize, timings: WriteTimings, tasks: &Tasks) -> Self {
         let (jobs, receiver) = mpsc::channel(QUEUE);
         let receiver = Arc::new(Mutex::new(receiver));
         for index in 0..writers.max(1) {
             let (db, receiver, timings) = (db.clone(), receiver.clone(), timings.clone());
-            let spawned = std::thread::Builder::new()
-                .name(format!("homing-writer-{index}"))
-                .spawn(move || writer(db, receiver, timings));
+            let spawned = tasks.spawn_thread(&format!("homing-writer-{index}"), move |stop| {
+                writer(db, receiver, timings, stop)
+            });
             if let Err(error) = spawned {
                 tracing::error!(%error, "cannot start a writer");
             }
@@ -202,12 +259,13 @@ impl WriteQueue {
 
     /// Queues `work` and waits for the commit that holds it. `work` runs
     /// inside a shared transaction, perhaps more than once (after another
-    /// write's failure or a deadlock). It must refuse (any error but
-    /// `Storage` and `Invalid`) only before its first write.
-    pub async fn run<T, F>(&self, work: F) -> Result<T, MailboxError>
+    /// write's failure or a deadlock). It must refuse (an error whose
+    /// `is_refusal` is true) only before its first write.
+    pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
     where
         T: Send + 'static,
-        F: FnMut(&mut DbConnection, Isolation) -> Result<T, MailboxError> + Send + 'static,
+        E: WriteFailure + std::fmt::Display,
+        F: FnMut(&mut DbConnection, Isolation) -> Result<T, E> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(Job {
@@ -224,22 +282,16 @@ impl WriteQueue {
             .map_err(|_| StorageError::Unavailable("the writer failed".into()))?
     }
 
-    /// Queues a send and waits for the commit that holds it.
-    pub async fn send(
-        &self,
-        context: Arc<SendContext>,
-        sender: Sender,
-        prepared: PreparedSend,
-    ) -> Result<SendOutcome, MailboxError> {
+    /// Queues a batched write and waits for the commit that holds it.
+    pub async fn batched(&self, item: B) -> Result<B::Output, B::Error> {
         let (reply, answer) = oneshot::channel();
-        let job = SendJob {
-            context,
-            sender,
-            prepared,
-            result: None,
+        let queued = QueuedBatched {
+            item,
+            alone: None,
+            reply,
         };
         self.jobs
-            .send((Instant::now(), Box::new(QueuedSend { job, reply })))
+            .send((Instant::now(), Box::new(queued)))
             .await
             .map_err(|_| StorageError::Unavailable("the writers stopped".into()))?;
         answer
@@ -248,15 +300,25 @@ impl WriteQueue {
     }
 }
 
-/// Takes what is waiting, up to a batch; blocks for the first job only.
 /// The next batch: the first write to come, and all queued behind it up to
-/// `MAX_BATCH`. Each write's wait in the queue is reported as it is taken.
-fn next_batch(receiver: &Mutex<mpsc::Receiver<Timed>>, waits: &Histogram) -> Option<Vec<Queued>> {
+/// `MAX_BATCH`; blocks for the first only, and returns none once the
+/// daemon stops. Each write's wait in the queue is reported as it is
+/// taken.
+fn next_batch<B>(
+    receiver: &Mutex<mpsc::Receiver<Timed<B>>>,
+    waits: &Histogram,
+    stop: &CancellationToken,
+) -> Option<Vec<Queued<B>>> {
     let mut receiver = match receiver.lock() {
         Ok(guard) => guard,
         Err(poisoned) => poisoned.into_inner(),
     };
-    let (queued_at, first) = receiver.blocking_recv()?;
+    let (queued_at, first) = block_on(async {
+        tokio::select! {
+            job = receiver.recv() => job,
+            () = stop.cancelled() => None,
+        }
+    })?;
     let taken = Instant::now();
     waits.observe(taken.saturating_duration_since(queued_at).as_secs_f64());
     let mut batch = vec![first];
@@ -272,9 +334,35 @@ fn next_batch(receiver: &Mutex<mpsc::Receiver<Timed>>, waits: &Histogram) -> Opt
     Some(batch)
 }
 
-fn writer(db: Database, receiver: Arc<Mutex<mpsc::Receiver<Timed>>>, timings: WriteTimings) {
+/// Polls `future` on this thread until it is ready, sleeping between
+/// wake-ups. The channel's and the token's futures need no runtime, and a
+/// writer is a thread of its own.
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(value) = future.as_mut().poll(&mut context) {
+            return value;
+        }
+        std::thread::park();
+    }
+}
+
+fn writer<B: Batched>(
+    db: Database,
+    receiver: Arc<Mutex<mpsc::Receiver<Timed<B>>>>,
+    timings: WriteTimings,
+    stop: CancellationToken,
+) {
     let sizes = &timings.batch_sizes;
-    let timed_commit = |held: &mut Option<Pooled>, batch: &mut [Queued], isolation| {
+    let timed_commit = |held: &mut Option<Pooled>, batch: &mut [Queued<B>], isolation| {
         let started = Instant::now();
         let outcome = commit(&db, held, batch, isolation);
         timings
@@ -286,7 +374,7 @@ fn writer(db: Database, receiver: Arc<Mutex<mpsc::Receiver<Timed>>>, timings: Wr
     // a checkout from the pool would test it with a round trip first. A
     // batch that fails gives it back, and the next takes a tested one.
     let mut held = None;
-    while let Some(mut batch) = next_batch(&receiver, &timings.queue_wait_seconds) {
+    while let Some(mut batch) = next_batch(&receiver, &timings.queue_wait_seconds, &stop) {
         sizes.observe(batch.len() as f64);
         // Debug level: free unless someone is following a slow write.
         let _span = tracing::debug_span!("write_batch", writes = batch.len()).entered();
@@ -339,10 +427,10 @@ fn writer(db: Database, receiver: Arc<Mutex<mpsc::Receiver<Timed>>>, timings: Wr
 /// the pool); says whether it committed and, per job, whether it failed
 /// transiently. With `Isolation::Shared` a failed write rolls the batch
 /// back. The connection is kept only when the batch committed.
-fn commit(
+fn commit<B: Batched>(
     db: &Database,
     held: &mut Option<Pooled>,
-    batch: &mut [Queued],
+    batch: &mut [Queued<B>],
     isolation: Isolation,
 ) -> (Result<(), String>, Vec<bool>) {
     let mut conn = match held.take().map_or_else(|| db.get(), Ok) {
@@ -350,13 +438,13 @@ fn commit(
         Err(error) => return (Err(error.to_string()), vec![true; batch.len()]),
     };
     let mut transient = Vec::with_capacity(batch.len());
-    let only_sends = batch.iter().all(|job| job.is_send());
+    let only_sends = batch.iter().all(|job| job.is_batched());
     let committed = if isolation == Isolation::Shared
         && only_sends
         && matches!(*conn, DbConnection::Postgres(_))
     {
         // On PostgreSQL a group of sends writes with one statement (see
-        // `rows`), which is a transaction of its own: committed when it
+        // `mail::insert`), which is a transaction of its own: committed when it
         // answers, nothing written when it fails. BEGIN and COMMIT would
         // be two more round trips. The read before it sees what any
         // statement of a READ COMMITTED transaction would.
@@ -392,30 +480,32 @@ fn commit(
     }
 }
 
-/// Runs a batch without savepoints: the sends together, the rest one by
-/// one. An error means some write failed and the batch must roll back.
-/// True when the batch's last statement was the sends' and succeeded,
-/// which shows the transaction is still open (see [`still_open`]).
-fn run_shared(conn: &mut DbConnection, batch: &mut [Queued]) -> Result<bool, MailboxError> {
-    let failed = || {
-        MailboxError::Storage(StorageError::Unavailable(
-            "a write failed; the batch runs again with savepoints".into(),
-        ))
-    };
-    let (mut sends, others): (Vec<&mut Queued>, Vec<&mut Queued>) =
-        batch.iter_mut().partition(|job| job.is_send());
+/// Runs a batch without savepoints: the batched writes together, the
+/// rest one by one. An error means some write failed and the batch must
+/// roll back. True when the batch's last statement was the batched
+/// writes' and succeeded, which shows the transaction is still open (see
+/// [`still_open`]).
+fn run_shared<B: Batched>(
+    conn: &mut DbConnection,
+    batch: &mut [Queued<B>],
+) -> Result<bool, StorageError> {
+    let failed =
+        || StorageError::Unavailable("a write failed; the batch runs again with savepoints".into());
+    let (mut together, others): (Vec<&mut Queued<B>>, Vec<&mut Queued<B>>) =
+        batch.iter_mut().partition(|job| job.is_batched());
     for job in others {
         if job.run(conn, Isolation::Shared) != Ran::Clean {
             return Err(failed());
         }
     }
-    let mut sends: Vec<&mut SendJob> = sends.iter_mut().filter_map(|job| job.as_send()).collect();
-    if sends.is_empty() {
+    let mut together: Vec<&mut B> = together
+        .iter_mut()
+        .filter_map(|job| job.as_batched())
+        .collect();
+    if together.is_empty() {
         return Ok(false);
     }
-    // `store_batch` always reads before it returns, so its success means
-    // a statement ran after every other write of the batch.
-    store_batch(conn, &mut sends).map_err(|_| failed())?;
+    B::store_together(conn, &mut together).map_err(|_| failed())?;
     Ok(true)
 }
 
@@ -424,11 +514,10 @@ fn run_shared(conn: &mut DbConnection, batch: &mut [Queued]) -> Result<bool, Mai
 /// but should one escape, the batch must not be answered as committed: a
 /// statement on an aborted transaction fails, and the whole batch is then
 /// rolled back and tried again.
-fn still_open(conn: &mut DbConnection) -> Result<(), MailboxError> {
+fn still_open(conn: &mut DbConnection) -> Result<(), StorageError> {
     use diesel::connection::SimpleConnection;
     if let DbConnection::Postgres(pg) = conn {
-        pg.batch_execute("SELECT 1")
-            .map_err(|error| MailboxError::Storage(StorageError::Query(error)))?;
+        pg.batch_execute("SELECT 1")?;
     }
     Ok(())
 }
@@ -437,15 +526,15 @@ fn still_open(conn: &mut DbConnection) -> Result<(), MailboxError> {
 /// writers can deadlock; PostgreSQL then fails one statement, which its
 /// savepoint rolls back alone. Such a write is tried again in the next
 /// transaction instead of failing the request.
-fn is_transient(error: &MailboxError) -> bool {
+pub fn is_transient(error: &StorageError) -> bool {
     use diesel::result::{DatabaseErrorKind, Error};
     match error {
-        MailboxError::Storage(StorageError::Query(Error::DatabaseError(kind, info))) => {
+        StorageError::Query(Error::DatabaseError(kind, info)) => {
             matches!(kind, DatabaseErrorKind::SerializationFailure)
                 || info.message().contains("deadlock detected")
                 || info.message().contains("database is locked")
         }
-        MailboxError::Storage(StorageError::Unavailable(_)) => true,
+        StorageError::Unavailable(_) => true,
         _ => false,
     }
 }
@@ -454,7 +543,24 @@ fn is_transient(error: &MailboxError) -> bool {
 mod tests {
     use super::*;
 
-    fn queue(dir: &std::path::Path) -> WriteQueue {
+    /// A queue whose tests use closures only.
+    struct NoBatch;
+
+    impl Batched for NoBatch {
+        type Output = ();
+        type Error = StorageError;
+        fn store_together(_: &mut DbConnection, _: &mut [&mut Self]) -> Result<(), StorageError> {
+            Ok(())
+        }
+        fn store_alone(&mut self, _: &mut DbConnection) -> Result<(), StorageError> {
+            Ok(())
+        }
+        fn take_result(&mut self) -> Option<Result<(), StorageError>> {
+            Some(Ok(()))
+        }
+    }
+
+    fn queue(dir: &std::path::Path) -> WriteQueue<NoBatch> {
         let db = crate::storage::migrated_test_sqlite(dir, 2);
         let histogram = || Histogram::new([1.0]);
         let timings = WriteTimings {
@@ -462,7 +568,7 @@ mod tests {
             queue_wait_seconds: histogram(),
             commit_seconds: histogram(),
         };
-        WriteQueue::start(db, 1, timings)
+        WriteQueue::start(db, 1, timings, &Tasks::default())
     }
 
     #[tokio::test]
@@ -471,20 +577,17 @@ mod tests {
         let queue = queue(dir.path());
         let panicked = queue
             .run(
-                |_conn: &mut DbConnection, _: Isolation| -> Result<(), MailboxError> {
+                |_conn: &mut DbConnection, _: Isolation| -> Result<(), StorageError> {
                     panic!("a bug in one write")
                 },
             )
             .await;
         assert!(
-            matches!(
-                panicked,
-                Err(MailboxError::Storage(StorageError::Unavailable(_)))
-            ),
+            matches!(panicked, Err(StorageError::Unavailable(_))),
             "{panicked:?}"
         );
         let answer = queue
-            .run(|_conn: &mut DbConnection, _: Isolation| Ok::<_, MailboxError>(7))
+            .run(|_conn: &mut DbConnection, _: Isolation| Ok::<_, StorageError>(7))
             .await;
         assert_eq!(answer.unwrap(), 7);
     }

@@ -11,12 +11,12 @@
 use diesel::prelude::*;
 
 use crate::crypto::b64;
-use crate::federation::wire::{
-    Transaction, TxnMessage, MAX_TXN_BODY_BYTES, MAX_TXN_MESSAGES, MAX_TXN_RECIPIENTS,
-};
 use crate::storage::schema::{messages, outbox, outbox_txns};
 use crate::storage::{DbConnection, StorageError};
 use crate::with_backend;
+use homing_proto::federation::{
+    Transaction, TxnMessage, MAX_TXN_BODY_BYTES, MAX_TXN_MESSAGES, MAX_TXN_RECIPIENTS,
+};
 use homing_proto::wire::{DeliveryMode, RecipientWraps};
 
 /// A batch ready to send.

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use homing_proto::wire::{DeliveryMode, RecipientWraps};
+use crate::wire::{DeliveryMode, RecipientWraps};
 
 /// Most messages one transaction carries.
 pub const MAX_TXN_MESSAGES: usize = 100;
@@ -10,7 +10,7 @@ pub const MAX_TXN_MESSAGES: usize = 100;
 pub const MAX_TXN_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Most recipients one message of a transaction names (as for a local
 /// send: `mailbox::MAX_RECIPIENTS`).
-pub const MAX_TXN_MESSAGE_RECIPIENTS: usize = homing_proto::wire::MAX_RECIPIENTS;
+pub const MAX_TXN_MESSAGE_RECIPIENTS: usize = crate::wire::MAX_RECIPIENTS;
 /// Most recipients, over all its messages, one transaction names.
 pub const MAX_TXN_RECIPIENTS: usize = 1_000;
 /// Longest key wrap accepted, base64url (256 bytes decoded).

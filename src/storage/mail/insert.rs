@@ -4,28 +4,27 @@
 //! outbox rows. Used by the group commit's sends and by inbound
 //! transactions, where it replaces a handful of statements per message.
 //!
-//! On PostgreSQL all of it is one statement (`rows_pg`): every statement
+//! On PostgreSQL all of it is one statement (`insert_pg`): every statement
 //! is a round trip in the writer's serial conversation with the database,
 //! which is what bounds a batch there. SQLite, where a statement costs no
-//! round trip, runs a few multi-row statements (`rows_sqlite`).
+//! round trip, runs a few multi-row statements (`insert_sqlite`).
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::deliver::MessageRef;
-use super::{rows_pg, rows_sqlite};
-use super::{DeliveryMode, MailboxError, NewDelivery};
-use crate::storage::DbConnection;
+use super::{insert_pg, insert_sqlite};
+use crate::storage::{DbConnection, StorageError};
+use homing_proto::wire::DeliveryMode;
 
 /// Rows per multi-row statement on SQLite, which allows 32,766 bound
 /// values; the widest row there binds 9.
-pub(super) const ROWS_PER_STATEMENT: usize = 1_000;
+pub const ROWS_PER_STATEMENT: usize = 1_000;
 
 /// A recipient account and its target devices' rows with their key wraps.
-pub(super) type AccountTargets = (String, Vec<(i64, Vec<u8>)>);
+pub type AccountTargets = (String, Vec<(i64, Vec<u8>)>);
 
 /// One message to store. Message ids are distinct within one call, and
 /// all messages of one call have the same origin.
-pub(super) struct NewMessage<'a> {
+pub struct NewMessage<'a> {
     pub origin: &'a str,
     pub message_id: &'a str,
     /// The local sender's account and device; none for relayed mail.
@@ -38,19 +37,19 @@ pub(super) struct NewMessage<'a> {
 }
 
 /// A sender's receipt for one recipient: (sender, message id, recipient, state).
-pub(super) type ReceiptRow<'a> = (&'a str, &'a str, &'a str, &'a str);
+pub type ReceiptRow<'a> = (&'a str, &'a str, &'a str, &'a str);
 
 /// A send's idempotency record: (sender, message id, request digest, response).
-pub(super) type RecordRow<'a> = (&'a str, &'a str, &'a [u8], String);
+pub type RecordRow<'a> = (&'a str, &'a str, &'a [u8], String);
 
 /// A message's relay work for one server: (message id, destination, the
 /// recipients there as JSON).
-pub(super) type OutboxRow<'a> = (&'a str, &'a str, String);
+pub type OutboxRow<'a> = (&'a str, &'a str, String);
 
 /// What a group commit's sends write beside their messages; nothing for
 /// relayed mail.
 #[derive(Default)]
-pub(super) struct Beside<'a> {
+pub struct Beside<'a> {
     pub receipts: Vec<ReceiptRow<'a>>,
     pub records: Vec<RecordRow<'a>>,
     pub outbox: Vec<OutboxRow<'a>>,
@@ -58,7 +57,7 @@ pub(super) struct Beside<'a> {
 
 /// One delivery to insert: its message (an index into the batch), its
 /// device and what the device needs to open the message.
-pub(super) struct DeliveryRow<'a> {
+pub struct DeliveryRow<'a> {
     pub message: usize,
     pub device_row: i64,
     pub recipient_account: &'a str,
@@ -67,10 +66,10 @@ pub(super) struct DeliveryRow<'a> {
 
 /// The pending messages and bytes a batch adds to each target device, in
 /// device row order.
-pub(super) type Bumps = BTreeMap<i64, (i64, i64)>;
+pub type Bumps = BTreeMap<i64, (i64, i64)>;
 
 /// What [`insert`] wrote.
-pub(super) struct Written {
+pub struct Written {
     /// The messages' row ids, in the order given.
     pub message_rows: Vec<i64>,
     /// Each delivery's id (its device's cursor) by (message row, device row).
@@ -78,23 +77,13 @@ pub(super) struct Written {
 }
 
 impl Written {
-    /// The gateway's notes of the deliveries of `message` to `targets`.
-    pub fn notes(
-        &self,
-        message: &MessageRef<'_>,
-        targets: &[AccountTargets],
-        now: i64,
-    ) -> Result<Vec<NewDelivery>, MailboxError> {
-        let mut notes = Vec::new();
-        for (device_row, wrap) in targets.iter().flat_map(|(_, t)| t) {
-            // `insert` returns an id for every delivery; a gap is a bug.
-            let cursor = *self
-                .cursors
-                .get(&(message.row, *device_row))
-                .ok_or(diesel::result::Error::NotFound)?;
-            notes.push(message.new_delivery(*device_row, cursor, wrap, now));
-        }
-        Ok(notes)
+    /// The id of the delivery of `message_row` to `device_row`. `insert`
+    /// returns an id for every delivery; a gap is a bug.
+    pub fn cursor(&self, message_row: i64, device_row: i64) -> Result<i64, StorageError> {
+        self.cursors
+            .get(&(message_row, device_row))
+            .copied()
+            .ok_or(StorageError::Query(diesel::result::Error::NotFound))
     }
 }
 
@@ -102,12 +91,12 @@ impl Written {
 /// the counter update, in id order) before any delivery draws its id, so
 /// one device's deliveries commit in id order: a device that syncs past a
 /// cursor never sees a lower id commit later.
-pub(super) fn insert(
+pub fn insert(
     conn: &mut DbConnection,
     batch: &[NewMessage<'_>],
     beside: &Beside<'_>,
     now: i64,
-) -> Result<Written, MailboxError> {
+) -> Result<Written, StorageError> {
     if batch.is_empty() {
         return Ok(Written {
             message_rows: Vec::new(),
@@ -133,8 +122,12 @@ pub(super) fn insert(
         }
     }
     let (message_ids, cursors) = match conn {
-        DbConnection::Postgres(pg) => rows_pg::store(pg, batch, &bumps, &deliveries, beside, now)?,
-        DbConnection::Sqlite(c) => rows_sqlite::store(c, batch, &bumps, &deliveries, beside, now)?,
+        DbConnection::Postgres(pg) => {
+            insert_pg::store(pg, batch, &bumps, &deliveries, beside, now)?
+        }
+        DbConnection::Sqlite(c) => {
+            insert_sqlite::store(c, batch, &bumps, &deliveries, beside, now)?
+        }
     };
     let message_rows = batch
         .iter()
@@ -144,7 +137,7 @@ pub(super) fn insert(
                 .copied()
                 .ok_or(diesel::result::Error::NotFound.into())
         })
-        .collect::<Result<Vec<i64>, MailboxError>>()?;
+        .collect::<Result<Vec<i64>, StorageError>>()?;
     if cursors.len() != deliveries.len() {
         // A device row that vanished: the counter update found nothing to
         // lock, so its deliveries were not written.
@@ -157,20 +150,4 @@ pub(super) fn insert(
 }
 
 /// Message rows by message id, and delivery ids by (message row, device row).
-pub(super) type Stored = (HashMap<String, i64>, HashMap<(i64, i64), i64>);
-
-/// The devices' pending counts after a delivery of `body_len` bytes to
-/// each of `targets`, so that later messages of the same batch are checked
-/// against the quota as if the earlier ones were stored already.
-pub(super) fn count_pending(
-    devices: &mut [super::deliver::DeviceState],
-    targets: &[(i64, Vec<u8>)],
-    body_len: i64,
-) {
-    for device in devices.iter_mut() {
-        if targets.iter().any(|(row, _)| *row == device.0) {
-            device.3 += 1;
-            device.4 = device.4.saturating_add(body_len);
-        }
-    }
-}
+pub type Stored = (HashMap<String, i64>, HashMap<(i64, i64), i64>);

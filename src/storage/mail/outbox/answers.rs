@@ -11,13 +11,11 @@ use diesel::prelude::*;
 
 use super::Batch;
 use crate::crypto::identity::{DeviceId, MAX_DEVICES};
-use crate::federation::wire::{RecipientResult, TxnResponse};
-use crate::mailbox::StatusEvent;
-use crate::storage::schema::{
-    delivery_receipts, destinations, outbox, outbox_txns, remote_identities,
-};
+use crate::storage::schema::{delivery_receipts, destinations, outbox, outbox_txns};
 use crate::storage::{DbConnection, Reusable, StorageError};
 use crate::with_backend;
+use homing_proto::federation::{RecipientResult, TxnResponse};
+use homing_proto::wire::StatusEvent;
 
 /// The answer's bookkeeping on PostgreSQL in one statement, which the
 /// writer's connection keeps prepared: each statement is a round trip in
@@ -109,7 +107,7 @@ pub fn complete(
         events.extend(record_result(conn, sender, message_id, &recipient, now)?);
     }
     if let DbConnection::Sqlite(_) = conn {
-        crate::mailbox::remove_finished_messages(conn, &message_rows)?;
+        crate::storage::mail::remove_finished_messages(conn, &message_rows)?;
         super::claim(conn, destination, owner, now, lease)?;
     }
     Ok(events)
@@ -250,9 +248,7 @@ fn mark_relayed_sqlite(
 
 /// One recipient's result on its sender's receipt, if still queued. A
 /// `stale_devices` answer keeps the device ids it names (those that are
-/// device ids, at most a device list's worth each) and ends the cached
-/// copy of the recipient's identity, so the sender's next look-up fetches
-/// the list the remote holds now.
+/// device ids, at most a device list's worth each).
 fn record_result(
     conn: &mut DbConnection,
     sender: &str,
@@ -268,15 +264,6 @@ fn record_result(
     let (missing, extra) = (device_ids(&recipient.missing), device_ids(&recipient.extra));
     let detail = (!missing.is_empty() || !extra.is_empty())
         .then(|| serde_json::json!({"missing": missing, "extra": extra}).to_string());
-    if state == "stale_devices" {
-        with_backend!(conn, c => diesel::update(
-            remote_identities::table
-                .find(&recipient.address)
-                .filter(remote_identities::expires_at.gt(now)),
-        )
-        .set(remote_identities::expires_at.eq(now))
-        .execute(c))?;
-    }
     let updated = with_backend!(conn, c => diesel::update(
         delivery_receipts::table
             .find((sender, message_id, &recipient.address))

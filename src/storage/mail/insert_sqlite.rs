@@ -1,5 +1,5 @@
 //! The batch's rows on SQLite: a few multi-row statements per table (see
-//! `rows`). A statement costs no round trip here, so nothing is gained by
+//! `insert`). A statement costs no round trip here, so nothing is gained by
 //! folding them into one.
 
 use std::collections::HashMap;
@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use diesel::prelude::*;
 use diesel::SqliteConnection;
 
-use super::rows::{Beside, Bumps, DeliveryRow, NewMessage, Stored, ROWS_PER_STATEMENT};
+use super::insert::{Beside, Bumps, DeliveryRow, NewMessage, Stored, ROWS_PER_STATEMENT};
 use crate::storage::schema::{
     deliveries, delivery_receipts, destinations, devices, messages, outbox, send_idempotency,
 };

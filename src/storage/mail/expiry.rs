@@ -1,0 +1,108 @@
+//! What the purge task finds and removes by time: expired deliveries,
+//! deliveries to devices gone silent, relay work past its message's
+//! expiry, finished messages and records whose purpose has passed. Every
+//! step deletes rows that qualify by time, so replicas purging at once
+//! each delete (and count) a row once.
+
+use diesel::prelude::*;
+
+use crate::storage::schema::{
+    deliveries, delivery_receipts, devices, inbound_txns, messages, outbox, send_idempotency,
+};
+use crate::storage::{DbConnection, StorageError};
+use crate::with_backend;
+
+/// Up to `batch` deliveries that expired by `now`, oldest first.
+pub fn expired_deliveries(
+    conn: &mut DbConnection,
+    now: i64,
+    batch: i64,
+) -> Result<Vec<i64>, StorageError> {
+    Ok(with_backend!(conn, c => deliveries::table
+        .filter(deliveries::expires_at.le(now))
+        .order(deliveries::id.asc())
+        .limit(batch)
+        .select(deliveries::id)
+        .load(c))?)
+}
+
+/// Up to `batch` deliveries to devices not seen since `silent_before`.
+pub fn silent_device_deliveries(
+    conn: &mut DbConnection,
+    silent_before: i64,
+    batch: i64,
+) -> Result<Vec<i64>, StorageError> {
+    Ok(with_backend!(conn, c => deliveries::table
+        .inner_join(devices::table)
+        .filter(devices::last_seen_at.lt(silent_before))
+        .order(deliveries::id.asc())
+        .limit(batch)
+        .select(deliveries::id)
+        .load(c))?)
+}
+
+/// Deliveries of `message_row` still pending for `recipient`.
+pub fn deliveries_left(
+    conn: &mut DbConnection,
+    message_row: i64,
+    recipient: &str,
+) -> Result<i64, StorageError> {
+    Ok(with_backend!(conn, c => deliveries::table
+        .filter(deliveries::message_row.eq(message_row))
+        .filter(deliveries::recipient_account.eq(recipient))
+        .count()
+        .get_result(c))?)
+}
+
+/// Relay work whose message expired before the destination took it:
+/// (outbox row, message id, local sender, recipients as JSON).
+pub type ExpiredRelay = (i64, String, Option<String>, String);
+
+/// Up to `batch` outbox rows whose message expired by `now`.
+pub fn expired_relay_work(
+    conn: &mut DbConnection,
+    now: i64,
+    batch: i64,
+) -> Result<Vec<ExpiredRelay>, StorageError> {
+    Ok(with_backend!(conn, c => outbox::table
+        .inner_join(messages::table)
+        .filter(messages::expires_at.le(now))
+        .order(outbox::id.asc())
+        .limit(batch)
+        .select((outbox::id, messages::message_id, messages::sender_account, outbox::recipients))
+        .load(c))?)
+}
+
+/// Removes one outbox row; 0 when another replica removed it first.
+pub fn remove_relay_work(conn: &mut DbConnection, id: i64) -> Result<usize, StorageError> {
+    Ok(with_backend!(conn, c => diesel::delete(outbox::table.find(id)).execute(c))?)
+}
+
+/// Up to `batch` messages nothing refers to any more (all acked, or
+/// expired).
+pub fn finished_messages(conn: &mut DbConnection, batch: i64) -> Result<Vec<i64>, StorageError> {
+    Ok(with_backend!(conn, c => messages::table
+        .filter(diesel::dsl::not(diesel::dsl::exists(
+            deliveries::table.filter(deliveries::message_row.eq(messages::id)),
+        )))
+        .filter(diesel::dsl::not(diesel::dsl::exists(
+            outbox::table.filter(outbox::message_row.eq(messages::id)),
+        )))
+        .limit(batch)
+        .select(messages::id)
+        .load(c))?)
+}
+
+/// Idempotency records and inbound transaction records older than `old`,
+/// receipts created before `receipts_old`. Returns the rows removed.
+pub fn forget_old_records(
+    conn: &mut DbConnection,
+    old: i64,
+    receipts_old: i64,
+) -> Result<usize, StorageError> {
+    let mut removed = 0;
+    removed += with_backend!(conn, c => diesel::delete(send_idempotency::table.filter(send_idempotency::created_at.le(old))).execute(c))?;
+    removed += with_backend!(conn, c => diesel::delete(delivery_receipts::table.filter(delivery_receipts::created_at.le(receipts_old))).execute(c))?;
+    removed += with_backend!(conn, c => diesel::delete(inbound_txns::table.filter(inbound_txns::received_at.le(old))).execute(c))?;
+    Ok(removed)
+}
