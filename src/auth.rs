@@ -114,6 +114,15 @@ pub fn revocation_epoch(conn: &mut DbConnection) -> Result<i64, diesel::result::
     Ok(epoch.first().copied().unwrap_or(0))
 }
 
+/// Ends every token of a revoked device.
+pub fn end_device_tokens(
+    conn: &mut DbConnection,
+    device_row: i64,
+) -> Result<(), diesel::result::Error> {
+    with_backend!(conn, c => diesel::delete(auth_tokens::table.filter(auth_tokens::device_row.eq(device_row))).execute(c))?;
+    Ok(())
+}
+
 /// Forgets challenges and tokens that have expired; returns how many.
 pub fn forget_expired(conn: &mut DbConnection, now: i64) -> Result<usize, diesel::result::Error> {
     let mut removed = with_backend!(conn, c => diesel::delete(auth_challenges::table.filter(auth_challenges::expires_at.le(now))).execute(c))?;
@@ -198,9 +207,7 @@ pub fn issue_token(
             auth_tokens::expires_at.eq(expires_at),
         ))
         .execute(c))?;
-    with_backend!(conn, c => diesel::update(devices::table.find(device_row))
-        .set(devices::last_seen_at.eq(now))
-        .execute(c))?;
+    crate::storage::mail::mark_seen(conn, device_row, now, now)?;
     Ok(TokenGrant {
         token,
         expires_at,

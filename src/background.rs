@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use crate::federation::{identity_cache, nonces};
+use crate::federation::directory::cache as identity_cache;
+use crate::federation::nonces;
 use crate::mailbox::{self, PurgeSettings};
 use std::sync::Arc;
 

@@ -4,6 +4,6 @@
 pub mod check;
 pub mod cli;
 pub mod federation;
-pub mod invites;
+pub use crate::identity::invites;
 pub mod migrate_store;
 pub mod users;

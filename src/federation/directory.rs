@@ -4,6 +4,8 @@
 //! versions only grow: a list older than one seen before for the address
 //! (under the same account key) is refused.
 
+pub mod cache;
+
 use std::time::Duration;
 
 use diesel::prelude::*;

@@ -1,7 +1,6 @@
 //! Talking to other Homing servers.
 pub mod client;
 pub mod directory;
-pub mod identity_cache;
 pub mod inbound;
 pub mod keys;
 pub mod new_destinations;

@@ -429,7 +429,7 @@ async fn send_batch(
             // The sender's next look-up of a recipient whose devices
             // changed fetches the list the remote holds now.
             for event in events.iter().filter(|e| e.state == "stale_devices") {
-                super::identity_cache::expire_copy(conn, &event.recipient, now)?;
+                super::directory::cache::expire_copy(conn, &event.recipient, now)?;
             }
             Ok(events)
         })

@@ -10,7 +10,7 @@ use super::{load_account, IdentityError};
 use crate::crypto::canonical::to_canonical_bytes;
 use crate::crypto::identity::{DeviceId, DocumentError, SignedDeviceCertificate, SignedDeviceList};
 use crate::crypto::{b64, PublicKey};
-use crate::storage::schema::{accounts, auth_tokens, devices};
+use crate::storage::schema::{accounts, devices};
 use crate::storage::{is_unique_violation, write_transaction, DbConnection, StorageError};
 use crate::with_backend;
 
@@ -220,7 +220,7 @@ pub fn revoke_device(
                 devices::pending_bytes.eq(0),
             ))
             .execute(c))?;
-        with_backend!(conn, c => diesel::delete(auth_tokens::table.filter(auth_tokens::device_row.eq(device_row))).execute(c))?;
+        crate::auth::end_device_tokens(conn, device_row)?;
         crate::auth::bump_revocations(conn)?;
         crate::storage::mail::remove_device_mail(conn, device_row)?;
         store_list(conn, &key, version, &list)?;

@@ -1,7 +1,9 @@
 //! Accounts, aliases and devices on this server: registration, device list
 //! changes and public look-ups. No HTTP here; handlers call these.
 
+pub mod account_changes;
 mod devices;
+pub mod invites;
 pub mod links;
 mod register;
 

@@ -11,7 +11,7 @@ use crate::crypto::identity::{
     DocumentError, RegistrationStatement, SignedDeviceCertificate, SignedDeviceList,
 };
 use crate::crypto::{PublicKey, SignatureBytes};
-use crate::storage::schema::{accounts, invites};
+use crate::storage::schema::accounts;
 use crate::storage::{is_unique_violation, write_transaction, DbConnection};
 use crate::with_backend;
 
@@ -109,7 +109,7 @@ pub fn register(
             return Ok(outcome);
         }
         if let Some(hash) = &invite {
-            consume_invite(conn, hash)?;
+            super::invites::consume(conn, hash)?;
         }
         insert(conn, &request)
     });
@@ -151,24 +151,6 @@ fn existing(
             Err(IdentityError::UnknownAccount) => Ok(None),
             Err(other) => Err(other),
         },
-    }
-}
-
-fn consume_invite(conn: &mut DbConnection, hash: &[u8]) -> Result<(), IdentityError> {
-    let now = crate::time::now_ms();
-    let updated = with_backend!(conn, c => diesel::update(
-        invites::table
-            .filter(invites::code_hash.eq(hash))
-            .filter(invites::uses.lt(invites::max_uses))
-            .filter(invites::revoked_at.is_null())
-            .filter(invites::expires_at.is_null().or(invites::expires_at.gt(now))),
-    )
-    .set(invites::uses.eq(invites::uses + 1))
-    .execute(c))?;
-    if updated == 1 {
-        Ok(())
-    } else {
-        Err(IdentityError::InviteInvalid)
     }
 }
 

@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::MailboxError;
-use crate::storage::schema::{accounts, delivery_receipts};
+use crate::storage::schema::delivery_receipts;
 use crate::storage::DbConnection;
 use crate::time::duration_ms;
 use crate::with_backend;
@@ -105,8 +105,6 @@ pub fn set_retention(
         Retention::PurgeOnAck => None,
         Retention::Keep { duration_secs } => Some(duration_ms(Duration::from_secs(duration_secs))),
     };
-    with_backend!(conn, c => diesel::update(accounts::table.find(account_key))
-        .set(accounts::retention_keep_ms.eq(keep_ms))
-        .execute(c))?;
+    crate::identity::account_changes::set_retention_keep(conn, account_key, keep_ms)?;
     Ok(effective)
 }

@@ -10,7 +10,7 @@ use super::{
     remove_deliveries, remove_finished_messages, DeliveryMode, MailboxError, SyncItem, SyncPage,
 };
 use crate::crypto::b64;
-use crate::storage::schema::{accounts, deliveries, devices, messages};
+use crate::storage::schema::{accounts, deliveries, messages};
 use crate::storage::DbConnection;
 use crate::time::duration_ms;
 use crate::with_backend;
@@ -56,13 +56,7 @@ pub fn sync(
         .load(c))?;
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    with_backend!(conn, c => diesel::update(
-        devices::table
-            .find(device_row)
-            .filter(devices::last_seen_at.lt(now - SEEN_GRANULARITY_MS)),
-    )
-    .set(devices::last_seen_at.eq(now))
-    .execute(c))?;
+    crate::storage::mail::mark_seen(conn, device_row, now - SEEN_GRANULARITY_MS, now)?;
     let items: Vec<SyncItem> = rows.into_iter().map(item_from_row).collect();
     Ok(SyncPage {
         cursor: items.last().map_or(cursor, |item| item.cursor),

@@ -2,7 +2,7 @@
 //! they leave behind is bounded: documents expire, pins stay small.
 
 use diesel::prelude::*;
-use homing::federation::identity_cache::{self, PIN_UNUSED};
+use homing::federation::directory::cache::{self as identity_cache, PIN_UNUSED};
 use homing::storage::schema::remote_identities;
 use serde_json::Value;
 

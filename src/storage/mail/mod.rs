@@ -32,6 +32,6 @@ pub use read::{
 };
 pub use receipts::{advance_receipt, settle_queued};
 pub use remove::{
-    remove_account_mail, remove_deliveries, remove_device_mail, remove_finished_messages,
-    shorten_deliveries, RemovedDelivery,
+    mark_seen, remove_account_mail, remove_deliveries, remove_device_mail,
+    remove_finished_messages, shorten_deliveries, RemovedDelivery,
 };

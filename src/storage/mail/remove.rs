@@ -140,3 +140,23 @@ pub fn remove_device_mail(conn: &mut DbConnection, device_row: i64) -> Result<us
     )
     .execute(c))?)
 }
+
+/// The device was seen at `now`: recorded unless it was seen after
+/// `unless_after` already (a sync records it at most once a minute). A
+/// device silent past the inactivity limit loses its deliveries, so this
+/// is mail bookkeeping like the pending counters beside it.
+pub fn mark_seen(
+    conn: &mut DbConnection,
+    device_row: i64,
+    unless_after: i64,
+    now: i64,
+) -> Result<(), StorageError> {
+    with_backend!(conn, c => diesel::update(
+        devices::table
+            .find(device_row)
+            .filter(devices::last_seen_at.lt(unless_after)),
+    )
+    .set(devices::last_seen_at.eq(now))
+    .execute(c))?;
+    Ok(())
+}

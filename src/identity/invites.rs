@@ -7,8 +7,8 @@ use diesel::prelude::*;
 use rand::RngCore;
 use serde::Serialize;
 
+use super::{invite_hash, IdentityError};
 use crate::crypto::b64;
-use crate::identity::invite_hash;
 use crate::storage::schema::invites;
 use crate::storage::{DbConnection, StorageError};
 use crate::time::{duration_ms, now_ms};
@@ -88,4 +88,24 @@ pub fn revoke(conn: &mut DbConnection, invite_id: &str) -> Result<bool, StorageE
     .set(invites::revoked_at.eq(now_ms()))
     .execute(c))?;
     Ok(updated == 1)
+}
+
+/// Uses one of the invite's uses, if it has one left and is neither
+/// revoked nor expired.
+pub(super) fn consume(conn: &mut DbConnection, hash: &[u8]) -> Result<(), IdentityError> {
+    let now = crate::time::now_ms();
+    let updated = with_backend!(conn, c => diesel::update(
+        invites::table
+            .filter(invites::code_hash.eq(hash))
+            .filter(invites::uses.lt(invites::max_uses))
+            .filter(invites::revoked_at.is_null())
+            .filter(invites::expires_at.is_null().or(invites::expires_at.gt(now))),
+    )
+    .set(invites::uses.eq(invites::uses + 1))
+    .execute(c))?;
+    if updated == 1 {
+        Ok(())
+    } else {
+        Err(IdentityError::InviteInvalid)
+    }
 }
