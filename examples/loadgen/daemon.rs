@@ -235,6 +235,29 @@ pub fn cpu_ms(pid: u32) -> Option<f64> {
     Some(ticks * 10.0)
 }
 
+/// A connection pool of its own on the daemon's database, for filling it
+/// behind the daemon's back.
+pub fn open_store(
+    daemon: &Daemon,
+    postgres: Option<&str>,
+) -> anyhow::Result<homing::storage::Database> {
+    let url = match (postgres, &daemon.postgres) {
+        (Some(_), Some((base, name))) => {
+            homing::config::DatabaseUrl::Postgres(replace_database(base, name))
+        }
+        _ => homing::config::DatabaseUrl::Sqlite(daemon._dir.path().join("homing.db")),
+    };
+    Ok(homing::storage::Database::connect(
+        &homing::config::DatabaseSettings {
+            url,
+            pool_size: 1,
+            connect_timeout: Duration::from_secs(10),
+            sqlite_synchronous: homing::config::SqliteSynchronous::Normal,
+            writers: 1,
+        },
+    )?)
+}
+
 /// Writes `count` pending deliveries for `owner`'s device straight into the
 /// daemon's database (setting up a backlog through the API would take hours).
 pub async fn fill_backlog(
@@ -248,19 +271,7 @@ pub async fn fill_backlog(
     if count == 0 {
         return Ok(());
     }
-    let url = match (postgres, &daemon.postgres) {
-        (Some(_), Some((base, name))) => {
-            homing::config::DatabaseUrl::Postgres(replace_database(base, name))
-        }
-        _ => homing::config::DatabaseUrl::Sqlite(daemon._dir.path().join("homing.db")),
-    };
-    let db = homing::storage::Database::connect(&homing::config::DatabaseSettings {
-        url,
-        pool_size: 1,
-        connect_timeout: Duration::from_secs(10),
-        sqlite_synchronous: homing::config::SqliteSynchronous::Normal,
-        writers: 1,
-    })?;
+    let db = open_store(daemon, postgres)?;
     let alias = owner
         .address
         .split('@')

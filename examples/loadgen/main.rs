@@ -7,12 +7,13 @@
 //! cargo run --release --example loadgen -- --scenario send --database sqlite --duration 10
 //! ```
 //!
-//! Scenarios: `send`, `e2e`, `federation`, `fanout`, `backlog` (see
+//! Scenarios: `send`, `e2e`, `federation`, `fanout`, `backlog`, `scale` (see
 //! BENCHMARKS.md). PostgreSQL comes from `--database-url` or
 //! `HOMING_TEST_DATABASE_URL`; each run uses a fresh database there.
 
 mod daemon;
 mod http1;
+mod scale;
 mod scenarios;
 
 use std::time::Duration;
@@ -26,6 +27,7 @@ enum Scenario {
     Federation,
     Fanout,
     Backlog,
+    Scale,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
@@ -59,6 +61,15 @@ struct Args {
     /// Pending deliveries for other devices (`backlog`), e.g. 1000,1000000.
     #[arg(long, value_delimiter = ',', default_value = "1000,100000")]
     backlog: Vec<u64>,
+    /// Filler accounts (`scale`).
+    #[arg(long, default_value_t = 1_000_000)]
+    accounts: u64,
+    /// Devices per filler account (`scale`).
+    #[arg(long, default_value_t = 3)]
+    devices_per_account: u64,
+    /// Filler pending deliveries, ten per message (`scale`).
+    #[arg(long, default_value_t = 10_000_000)]
+    pending: u64,
 }
 
 #[tokio::main]
@@ -79,6 +90,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Scenario::Fanout => scenarios::fanout(postgres.as_deref(), args.connections).await?,
         Scenario::Backlog => scenarios::backlog(postgres.as_deref(), &args.backlog).await?,
+        Scenario::Scale => {
+            let sizes = scale::Sizes {
+                accounts: args.accounts,
+                devices_per_account: args.devices_per_account,
+                pending: args.pending,
+            };
+            scale::scale(postgres.as_deref(), duration, args.concurrency, sizes).await?
+        }
     };
     let mut result = result;
     result["scenario"] = serde_json::json!(format!("{:?}", args.scenario).to_lowercase());

@@ -14,7 +14,7 @@ use crate::http1::Connection;
 
 const SEND_PATH: &str = "/api/v1/dms/send";
 
-fn percentile(samples: &mut [f64], p: f64) -> f64 {
+pub fn percentile(samples: &mut [f64], p: f64) -> f64 {
     if samples.is_empty() {
         return 0.0;
     }
@@ -88,7 +88,7 @@ impl Outgoing {
 }
 
 /// A JSON send request of `body` to `url`'s send endpoint.
-fn post_send(
+pub fn post_send(
     http: &reqwest::Client,
     send_url: &str,
     token: &str,
@@ -102,7 +102,7 @@ fn post_send(
 
 /// Sends from `concurrency` tasks, each on its own keep-alive connection,
 /// for `duration`; returns (accepted, latencies in ms, errors).
-async fn blast(
+pub async fn blast(
     url: &str,
     token: &str,
     to: &User,
@@ -317,7 +317,7 @@ fn bound_ms(le_seconds: f64) -> Value {
 }
 
 /// The writers' histograms: time in the queue, time to commit.
-async fn write_timings(url: &str) -> Value {
+pub async fn write_timings(url: &str) -> Value {
     json!({
         "queue_wait": histogram_ms(url, "homing_write_queue_wait_seconds").await,
         "commit": histogram_ms(url, "homing_write_commit_seconds").await,

@@ -52,25 +52,20 @@ pub fn purge_once(
 
     // Deliveries past their expiry: the sender learns they expired.
     let expired = mail::expired_deliveries(conn, now, batch)?;
-    let (count, events) = remove_and_report(conn, &expired, now)?;
-    report.expired_deliveries = count;
-    report.status_events.extend(events);
+    report.expired_deliveries = report.add(remove_and_report(conn, &expired, now)?);
 
     // Devices silent past the inactivity limit stop being targets.
     let silent_before = now.saturating_sub(duration_ms(settings.device_inactivity));
     let inactive = mail::silent_device_deliveries(conn, silent_before, batch)?;
-    let (count, events) = remove_and_report(conn, &inactive, now)?;
-    report.inactive_deliveries = count;
-    report.status_events.extend(events);
+    report.inactive_deliveries = report.add(remove_and_report(conn, &inactive, now)?);
 
     // Relay work past the maximum pending age: bounce it to the sender.
-    let (count, events) = bounce_expired_outbox(conn, now, batch)?;
-    report.bounced = count;
-    report.status_events.extend(events);
+    report.bounced = report.add(bounce_expired_outbox(conn, now, batch)?);
 
-    // Messages nothing refers to any more (all acked, or expired).
-    let finished = mail::finished_messages(conn, batch)?;
-    report.finished_messages =
+    // Expired messages nothing refers to any more (the steps above remove
+    // the messages they finish).
+    let finished = mail::finished_messages(conn, now, batch)?;
+    report.finished_messages +=
         write_transaction(conn, |conn| remove_finished_messages(conn, &finished))?;
 
     report.bookkeeping_rows = purge_bookkeeping(conn, settings, now)?;
@@ -83,15 +78,15 @@ fn bounce_expired_outbox(
     conn: &mut DbConnection,
     now: i64,
     batch: i64,
-) -> Result<(usize, Vec<StatusEvent>), MailboxError> {
+) -> Result<Removed, MailboxError> {
     let rows = mail::expired_relay_work(conn, now, batch)?;
     if rows.is_empty() {
-        return Ok((0, Vec::new()));
+        return Ok(Removed::default());
     }
     write_transaction(conn, |conn| {
         let mut events = Vec::new();
         let mut removed = 0;
-        for (id, message_id, sender, recipients) in &rows {
+        for (id, _, message_id, sender, recipients) in &rows {
             removed += mail::remove_relay_work(conn, *id)?;
             let Some(sender) = sender else { continue };
             let recipients: Vec<super::RecipientWraps> =
@@ -113,17 +108,41 @@ fn bounce_expired_outbox(
                 }
             }
         }
-        Ok((removed, events))
+        let message_rows: Vec<i64> = rows.iter().map(|row| row.1).collect();
+        let finished = remove_finished_messages(conn, &message_rows)?;
+        Ok(Removed {
+            rows: removed,
+            finished_messages: finished,
+            events,
+        })
     })
+}
+
+/// What one step removed: its rows, the messages they finished, and what
+/// their senders learn.
+#[derive(Default)]
+struct Removed {
+    rows: usize,
+    finished_messages: usize,
+    events: Vec<StatusEvent>,
+}
+
+impl PurgeReport {
+    /// Takes in a step's removals; returns how many rows it removed.
+    fn add(&mut self, removed: Removed) -> usize {
+        self.finished_messages += removed.finished_messages;
+        self.status_events.extend(removed.events);
+        removed.rows
+    }
 }
 
 fn remove_and_report(
     conn: &mut DbConnection,
     ids: &[i64],
     now: i64,
-) -> Result<(usize, Vec<StatusEvent>), MailboxError> {
+) -> Result<Removed, MailboxError> {
     if ids.is_empty() {
-        return Ok((0, Vec::new()));
+        return Ok(Removed::default());
     }
     write_transaction(conn, |conn| {
         let removed = remove_deliveries(conn, ids)?;
@@ -142,7 +161,13 @@ fn remove_and_report(
                 }
             }
         }
-        Ok((removed.len(), events))
+        let message_rows: Vec<i64> = seen.iter().map(|(row, _)| *row).collect();
+        let finished = remove_finished_messages(conn, &message_rows)?;
+        Ok(Removed {
+            rows: removed.len(),
+            finished_messages: finished,
+            events,
+        })
     })
 }
 

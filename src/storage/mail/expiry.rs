@@ -12,7 +12,10 @@ use crate::storage::schema::{
 use crate::storage::{DbConnection, StorageError};
 use crate::with_backend;
 
-/// Up to `batch` deliveries that expired by `now`, oldest first.
+/// Up to `batch` deliveries that expired by `now`, first expired first.
+/// In expiry order, so the look-up walks the expiry index from its start
+/// and stops at the first delivery not yet expired: ordered by id, the
+/// planner walked the whole table when few or none had expired.
 pub fn expired_deliveries(
     conn: &mut DbConnection,
     now: i64,
@@ -20,22 +23,34 @@ pub fn expired_deliveries(
 ) -> Result<Vec<i64>, StorageError> {
     Ok(with_backend!(conn, c => deliveries::table
         .filter(deliveries::expires_at.le(now))
-        .order(deliveries::id.asc())
+        .order(deliveries::expires_at.asc())
         .limit(batch)
         .select(deliveries::id)
         .load(c))?)
 }
 
-/// Up to `batch` deliveries to devices not seen since `silent_before`.
+/// Up to `batch` deliveries to devices not seen since `silent_before`:
+/// the silent devices that hold mail first (by when they were last seen),
+/// then their deliveries (by device). Both walk an index and stop at the
+/// batch, however much mail the server holds.
 pub fn silent_device_deliveries(
     conn: &mut DbConnection,
     silent_before: i64,
     batch: i64,
 ) -> Result<Vec<i64>, StorageError> {
-    Ok(with_backend!(conn, c => deliveries::table
-        .inner_join(devices::table)
+    let silent: Vec<i64> = with_backend!(conn, c => devices::table
         .filter(devices::last_seen_at.lt(silent_before))
-        .order(deliveries::id.asc())
+        .filter(devices::pending_messages.gt(0))
+        .order(devices::last_seen_at.asc())
+        .limit(batch)
+        .select(devices::id)
+        .load(c))?;
+    if silent.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(with_backend!(conn, c => deliveries::table
+        .filter(deliveries::device_row.eq_any(&silent))
+        .order((deliveries::device_row.asc(), deliveries::id.asc()))
         .limit(batch)
         .select(deliveries::id)
         .load(c))?)
@@ -55,8 +70,9 @@ pub fn deliveries_left(
 }
 
 /// Relay work whose message expired before the destination took it:
-/// (outbox row, message id, local sender, recipients as JSON).
-pub type ExpiredRelay = (i64, String, Option<String>, String);
+/// (outbox row, message row, message id, local sender, recipients as
+/// JSON).
+pub type ExpiredRelay = (i64, i64, String, Option<String>, String);
 
 /// Up to `batch` outbox rows whose message expired by `now`.
 pub fn expired_relay_work(
@@ -69,7 +85,7 @@ pub fn expired_relay_work(
         .filter(messages::expires_at.le(now))
         .order(outbox::id.asc())
         .limit(batch)
-        .select((outbox::id, messages::message_id, messages::sender_account, outbox::recipients))
+        .select((outbox::id, outbox::message_row, messages::message_id, messages::sender_account, outbox::recipients))
         .load(c))?)
 }
 
@@ -78,16 +94,25 @@ pub fn remove_relay_work(conn: &mut DbConnection, id: i64) -> Result<usize, Stor
     Ok(with_backend!(conn, c => diesel::delete(outbox::table.find(id)).execute(c))?)
 }
 
-/// Up to `batch` messages nothing refers to any more (all acked, or
-/// expired).
-pub fn finished_messages(conn: &mut DbConnection, batch: i64) -> Result<Vec<i64>, StorageError> {
+/// Up to `batch` expired messages nothing refers to any more. Every path
+/// that removes a delivery or an outbox row removes its message once it
+/// is finished; what is left for this sweep are messages that had nothing
+/// to deliver from the start (no active device), and only once they
+/// expire: walking the expiry index, not every message held.
+pub fn finished_messages(
+    conn: &mut DbConnection,
+    now: i64,
+    batch: i64,
+) -> Result<Vec<i64>, StorageError> {
     Ok(with_backend!(conn, c => messages::table
+        .filter(messages::expires_at.le(now))
         .filter(diesel::dsl::not(diesel::dsl::exists(
             deliveries::table.filter(deliveries::message_row.eq(messages::id)),
         )))
         .filter(diesel::dsl::not(diesel::dsl::exists(
             outbox::table.filter(outbox::message_row.eq(messages::id)),
         )))
+        .order(messages::expires_at.asc())
         .limit(batch)
         .select(messages::id)
         .load(c))?)

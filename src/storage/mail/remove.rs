@@ -133,12 +133,16 @@ pub fn remove_account_mail(conn: &mut DbConnection, account: &str) -> Result<usi
 }
 
 /// Every pending delivery of a revoked device, whose counters its caller
-/// has cleared with the revocation. The messages go with the purge.
+/// has cleared with the revocation, and the messages that were only
+/// waiting for them.
 pub fn remove_device_mail(conn: &mut DbConnection, device_row: i64) -> Result<usize, StorageError> {
-    Ok(with_backend!(conn, c => diesel::delete(
+    let message_rows: Vec<i64> = with_backend!(conn, c => diesel::delete(
         deliveries::table.filter(deliveries::device_row.eq(device_row)),
     )
-    .execute(c))?)
+    .returning(deliveries::message_row)
+    .get_results(c))?;
+    remove_finished_messages(conn, &message_rows)?;
+    Ok(message_rows.len())
 }
 
 /// The device was seen at `now`: recorded unless it was seen after
