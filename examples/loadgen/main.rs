@@ -7,12 +7,14 @@
 //! cargo run --release --example loadgen -- --scenario send --database sqlite --duration 10
 //! ```
 //!
-//! Scenarios: `send`, `e2e`, `federation`, `fanout`, `backlog`, `scale` (see
+//! Scenarios: `send`, `e2e`, `federation`, `fanout`, `backlog`, `scale`,
+//! `proxied` (see
 //! BENCHMARKS.md). PostgreSQL comes from `--database-url` or
 //! `HOMING_TEST_DATABASE_URL`; each run uses a fresh database there.
 
 mod daemon;
 mod http1;
+mod proxied;
 mod scale;
 mod scenarios;
 
@@ -28,6 +30,7 @@ enum Scenario {
     Fanout,
     Backlog,
     Scale,
+    Proxied,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
@@ -97,6 +100,9 @@ async fn main() -> anyhow::Result<()> {
                 pending: args.pending,
             };
             scale::scale(postgres.as_deref(), duration, args.concurrency, sizes).await?
+        }
+        Scenario::Proxied => {
+            proxied::proxied(postgres.as_deref(), duration, args.concurrency).await?
         }
     };
     let mut result = result;
