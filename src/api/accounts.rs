@@ -141,6 +141,61 @@ pub async fn me(
     }))
 }
 
+/// What leaving took with it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Departed {
+    pub address: String,
+    /// Mail that was waiting for the account's devices, now deleted.
+    pub pending_deliveries_removed: usize,
+}
+
+/// Leaves this server for good: the account, its devices, tokens and
+/// pending mail are deleted, and the departure its account key signed is
+/// served in place of its identity (`410 Gone`), so peers stop sending.
+/// The alias is not registered again.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/account",
+    tag = "accounts",
+    security(("bearer" = [])),
+    request_body = homing_proto::documents::DepartureRequest,
+    responses(
+        (status = 200, description = "The account is gone.", body = Departed),
+        (status = 400, description = "A bad signature, or a departure time more than five minutes off."),
+        (status = 401, description = "No valid token."),
+        (status = 404, description = "The account is gone already."),
+        (status = 503, description = "The database is unavailable."),
+    )
+)]
+pub async fn leave(
+    state: web::Data<AppState>,
+    device: Authenticated,
+    body: web::Json<homing_proto::documents::DepartureRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let key = device.0.account_key.clone();
+    let server = state.settings.server_name.clone();
+    let request = body.into_inner();
+    let (alias, removed) = state
+        .db
+        .run(move |conn| {
+            let alias = identity::identity_by_key(conn, &key)?
+                .map(|account| account.alias)
+                .ok_or(identity::IdentityError::UnknownAccount)?;
+            let now = crate::time::now_ms();
+            let removed = identity::departure::depart(conn, &server, &key, &request, now)?;
+            Ok::<_, identity::IdentityError>((alias, removed))
+        })
+        .await?;
+    // The account's tokens ended with it; no cached check may outlive it.
+    state.tokens.forget_all();
+    let address = format!("{alias}@{}", state.settings.server_name);
+    tracing::info!(%address, removed, "an account left this server");
+    Ok(HttpResponse::Ok().json(Departed {
+        address,
+        pending_deliveries_removed: removed,
+    }))
+}
+
 /// Every device the account ever had.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeviceListing {

@@ -32,12 +32,25 @@ fn unknown(what: &str) -> ApiError {
     ApiError::not_found("unknown_identity", format!("no identity for {what}"))
 }
 
+/// A local address's identity; for an account that left, `410 Gone` with
+/// its signed departure.
 async fn local_by_alias(state: &AppState, alias: Alias) -> Result<IdentityDocument, ApiError> {
     let lookup = alias.clone();
-    let found = state
+    let server = state.settings.server_name.clone();
+    let (found, departure) = state
         .db
-        .run(move |conn| identity::identity_by_alias(conn, lookup.as_str()))
+        .run(move |conn| {
+            let found = identity::identity_by_alias(conn, lookup.as_str())?;
+            let departure = match found {
+                Some(_) => None,
+                None => identity::departure::departure(conn, &server, lookup.as_str())?,
+            };
+            Ok::<_, identity::IdentityError>((found, departure))
+        })
         .await?;
+    if let Some(departure) = departure {
+        return Err(ApiError::Gone(Box::new(departure)));
+    }
     document(state, found.ok_or_else(|| unknown(alias.as_str()))?)
 }
 
@@ -153,6 +166,7 @@ pub async fn webfinger(
         (status = 400, description = "Not a valid address."),
         (status = 403, description = "This server does not federate with that server (`federation_denied`), or that server is at a loopback, private or reserved address (`private_address`)."),
         (status = 404, description = "No identity at that address."),
+        (status = 410, description = "The account left its server (`account_gone`): the departure its account key signed.", body = homing_proto::documents::DepartureDocument),
         (status = 502, description = "The other server could not be reached or answered badly."),
         (status = 503, description = "The database is unavailable."),
     )
@@ -187,6 +201,7 @@ pub async fn directory(
                 DirectoryError::PrivateAddress(_) => {
                     ApiError::forbidden("private_address", error.to_string())
                 }
+                DirectoryError::Gone(departure) => ApiError::Gone(departure),
                 DirectoryError::Remote(_) | DirectoryError::Rollback { .. } => {
                     ApiError::BadGateway(error.to_string())
                 }

@@ -45,6 +45,10 @@ pub enum ApiError {
         limit_messages: u32,
         limit_bytes: u64,
     },
+    /// The address's account left this server (`410 Gone`); the body is
+    /// the departure its account key signed.
+    #[error("{}", .0.message)]
+    Gone(Box<homing_proto::documents::DepartureDocument>),
     #[error("{0}")]
     Unavailable(String),
     #[error("the remote server failed: {0}")]
@@ -104,6 +108,7 @@ impl ApiError {
             Self::TooManyRequests { .. } => "rate_limited",
             Self::RequestTimeout { .. } => "request_timeout",
             Self::QuotaExceeded { .. } => "mailbox_full",
+            Self::Gone(_) => "account_gone",
             Self::Unavailable(_) => "unavailable",
             Self::BadGateway(_) => "remote_failed",
             Self::Internal(_) => "internal",
@@ -138,6 +143,7 @@ impl ResponseError for ApiError {
             Self::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            Self::Gone(_) => StatusCode::GONE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -155,6 +161,9 @@ impl ResponseError for ApiError {
         }
         if let Self::Unauthorized { .. } = self {
             response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if let Self::Gone(departure) = self {
+            return response.json(departure);
         }
         response.json(self.body())
     }
@@ -309,6 +318,10 @@ impl From<crate::identity::IdentityError> for ApiError {
             }
             E::UnknownDevice => Self::not_found("unknown_device", message),
             E::UnknownAccount => Self::not_found("unknown_account", message),
+            E::AliasDeparted(_) => {
+                Self::conflict("alias_departed", message, ConflictDetails::default())
+            }
+            E::StaleDeparture => Self::bad_request("stale_departure", message),
             E::Storage(cause) => cause.into(),
         }
     }

@@ -64,6 +64,7 @@ client_api![
     serve::openapi_json,
     accounts::register,
     accounts::me,
+    accounts::leave,
     accounts::list_devices,
     accounts::add_device,
     accounts::revoke_device,

@@ -17,7 +17,7 @@ use crate::config::FederationSettings;
 use crate::storage::schema::remote_identities;
 use crate::storage::{Database, StorageError};
 use crate::with_backend;
-use homing_proto::documents::IdentityDocument;
+use homing_proto::documents::{DepartureDocument, IdentityDocument};
 
 /// How long a fetched identity is served from the cache.
 const CACHE: Duration = Duration::from_secs(300);
@@ -45,6 +45,10 @@ pub enum DirectoryError {
         seen: i64,
         offered: i64,
     },
+    /// The account left its server, which served the departure its
+    /// account key signed.
+    #[error("{}", .0.message)]
+    Gone(Box<DepartureDocument>),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -118,7 +122,12 @@ pub async fn remote_identity(
     if !allowed {
         return Err(DirectoryError::Denied(address.server().to_string()));
     }
-    let document = fetch(lookup, address).await?;
+    let document = match fetch(lookup, address).await {
+        Err(DirectoryError::Gone(departure)) => {
+            return Err(pinned_departure(lookup, &key, departure).await)
+        }
+        other => other?,
+    };
     store(lookup, &key, document, now).await
 }
 
@@ -154,6 +163,12 @@ async fn fetch(lookup: &Lookup<'_>, address: &Address) -> Result<IdentityDocumen
     if response.status() == reqwest::StatusCode::NOT_FOUND {
         return Err(DirectoryError::Unknown(address.to_string()));
     }
+    if response.status() == reqwest::StatusCode::GONE {
+        let body = read_limited(response, MAX_DOCUMENT_BYTES)
+            .await
+            .map_err(|e| remote(&e))?;
+        return Err(departed(address, &body).map_err(|e| remote(&e))?);
+    }
     if !response.status().is_success() {
         return Err(remote(&format!("answered {}", response.status())));
     }
@@ -169,6 +184,53 @@ async fn fetch(lookup: &Lookup<'_>, address: &Address) -> Result<IdentityDocumen
         .verify(&document.account_key)
         .map_err(|e| remote(&format!("the device list does not verify: {e}")))?;
     Ok(document)
+}
+
+/// A departure is believed only from the key pinned for the address (or,
+/// with no pin, from the key that signed it): anyone else's is a server
+/// speaking for an account it does not hold.
+async fn pinned_departure(
+    lookup: &Lookup<'_>,
+    key: &str,
+    departure: Box<DepartureDocument>,
+) -> DirectoryError {
+    let address = key.to_string();
+    let pinned = lookup
+        .db
+        .run(move |conn| {
+            Ok::<_, StorageError>(with_backend!(conn, c => remote_identities::table
+                .find(&address)
+                .select(remote_identities::pinned_account_key)
+                .first::<String>(c)
+                .optional())?)
+        })
+        .await;
+    match pinned {
+        Ok(Some(pinned)) if pinned != departure.departure.account_key.to_string() => {
+            DirectoryError::Remote(format!(
+                "{key}: a departure signed by another key than the one pinned"
+            ))
+        }
+        Ok(_) => DirectoryError::Gone(departure),
+        Err(error) => error.into(),
+    }
+}
+
+/// A `410 Gone` answer's departure, checked: it names this very address
+/// and its account key signed it. Whether that key is the one pinned is
+/// for the caller to see.
+fn departed(address: &Address, body: &[u8]) -> Result<DirectoryError, String> {
+    let document: DepartureDocument =
+        serde_json::from_slice(body).map_err(|e| format!("unreadable departure: {e}"))?;
+    let departure = &document.departure;
+    let named = Address::parse(&format!("{}@{}", departure.alias, departure.server));
+    if named.ok().as_ref() != Some(address) {
+        return Err("the departure is for another address".into());
+    }
+    departure
+        .verify(&document.signature)
+        .map_err(|e| format!("the departure does not verify: {e}"))?;
+    Ok(DirectoryError::Gone(Box::new(document)))
 }
 
 async fn store(

@@ -31,7 +31,15 @@ pub fn set_disabled(
 /// Deletes an account with its devices, tokens and pending mail. Returns
 /// how many pending deliveries went with it, or `None` for no such alias.
 pub fn delete(conn: &mut DbConnection, alias: &str) -> Result<Option<usize>, StorageError> {
-    write_transaction(conn, |conn| {
+    write_transaction(conn, |conn| delete_within(conn, alias))
+}
+
+/// [`delete`], inside the caller's write transaction.
+pub(super) fn delete_within(
+    conn: &mut DbConnection,
+    alias: &str,
+) -> Result<Option<usize>, StorageError> {
+    {
         let key: Option<String> = with_backend!(conn, c => accounts::table
             .filter(accounts::alias.eq(alias))
             .select(accounts::account_key)
@@ -50,7 +58,7 @@ pub fn delete(conn: &mut DbConnection, alias: &str) -> Result<Option<usize>, Sto
         let removed = crate::storage::mail::remove_account_mail(conn, &key)?;
         crate::auth::bump_revocations(conn)?;
         Ok(Some(removed))
-    })
+    }
 }
 
 /// Stores how long a message stays for the account's other devices after

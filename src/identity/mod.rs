@@ -2,6 +2,7 @@
 //! changes and public look-ups. No HTTP here; handlers call these.
 
 pub mod account_changes;
+pub mod departure;
 mod devices;
 pub mod invites;
 pub mod links;
@@ -49,6 +50,10 @@ pub enum IdentityError {
     UnknownDevice,
     #[error("no such account")]
     UnknownAccount,
+    #[error("the alias `{0}` belonged to an account that left this server")]
+    AliasDeparted(String),
+    #[error("the departure's time is more than five minutes from this server's clock")]
+    StaleDeparture,
     #[error(transparent)]
     Storage(#[from] StorageError),
 }

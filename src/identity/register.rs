@@ -108,6 +108,9 @@ pub fn register(
         if let Some(outcome) = existing(conn, &request)? {
             return Ok(outcome);
         }
+        if super::departure::departed(conn, request.alias.as_str())? {
+            return Err(IdentityError::AliasDeparted(request.alias.to_string()));
+        }
         if let Some(hash) = &invite {
             super::invites::consume(conn, hash)?;
         }

@@ -234,8 +234,18 @@ diesel::joinable!(deliveries -> messages (message_row));
 diesel::joinable!(deliveries -> devices (device_row));
 diesel::joinable!(outbox -> messages (message_row));
 
+diesel::table! {
+    departed_accounts (alias) {
+        alias -> Text,
+        account_key -> Text,
+        departed_at -> BigInt,
+        signature -> Text,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
+    departed_accounts,
     devices,
     auth_challenges,
     auth_tokens,

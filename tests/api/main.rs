@@ -27,6 +27,7 @@ mod hostile_server;
 mod identity;
 mod inbox_safety;
 mod interop;
+mod leaving;
 mod lifecycle;
 mod linking;
 mod mailbox;

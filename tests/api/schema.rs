@@ -95,6 +95,7 @@ async fn schema_rs_matches_the_migrated_database() {
         federation_rules,
         send_idempotency,
         auth_revocations,
+        departed_accounts,
     );
     let mut conn = app.state.db.get().expect("connection");
     let tables = names(

@@ -168,6 +168,14 @@ impl HomeServer {
         self.call(reqwest::Method::PUT, path, Some(body)).await
     }
 
+    pub async fn delete<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Result<T, ClientError> {
+        self.call(reqwest::Method::DELETE, path, Some(body)).await
+    }
+
     pub async fn server_info(&self) -> Result<Value, ClientError> {
         self.get("/.well-known/homing/server-info").await
     }

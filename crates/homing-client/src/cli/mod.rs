@@ -12,6 +12,7 @@ macro_rules! out {
     }};
 }
 
+mod account;
 mod context;
 mod devices;
 mod init;
@@ -132,6 +133,9 @@ pub enum Command {
     Keys(devices::KeysCommand),
     /// What a home server offers: policy, limits, retention.
     ServerInfo { server: String },
+    /// This account on its home server.
+    #[command(subcommand)]
+    Account(account::AccountCommand),
 }
 
 /// Runs the command; errors come back for the binary to print.
@@ -165,6 +169,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Link(command) => devices::link(&options, command).await,
         Command::Keys(command) => devices::keys(&options, command).await,
         Command::ServerInfo { server } => people::server_info(&options, &server).await,
+        Command::Account(command) => account::account(&options, command).await,
     }
 }
 

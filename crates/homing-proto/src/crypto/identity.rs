@@ -13,6 +13,7 @@ pub const DEVICE_CERTIFICATE_TYPE: &str = "homing.device_certificate.v1";
 pub const DEVICE_LIST_TYPE: &str = "homing.device_list.v1";
 pub const REGISTRATION_TYPE: &str = "homing.registration.v1";
 pub const AUTH_TYPE: &str = "homing.auth.v1";
+pub const DEPARTURE_TYPE: &str = "homing.departure.v1";
 
 /// Most devices one account may list; a list is fetched whole by every
 /// sender, so it must stay small.
@@ -273,6 +274,45 @@ impl<'a> RegistrationStatement<'a> {
 
     pub fn verify(&self, signature: &SignatureBytes) -> Result<(), CryptoError> {
         verify_document(self, self.account_key, signature)
+    }
+}
+
+/// What the account key signs to leave a server for good: the account
+/// and its alias there are gone from `departed_at` (Unix ms). The server
+/// serves it in place of the identity, so peers that pinned the key can
+/// check that the account itself asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DepartureStatement {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub account_key: PublicKey,
+    pub alias: String,
+    pub server: String,
+    pub departed_at: i64,
+}
+
+impl DepartureStatement {
+    pub fn new(account_key: PublicKey, alias: &str, server: &str, departed_at: i64) -> Self {
+        Self {
+            kind: DEPARTURE_TYPE.to_string(),
+            account_key,
+            alias: alias.to_string(),
+            server: server.to_string(),
+            departed_at,
+        }
+    }
+
+    pub fn sign(&self, account_key: &SigningKey) -> Result<SignatureBytes, CryptoError> {
+        sign_document(self, account_key)
+    }
+
+    /// Checks the signature with the statement's own account key, and that
+    /// the statement is a departure.
+    pub fn verify(&self, signature: &SignatureBytes) -> Result<(), CryptoError> {
+        if self.kind != DEPARTURE_TYPE {
+            return Err(CryptoError::BadSignature);
+        }
+        verify_document(self, &self.account_key, signature)
     }
 }
 

@@ -1,0 +1,1 @@
+DROP TABLE departed_accounts;
