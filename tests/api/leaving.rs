@@ -216,6 +216,10 @@ async fn homing_account_delete_asks_for_the_address_first() {
     let home = dir.path().join("alice");
     let address = format!("alice@{}", app.server_name);
     crate::cli::init(&home, &address).await;
+    // Bob's client pins alice's key with its first message to her.
+    let bob_home = dir.path().join("bob");
+    crate::cli::init(&bob_home, &format!("bob@{}", app.server_name)).await;
+    crate::cli::ok(crate::cli::homing(&bob_home, &["send", &address, "--text", "hello"]).await);
 
     let refused = delete_with_cli(&home, &format!("bob@{}\n", app.server_name)).await;
     assert!(!refused.status.success());
@@ -234,6 +238,57 @@ async fn homing_account_delete_asks_for_the_address_first() {
     );
     assert!(String::from_utf8_lossy(&deleted.stdout).contains("is deleted"));
     served_departure(app.get("/.well-known/homing/identity/alice").await).await;
+    // Bob's client checks the departure against the key it pinned, and
+    // tells him why nothing can be sent.
+    let send = crate::cli::homing(&bob_home, &["send", &address, "--text", "hi"]).await;
+    assert!(!send.status.success());
+    let said = String::from_utf8_lossy(&send.stderr);
+    assert!(said.contains("left its home server"), "{said}");
+}
+
+#[tokio::test]
+async fn a_client_does_not_believe_a_departure_its_server_made_up() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (alice_home, bob_home) = (dir.path().join("alice"), dir.path().join("bob"));
+    let address = format!("alice@{}", app.server_name);
+    crate::cli::init(&alice_home, &address).await;
+    crate::cli::init(&bob_home, &format!("bob@{}", app.server_name)).await;
+    crate::cli::ok(crate::cli::homing(&bob_home, &["send", &address, "--text", "hello"]).await);
+    // The server deletes alice and serves a departure under a key of its
+    // own making: it verifies, but not with the key bob pinned.
+    let forger = AccountKeys::generate();
+    let now = homing::time::now_ms();
+    let statement = DepartureStatement::new(forger.public(), "alice", &app.server_name, now);
+    let signature = statement.sign(&forger.signing).unwrap();
+    let mut conn = app.state.db.get().unwrap();
+    homing::admin::users::delete(&mut conn, "alice").unwrap();
+    forge_departure(&mut conn, &forger, now, &signature.to_string());
+    drop(conn);
+    let send = crate::cli::homing(&bob_home, &["send", &address, "--text", "hi"]).await;
+    assert!(!send.status.success());
+    let said = String::from_utf8_lossy(&send.stderr);
+    assert!(said.contains("not believing it"), "{said}");
+}
+
+/// Writes a departure for alice straight into a server's database, as a
+/// hostile server would serve one.
+fn forge_departure(
+    conn: &mut homing::storage::DbConnection,
+    forger: &AccountKeys,
+    at: i64,
+    signature: &str,
+) {
+    use homing::storage::schema::departed_accounts as d;
+    homing::with_backend!(conn, c => diesel::insert_into(d::table)
+        .values((
+            d::alias.eq("alice"),
+            d::account_key.eq(forger.public().to_string()),
+            d::departed_at.eq(at),
+            d::signature.eq(signature),
+        ))
+        .execute(c))
+    .unwrap();
 }
 
 #[tokio::test]
@@ -253,15 +308,7 @@ async fn a_server_cannot_make_up_the_departure_of_an_account_a_peer_pinned() {
     let signature = statement.sign(&forger.signing).unwrap();
     let mut conn = a.state.db.get().unwrap();
     homing::admin::users::delete(&mut conn, "alice").unwrap();
-    homing::with_backend!(&mut *conn, c => diesel::insert_into(homing::storage::schema::departed_accounts::table)
-        .values((
-            homing::storage::schema::departed_accounts::alias.eq("alice"),
-            homing::storage::schema::departed_accounts::account_key.eq(forger.public().to_string()),
-            homing::storage::schema::departed_accounts::departed_at.eq(now),
-            homing::storage::schema::departed_accounts::signature.eq(signature.to_string()),
-        ))
-        .execute(c))
-    .unwrap();
+    forge_departure(&mut conn, &forger, now, &signature.to_string());
     drop(conn);
     // What a serves verifies on its own...
     served_departure(a.get("/.well-known/homing/identity/alice").await).await;

@@ -55,6 +55,12 @@ pub enum CliError {
     /// The home server's answer about an identity cannot be trusted.
     #[error("{0}")]
     Untrusted(String),
+    /// The address's account left its server, and signed that it did.
+    #[error(
+        "{address} left its home server (at {when}); its account key signed the departure. \
+         Nothing can be sent to it."
+    )]
+    Departed { address: String, when: String },
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -242,7 +248,12 @@ impl Context {
         let asked = Address::parse(address)
             .map_err(|e| CliError::Usage(format!("{address}: {e}")))?
             .to_string();
-        let document = self.server.directory(&asked).await?;
+        let document = match self.server.directory(&asked).await {
+            Err(ClientError::Api {
+                status: 410, body, ..
+            }) => return Err(self.departure(&asked, &body)),
+            other => other?,
+        };
         let verified = VerifiedIdentity::for_address(&asked, &document)?;
         let mut contacts = self.store.contacts()?;
         let offered = verified.account_key.to_string();
@@ -282,6 +293,43 @@ impl Context {
             }
         }
         Ok(verified)
+    }
+}
+
+impl Context {
+    /// What a `410` answer for `address` means: believed only when the
+    /// departure names that address and verifies with the key pinned for
+    /// it (or, never having pinned one, with the key that signed it).
+    fn departure(&self, address: &str, body: &Value) -> CliError {
+        use homing_proto::documents::DepartureDocument;
+        let Ok(document) = serde_json::from_value::<DepartureDocument>(body.clone()) else {
+            return CliError::Untrusted(format!(
+                "the home server says {address} is gone, without a departure to show for it"
+            ));
+        };
+        let departure = &document.departure;
+        let named = format!("{}@{}", departure.alias, departure.server);
+        let names_it = Address::parse(&named)
+            .map(|a| a.to_string())
+            .ok()
+            .as_deref()
+            == Some(address);
+        let pinned = self
+            .store
+            .contacts()
+            .ok()
+            .and_then(|contacts| contacts.get(address).map(|c| c.account_key.clone()));
+        let key_matches = pinned.is_none_or(|pinned| pinned == departure.account_key.to_string());
+        if !names_it || !key_matches || departure.verify(&document.signature).is_err() {
+            return CliError::Untrusted(format!(
+                "the home server says {address} left, but the departure it shows is not \
+                 signed by {address}'s account key: not believing it"
+            ));
+        }
+        CliError::Departed {
+            address: address.to_string(),
+            when: crate::time::format_rfc3339(departure.departed_at),
+        }
     }
 }
 
