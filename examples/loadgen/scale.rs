@@ -239,6 +239,14 @@ async fn fill(daemon: &Daemon, postgres: Option<&str>, sizes: Sizes) -> anyhow::
                      ANALYZE",
                 )?;
             }
+            if let homing::storage::DbConnection::Sqlite(c) = conn {
+                // The fill went through the WAL; a server that grew did
+                // not keep gigabytes there. Fold it into the database now,
+                // not in the middle of the measurement.
+                if std::env::var_os("LOADGEN_SCALE_KEEP_WAL").is_none() {
+                    c.batch_execute("PRAGMA wal_checkpoint(TRUNCATE)")?;
+                }
+            }
             Ok::<_, homing::storage::StorageError>(seconds)
         })
         .await?;
