@@ -246,6 +246,55 @@ pub async fn status(
     }))
 }
 
+/// Takes back the caller's message from every mailbox that has not
+/// acknowledged it and from relay work still on this server; answers each
+/// recipient's state after it (`recalled` where it was taken back). Mail
+/// already relayed stays. Recalling again answers the same.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/dms/{message_id}",
+    tag = "dms",
+    security(("bearer" = [])),
+    params(
+        ("message_id" = String, Path, pattern = "^[A-Za-z0-9_-]{16,64}$",
+            description = "The id the message was sent with."),
+    ),
+    responses(
+        (status = 200, description = "Each recipient's state after the recall.", body = DeliveryStatus),
+        (status = 400, description = "Not a valid message id."),
+        (status = 404, description = "The caller sent no message with this id."),
+        (status = 503, description = "The database is unavailable."),
+    )
+)]
+pub async fn recall(
+    state: web::Data<AppState>,
+    device: Authenticated,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let account = device.0.account_key;
+    let message_id = path.into_inner();
+    if !mailbox::valid_message_id(&message_id) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "invalid message id",
+        ));
+    }
+    let origin = state.settings.server_name.to_string();
+    let lookup = message_id.clone();
+    let outcome = state
+        .write_queue
+        .run(move |conn, _| {
+            let now = crate::time::now_ms();
+            mailbox::recall(conn, &origin, &account, &lookup, now)
+        })
+        .await?;
+    state.notifier.statuses(outcome.changes);
+    Ok(HttpResponse::Ok().json(DeliveryStatus {
+        message_id,
+        recipients: outcome.recipients,
+    }))
+}
+
 /// Sets how long the caller's delivered messages stay on the server.
 #[utoipa::path(
     put,

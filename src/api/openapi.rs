@@ -78,6 +78,7 @@ client_api![
     dms::sync,
     dms::ack,
     dms::status,
+    dms::recall,
     gateway::gateway,
     links::create_link,
     links::get_link,

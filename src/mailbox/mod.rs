@@ -7,6 +7,7 @@ mod batch_lookup;
 mod deliver;
 mod digest;
 mod purge;
+mod recall;
 mod relayed;
 mod send;
 mod send_batch;
@@ -31,6 +32,7 @@ pub use homing_proto::wire::{
     SendResponse, SyncItem, SyncPage,
 };
 pub use purge::{purge_once, PurgeReport, PurgeSettings};
+pub use recall::{recall, RecallOutcome};
 pub use relayed::{deliver_relayed, InboundRules};
 pub use send::{PreparedSend, SendContext, SendOutcome, Sender, MAX_RECIPIENTS};
 pub use status::{delivery_status, set_retention, Retention, StatusEvent};

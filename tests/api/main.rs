@@ -36,6 +36,7 @@ mod openapi;
 mod portless;
 mod private_addresses;
 mod properties;
+mod recall;
 mod relay_answers;
 mod relay_batches;
 mod replicas;

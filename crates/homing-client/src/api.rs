@@ -233,6 +233,16 @@ impl HomeServer {
         self.get(&format!("/api/v1/dms/status/{message_id}")).await
     }
 
+    /// Takes back a sent message from mailboxes that have not read it.
+    pub async fn recall(&self, message_id: &str) -> Result<Value, ClientError> {
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/dms/{message_id}"),
+            None,
+        )
+        .await
+    }
+
     /// Opens the WebSocket gateway, resuming after `cursor` (over TLS
     /// when the server URL is `https`).
     pub async fn gateway(&self, cursor: i64) -> Result<GatewaySocket, ClientError> {

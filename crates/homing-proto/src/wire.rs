@@ -134,7 +134,7 @@ pub struct StatusEvent {
     pub message_id: String,
     pub recipient: String,
     /// `stored`, `queued`, `relayed`, `delivered`, `expired`, `bounced`,
-    /// `dropped`, `mailbox_full`, `no_active_devices`, or a remote server's
+    /// `dropped`, `recalled`, `mailbox_full`, `no_active_devices`, or a remote server's
     /// refusal: `unknown_recipient`, `stale_devices`, `not_local`, `invalid`.
     pub state: String,
     pub updated_at: i64,

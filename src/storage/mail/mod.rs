@@ -17,6 +17,7 @@ mod insert_sqlite;
 pub mod outbox;
 mod read;
 mod read_pg;
+mod recall;
 mod receipts;
 mod remove;
 
@@ -30,6 +31,7 @@ pub use read::{
     federation_rules, held_already, load_recipients, send_reads, DeviceState, Recipients,
     SendReads, StoredRecord,
 };
+pub use recall::{message_deliveries, sent_message, unsent_relay_work};
 pub use receipts::{advance_receipt, settle_queued};
 pub use remove::{
     mark_seen, remove_account_mail, remove_deliveries, remove_device_mail,

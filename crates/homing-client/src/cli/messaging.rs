@@ -147,6 +147,29 @@ pub async fn send(
     Ok(())
 }
 
+/// `homing recall`: takes a sent message back where nobody has read it.
+pub async fn recall(options: &Options, message_id: &str) -> Result<(), CliError> {
+    let context = Context::load(options).await?;
+    let answer = context.server.recall(message_id).await?;
+    output(options, &answer, || {
+        for recipient in answer["recipients"].as_array().into_iter().flatten() {
+            let state = recipient["state"].as_str().unwrap_or("?");
+            let note = match state {
+                "recalled" => "taken back",
+                "delivered" => "already read: it stays with them",
+                "relayed" => "already with their server: it stays there",
+                "queued" => "on its way to their server: cannot be taken back now",
+                _ => "",
+            };
+            out!(
+                "{:<40} {state:<10} {note}",
+                recipient["recipient"].as_str().unwrap_or("?"),
+            );
+        }
+    });
+    Ok(())
+}
+
 pub async fn status(options: &Options, message_id: &str) -> Result<(), CliError> {
     let context = Context::load(options).await?;
     let resends = outbox::settle_quietly(&context).await;

@@ -108,6 +108,12 @@ pub enum Command {
         #[arg(allow_hyphen_values = true)]
         message_id: String,
     },
+    /// Take back a sent message from every mailbox that has not read it
+    /// (mail already with another server stays there).
+    Recall {
+        #[arg(allow_hyphen_values = true)]
+        message_id: String,
+    },
     /// Who is behind an address: server, account key, devices, pin.
     Whois { address: String },
     /// Accept a contact's new account key after it changed (a verified
@@ -162,6 +168,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Inbox { new, .. } => receive::inbox(&options, new).await,
         Command::Listen { count } => receive::listen(&options, count).await,
         Command::Status { message_id } => messaging::status(&options, &message_id).await,
+        Command::Recall { message_id } => messaging::recall(&options, &message_id).await,
         Command::Whois { address } => people::whois(&options, &address).await,
         Command::Trust { address } => people::trust(&options, &address).await,
         Command::Verify { address, confirm } => verify::verify(&options, &address, confirm).await,
