@@ -228,13 +228,7 @@ pub async fn status(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let account = device.0.account_key;
-    let message_id = path.into_inner();
-    if !mailbox::valid_message_id(&message_id) {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "invalid message id",
-        ));
-    }
+    let message_id = message_id_in(path)?;
     let lookup = message_id.clone();
     let recipients = state
         .db
@@ -272,13 +266,7 @@ pub async fn recall(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let account = device.0.account_key;
-    let message_id = path.into_inner();
-    if !mailbox::valid_message_id(&message_id) {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "invalid message id",
-        ));
-    }
+    let message_id = message_id_in(path)?;
     let origin = state.settings.server_name.to_string();
     let lookup = message_id.clone();
     let outcome = state
@@ -320,4 +308,16 @@ pub async fn set_retention(
         .run(move |conn| mailbox::set_retention(conn, &account, retention, max_keep))
         .await?;
     Ok(HttpResponse::Ok().json(effective))
+}
+
+/// The message id a path names, checked before anything is looked up.
+fn message_id_in(path: web::Path<String>) -> Result<String, ApiError> {
+    let message_id = path.into_inner();
+    if !mailbox::valid_message_id(&message_id) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "invalid message id",
+        ));
+    }
+    Ok(message_id)
 }

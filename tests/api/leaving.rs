@@ -180,12 +180,7 @@ async fn peers_answer_410_once_their_copy_expires() {
     );
     assert_eq!(leave(&a, &alice.device(0).token, &body).await.status(), 200);
     // b's cached copy expires (as it would within five minutes).
-    let mut conn = b.state.db.get().unwrap();
-    homing::with_backend!(&mut *conn, c => diesel::update(remote_identities::table)
-        .set(remote_identities::expires_at.eq(0))
-        .execute(c))
-    .unwrap();
-    drop(conn);
+    expire_cached_identities(&b);
     let document = served_departure(b.get_auth(&path, &bob.device(0).token).await).await;
     assert_eq!(document.departure.account_key, alice.account.public());
 }
@@ -271,6 +266,15 @@ async fn a_client_does_not_believe_a_departure_its_server_made_up() {
     assert!(said.contains("not believing it"), "{said}");
 }
 
+/// Ends `app`'s cached copies of remote identities, as five minutes would.
+fn expire_cached_identities(app: &TestApp) {
+    let mut conn = app.state.db.get().unwrap();
+    homing::with_backend!(&mut *conn, c => diesel::update(remote_identities::table)
+        .set(remote_identities::expires_at.eq(0))
+        .execute(c))
+    .unwrap();
+}
+
 /// Writes a departure for alice straight into a server's database, as a
 /// hostile server would serve one.
 fn forge_departure(
@@ -313,12 +317,7 @@ async fn a_server_cannot_make_up_the_departure_of_an_account_a_peer_pinned() {
     // What a serves verifies on its own...
     served_departure(a.get("/.well-known/homing/identity/alice").await).await;
     // ...but b pinned alice's key, and says the remote answered badly.
-    let mut conn = b.state.db.get().unwrap();
-    homing::with_backend!(&mut *conn, c => diesel::update(remote_identities::table)
-        .set(remote_identities::expires_at.eq(0))
-        .execute(c))
-    .unwrap();
-    drop(conn);
+    expire_cached_identities(&b);
     let answer = b.get_auth(&path, &bob.device(0).token).await;
     assert_eq!(answer.status(), 502);
     let answer: Value = answer.json().await.unwrap();
