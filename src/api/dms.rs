@@ -240,6 +240,96 @@ pub async fn status(
     }))
 }
 
+/// The `since` and `limit` of a delivery feed read.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct FeedQuery {
+    /// The `cursor` of the last page read; from the start when absent.
+    pub since: Option<String>,
+    /// At most this many changes (1 to 500, default 100).
+    pub limit: Option<i64>,
+}
+
+/// One change of one of the caller's messages.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeedEvent {
+    /// Where this change is in the feed.
+    pub cursor: String,
+    #[serde(flatten)]
+    pub event: StatusEvent,
+}
+
+/// A page of the delivery feed, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FeedPage {
+    pub events: Vec<FeedEvent>,
+    /// Where the next read starts (`since`); unchanged when nothing new.
+    pub cursor: String,
+    /// True when more changes are waiting past this page.
+    pub more: bool,
+}
+
+/// Every change of the caller's sent messages, for as long as the pending
+/// age (`retention.max_pending_age`): what a device that was away missed.
+#[utoipa::path(
+    get,
+    path = "/api/v1/dms/status",
+    tag = "dms",
+    security(("bearer" = [])),
+    params(FeedQuery),
+    responses(
+        (status = 200, description = "The next changes, oldest first.", body = FeedPage),
+        (status = 400, description = "Not a cursor this server gave, or a bad limit."),
+        (status = 503, description = "The database is unavailable."),
+    )
+)]
+pub async fn feed(
+    state: web::Data<AppState>,
+    device: Authenticated,
+    query: web::Query<FeedQuery>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::storage::mail::feed::{self, FeedCursor};
+    let query = query.into_inner();
+    let after = match query.since.as_deref() {
+        None => FeedCursor::default(),
+        Some(text) => FeedCursor::parse(text)
+            .ok_or_else(|| ApiError::bad_request("invalid_cursor", "not a feed cursor"))?,
+    };
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=mailbox::MAX_SYNC_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("limit is 1 to {}", mailbox::MAX_SYNC_LIMIT),
+        ));
+    }
+    let account = device.0.account_key;
+    let rows = state
+        .db
+        .run(move |conn| feed::read(conn, &account, after, limit + 1))
+        .await?;
+    let more = rows.len() as i64 > limit;
+    let mut cursor = after;
+    let sender = String::new();
+    let events: Vec<FeedEvent> = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(|(at, message_id, recipient, state, detail, when)| {
+            cursor = at;
+            FeedEvent {
+                cursor: at.to_string(),
+                event: StatusEvent::new(&sender, message_id, recipient, state, when)
+                    .with_detail(detail.as_deref()),
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(FeedPage {
+        events,
+        cursor: cursor.to_string(),
+        more,
+    }))
+}
+
 /// Takes back the caller's message from every mailbox that has not
 /// acknowledged it and from relay work still on this server; answers each
 /// recipient's state after it (`recalled` where it was taken back). Mail

@@ -79,6 +79,7 @@ client_api![
     dms::ack,
     dms::status,
     dms::recall,
+    dms::feed,
     gateway::gateway,
     links::create_link,
     links::get_link,

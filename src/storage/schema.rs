@@ -243,9 +243,23 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    status_feed (id) {
+        id -> BigInt,
+        xid -> BigInt,
+        sender_account -> Text,
+        message_id -> Text,
+        recipient -> Text,
+        state -> Text,
+        detail -> Nullable<Text>,
+        created_at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
     departed_accounts,
+    status_feed,
     devices,
     auth_challenges,
     auth_tokens,

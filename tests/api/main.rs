@@ -16,6 +16,7 @@ mod faults;
 mod federation;
 mod federation_check;
 mod federation_stale;
+mod feed;
 mod gateway;
 mod group_commit;
 mod health;

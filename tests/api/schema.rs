@@ -96,6 +96,7 @@ async fn schema_rs_matches_the_migrated_database() {
         send_idempotency,
         auth_revocations,
         departed_accounts,
+        status_feed,
     );
     let mut conn = app.state.db.get().expect("connection");
     let tables = names(

@@ -233,6 +233,17 @@ impl HomeServer {
         self.get(&format!("/api/v1/dms/status/{message_id}")).await
     }
 
+    /// The delivery feed of this account's sent messages, past `since`.
+    pub async fn feed(&self, since: Option<&str>) -> Result<Value, ClientError> {
+        match since {
+            Some(cursor) => {
+                self.get(&format!("/api/v1/dms/status?since={cursor}"))
+                    .await
+            }
+            None => self.get("/api/v1/dms/status").await,
+        }
+    }
+
     /// Takes back a sent message from mailboxes that have not read it.
     pub async fn recall(&self, message_id: &str) -> Result<Value, ClientError> {
         self.call(

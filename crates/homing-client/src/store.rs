@@ -237,6 +237,15 @@ impl Store {
         self.write("cursor.json", &cursor)
     }
 
+    /// Where `homing status` stopped reading the delivery feed.
+    pub fn feed_cursor(&self) -> Result<Option<String>, StoreError> {
+        self.read::<String>("feed-cursor.json")
+    }
+
+    pub fn save_feed_cursor(&self, cursor: &str) -> Result<(), StoreError> {
+        self.write("feed-cursor.json", &cursor)
+    }
+
     /// Appends received messages (one JSON object per line) that are not
     /// stored yet, flushed to disk before the caller acknowledges them to
     /// the server. A server may hand a message over again (an earlier

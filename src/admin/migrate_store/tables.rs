@@ -230,4 +230,5 @@ tables! {
     federation_rules(server_name, rule, created_at);
     send_idempotency(sender_account, message_id, request_digest, response, created_at);
     departed_accounts(alias, account_key, departed_at, signature);
+    status_feed(id, xid, sender_account, message_id, recipient, state, detail, created_at);
 }

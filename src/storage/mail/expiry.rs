@@ -118,8 +118,9 @@ pub fn finished_messages(
         .load(c))?)
 }
 
-/// Idempotency records and inbound transaction records older than `old`,
-/// receipts created before `receipts_old`. Returns the rows removed.
+/// Idempotency records, inbound transaction records and delivery feed
+/// changes older than `old`, receipts created before `receipts_old`.
+/// Returns the rows removed.
 pub fn forget_old_records(
     conn: &mut DbConnection,
     old: i64,
@@ -129,5 +130,6 @@ pub fn forget_old_records(
     removed += with_backend!(conn, c => diesel::delete(send_idempotency::table.filter(send_idempotency::created_at.le(old))).execute(c))?;
     removed += with_backend!(conn, c => diesel::delete(delivery_receipts::table.filter(delivery_receipts::created_at.le(receipts_old))).execute(c))?;
     removed += with_backend!(conn, c => diesel::delete(inbound_txns::table.filter(inbound_txns::received_at.le(old))).execute(c))?;
+    removed += super::feed::forget(conn, old)?;
     Ok(removed)
 }

@@ -28,7 +28,8 @@ struct StoredRow {
 /// The batch in one statement. Its parts depend on each other only through
 /// what they return: a delivery joins its message's new row (`m`) and its
 /// device's counter update (`c`), so the device row is locked before the
-/// delivery draws its id; the outbox rows join their messages. Foreign
+/// delivery draws its id; the outbox rows join their messages; the
+/// delivery feed takes each new receipt's first state. Foreign
 /// keys are checked at the statement's end, when the messages exist. A
 /// destination row is inserted only when none is there: `ON CONFLICT`
 /// alone would wait for a relay answer that is updating the row to commit.
@@ -54,7 +55,10 @@ const STORE: &str = "WITH m AS (\
      updated_at, created_at) \
      SELECT r.sender_account, r.message_id, r.recipient, r.state, n.now, n.now \
      FROM (VALUES ($18::bigint)) AS n(now), \
-     unnest($19, $20, $21, $22) AS r(sender_account, message_id, recipient, state)), \
+     unnest($19, $20, $21, $22) AS r(sender_account, message_id, recipient, state) \
+     RETURNING sender_account, message_id, recipient, state, created_at), \
+     f AS (INSERT INTO status_feed (sender_account, message_id, recipient, state, created_at) \
+     SELECT sender_account, message_id, recipient, state, created_at FROM r), \
      i AS (INSERT INTO send_idempotency (sender_account, message_id, request_digest, response, \
      created_at) \
      SELECT i.sender_account, i.message_id, i.request_digest, i.response, $23 \

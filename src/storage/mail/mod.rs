@@ -10,6 +10,7 @@
 //! and nothing else in the server writes these tables.
 
 mod expiry;
+pub mod feed;
 mod inbound;
 mod insert;
 mod insert_pg;

@@ -51,7 +51,21 @@ pub fn advance_receipt(
     )
     .set((delivery_receipts::state.eq(to), delivery_receipts::updated_at.eq(now)))
     .execute(c))?;
-    Ok((updated == 1).then(|| StatusEvent::new(sender_account, message_id, recipient, to, now)))
+    if updated != 1 {
+        return Ok(None);
+    }
+    super::feed::append(
+        conn,
+        &[(&sender_account, &message_id, &recipient, to, None)],
+        now,
+    )?;
+    Ok(Some(StatusEvent::new(
+        sender_account,
+        message_id,
+        recipient,
+        to,
+        now,
+    )))
 }
 
 /// A queued recipient's receipt becomes `to` (`bounced`, `dropped`): the
@@ -69,5 +83,8 @@ pub fn settle_queued(
     )
     .set((delivery_receipts::state.eq(to), delivery_receipts::updated_at.eq(now)))
     .execute(c))?;
+    if updated == 1 {
+        super::feed::append(conn, &[(sender, message_id, recipient, to, None)], now)?;
+    }
     Ok(updated == 1)
 }

@@ -147,6 +147,43 @@ pub async fn send(
     Ok(())
 }
 
+/// `homing status` without an id: every change to this account's sent
+/// messages since the last time, from the server's delivery feed, and
+/// the place to go on from next time.
+pub async fn changes(options: &Options) -> Result<(), CliError> {
+    let context = Context::load(options).await?;
+    let mut since = context.store.feed_cursor()?;
+    let mut events = Vec::new();
+    loop {
+        let page = context.server.feed(since.as_deref()).await?;
+        events.extend(page["events"].as_array().cloned().unwrap_or_default());
+        since = page["cursor"].as_str().map(str::to_string);
+        if page["more"] != Value::Bool(true) {
+            break;
+        }
+    }
+    let listed = Value::Array(events);
+    output(options, &listed, || {
+        if listed.as_array().is_some_and(Vec::is_empty) {
+            out!("no changes since you last looked");
+        }
+        for event in listed.as_array().into_iter().flatten() {
+            out!(
+                "{}  {:<24} {:<40} {}",
+                crate::time::format_rfc3339(event["updated_at"].as_i64().unwrap_or(0)),
+                event["message_id"].as_str().unwrap_or("?"),
+                event["recipient"].as_str().unwrap_or("?"),
+                event["state"].as_str().unwrap_or("?"),
+            );
+        }
+    });
+    // Only once shown: a run that failed to print shows them again.
+    if let Some(cursor) = since {
+        context.store.save_feed_cursor(&cursor)?;
+    }
+    Ok(())
+}
+
 /// `homing recall`: takes a sent message back where nobody has read it.
 pub async fn recall(options: &Options, message_id: &str) -> Result<(), CliError> {
     let context = Context::load(options).await?;

@@ -102,11 +102,12 @@ pub enum Command {
         #[arg(long)]
         count: Option<usize>,
     },
-    /// What the home server knows of a sent message's delivery.
+    /// What the home server knows of a sent message's delivery; without an
+    /// id, every change to your sent messages since you last asked.
     Status {
         // Ids are base64url and may begin with '-'.
         #[arg(allow_hyphen_values = true)]
-        message_id: String,
+        message_id: Option<String>,
     },
     /// Take back a sent message from every mailbox that has not read it
     /// (mail already with another server stays there).
@@ -167,7 +168,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         } => receive::list_kept(&options),
         Command::Inbox { new, .. } => receive::inbox(&options, new).await,
         Command::Listen { count } => receive::listen(&options, count).await,
-        Command::Status { message_id } => messaging::status(&options, &message_id).await,
+        Command::Status {
+            message_id: Some(message_id),
+        } => messaging::status(&options, &message_id).await,
+        Command::Status { message_id: None } => messaging::changes(&options).await,
         Command::Recall { message_id } => messaging::recall(&options, &message_id).await,
         Command::Whois { address } => people::whois(&options, &address).await,
         Command::Trust { address } => people::trust(&options, &address).await,

@@ -110,7 +110,31 @@ pub fn complete(
         crate::storage::mail::remove_finished_messages(conn, &message_rows)?;
         super::claim(conn, destination, owner, now, lease)?;
     }
+    // The delivery feed, in the same transaction as the receipts: one
+    // statement for the answer's changes however many.
+    let details: Vec<Option<String>> = events.iter().map(detail_of).collect();
+    let changes: Vec<_> = events
+        .iter()
+        .zip(&details)
+        .map(|(e, detail)| {
+            let (sender, id, recipient) = (&e.sender_account, &e.message_id, &e.recipient);
+            (
+                sender.as_str(),
+                id.as_str(),
+                recipient.as_str(),
+                e.state.as_str(),
+                detail.as_deref(),
+            )
+        })
+        .collect();
+    super::super::feed::append(conn, &changes, now)?;
     Ok(events)
+}
+
+/// A change's device ids as its receipt stores them (`stale_devices`).
+fn detail_of(event: &StatusEvent) -> Option<String> {
+    (!event.missing.is_empty() || !event.extra.is_empty())
+        .then(|| serde_json::json!({"missing": event.missing, "extra": event.extra}).to_string())
 }
 
 /// A recipient's answer: (sender, message id, result).
