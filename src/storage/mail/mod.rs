@@ -1,7 +1,8 @@
 //! The mail tables and their one home: every statement that writes
 //! `messages`, `deliveries` (with the devices' pending counters),
-//! `delivery_receipts`, `send_idempotency`, `outbox`, `outbox_txns`,
-//! `destinations` and `inbound_txns` is here, for both backends. They are
+//! `delivery_receipts` with their change feed (`status_feed`),
+//! `send_idempotency`, `outbox`, `outbox_txns`, `destinations` and
+//! `inbound_txns` is here, for both backends. They are
 //! one family because a send writes most of them in one statement on
 //! PostgreSQL (`insert_pg`) and a relay answer changes several at once:
 //! splitting the family would split those statements into round trips.
