@@ -171,3 +171,57 @@ async fn homing_status_without_an_id_lists_the_changes_since_last_time() {
         "{again}"
     );
 }
+
+#[tokio::test]
+async fn homing_inbox_tells_once_of_sent_mail_that_will_not_arrive() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let alice = dir.path().join("alice");
+    crate::cli::init(&alice, &format!("alice@{}", app.server_name)).await;
+    // Dave's server refuses connections and is backing off: his mail
+    // waits in the queue, until an admin drops it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    crate::recall::back_off(&app, &server);
+    let dave = format!("dave@{server}");
+    // Sent with alice's own session (her client would need dave's keys,
+    // which his unreachable server cannot give).
+    let session: Value =
+        serde_json::from_slice(&std::fs::read(alice.join("session.json")).unwrap()).unwrap();
+    let token = session["token"].as_str().unwrap();
+    let id = crate::helpers::new_message_id();
+    let message = serde_json::json!({
+        "message_id": id,
+        "body": homing::crypto::b64(b"sealed"),
+        "recipients": [{"address": dave, "devices": [
+            {"device_id": "first", "key_wrap": homing::crypto::b64(&[7u8; 80])}]}],
+    });
+    let sent = app
+        .post_json("/api/v1/dms/send", &message, Some(token))
+        .await;
+    assert_eq!(sent.status(), 202);
+    let mut conn = app.state.db.get().unwrap();
+    assert_eq!(
+        homing::admin::federation::drop_queue(&mut conn, &server).unwrap(),
+        1
+    );
+    drop(conn);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let inbox = crate::cli::homing(&alice, &["inbox"]).await;
+        let told = String::from_utf8_lossy(&inbox.stderr).into_owned();
+        if told.contains("not delivered") {
+            assert!(
+                told.contains(&id) && told.contains(&dave) && told.contains("dropped"),
+                "{told}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never told: {told}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let again = crate::cli::homing(&alice, &["inbox"]).await;
+    assert!(!String::from_utf8_lossy(&again.stderr).contains("not delivered"));
+}

@@ -31,7 +31,7 @@ fn states(answer: &Value) -> Vec<(String, String)> {
 }
 
 /// A destination that failed before and is not due for an hour.
-fn back_off(app: &TestApp, destination: &str) {
+pub fn back_off(app: &TestApp, destination: &str) {
     use diesel::prelude::*;
     use homing::storage::schema::destinations as d;
     let mut conn = app.state.db.get().unwrap();

@@ -237,13 +237,14 @@ impl Store {
         self.write("cursor.json", &cursor)
     }
 
-    /// Where `homing status` stopped reading the delivery feed.
-    pub fn feed_cursor(&self) -> Result<Option<String>, StoreError> {
-        self.read::<String>("feed-cursor.json")
+    /// Where `reader` (`status`, `inbox`) stopped reading the delivery
+    /// feed; each reads it on its own.
+    pub fn feed_cursor(&self, reader: &str) -> Result<Option<String>, StoreError> {
+        self.read::<String>(&format!("feed-cursor-{reader}.json"))
     }
 
-    pub fn save_feed_cursor(&self, cursor: &str) -> Result<(), StoreError> {
-        self.write("feed-cursor.json", &cursor)
+    pub fn save_feed_cursor(&self, reader: &str, cursor: &str) -> Result<(), StoreError> {
+        self.write(&format!("feed-cursor-{reader}.json"), &cursor)
     }
 
     /// Appends received messages (one JSON object per line) that are not

@@ -152,16 +152,7 @@ pub async fn send(
 /// the place to go on from next time.
 pub async fn changes(options: &Options) -> Result<(), CliError> {
     let context = Context::load(options).await?;
-    let mut since = context.store.feed_cursor()?;
-    let mut events = Vec::new();
-    loop {
-        let page = context.server.feed(since.as_deref()).await?;
-        events.extend(page["events"].as_array().cloned().unwrap_or_default());
-        since = page["cursor"].as_str().map(str::to_string);
-        if page["more"] != Value::Bool(true) {
-            break;
-        }
-    }
+    let (events, since) = unread_changes(&context, "status").await?;
     let listed = Value::Array(events);
     output(options, &listed, || {
         if listed.as_array().is_some_and(Vec::is_empty) {
@@ -179,9 +170,27 @@ pub async fn changes(options: &Options) -> Result<(), CliError> {
     });
     // Only once shown: a run that failed to print shows them again.
     if let Some(cursor) = since {
-        context.store.save_feed_cursor(&cursor)?;
+        context.store.save_feed_cursor("status", &cursor)?;
     }
     Ok(())
+}
+
+/// The delivery feed's changes `reader` has not seen, and the cursor to
+/// save once they are shown.
+pub(super) async fn unread_changes(
+    context: &Context,
+    reader: &str,
+) -> Result<(Vec<Value>, Option<String>), CliError> {
+    let mut since = context.store.feed_cursor(reader)?;
+    let mut events = Vec::new();
+    loop {
+        let page = context.server.feed(since.as_deref()).await?;
+        events.extend(page["events"].as_array().cloned().unwrap_or_default());
+        since = page["cursor"].as_str().map(str::to_string);
+        if page["more"] != Value::Bool(true) {
+            return Ok((events, since));
+        }
+    }
 }
 
 /// `homing recall`: takes a sent message back where nobody has read it.

@@ -317,6 +317,7 @@ pub async fn inbox(options: &Options, only_new: bool) -> Result<(), CliError> {
     super::outbox::settle_quietly(&context).await;
     let pass = process_pending(&context, true).await?;
     deferred_notice(pass.deferred);
+    bounce_notice(&context).await;
     let shown = if only_new {
         pass.accepted
     } else {
@@ -330,6 +331,37 @@ pub async fn inbox(options: &Options, only_new: bool) -> Result<(), CliError> {
         shown.iter().for_each(print_message);
     }
     Ok(())
+}
+
+/// Tells, on standard error, of sent mail that will not arrive and that
+/// no earlier `inbox` told of: bounces, expiries, drops and refusals from
+/// the delivery feed. Quiet when the feed cannot be read: the inbox
+/// itself matters more.
+async fn bounce_notice(context: &Context) {
+    const UNDELIVERED: [&str; 6] = [
+        "bounced",
+        "expired",
+        "dropped",
+        "unknown_recipient",
+        "not_local",
+        "invalid",
+    ];
+    let Ok((events, since)) = super::messaging::unread_changes(context, "inbox").await else {
+        return;
+    };
+    for event in &events {
+        let state = event["state"].as_str().unwrap_or_default();
+        if UNDELIVERED.contains(&state) {
+            eprintln!(
+                "not delivered: message {} to {}: {state}",
+                event["message_id"].as_str().unwrap_or("?"),
+                event["recipient"].as_str().unwrap_or("?"),
+            );
+        }
+    }
+    if let Some(cursor) = since {
+        let _ = context.store.save_feed_cursor("inbox", &cursor);
+    }
 }
 
 /// `inbox --quarantine`: what this device keeps unread, and why. Local
