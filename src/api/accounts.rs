@@ -178,12 +178,8 @@ pub async fn leave(
     let (alias, removed) = state
         .db
         .run(move |conn| {
-            let alias = identity::identity_by_key(conn, &key)?
-                .map(|account| account.alias)
-                .ok_or(identity::IdentityError::UnknownAccount)?;
             let now = crate::time::now_ms();
-            let removed = identity::departure::depart(conn, &server, &key, &request, now)?;
-            Ok::<_, identity::IdentityError>((alias, removed))
+            identity::departure::depart(conn, &server, &key, &request, now)
         })
         .await?;
     // The account's tokens ended with it; no cached check may outlive it.

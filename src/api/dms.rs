@@ -310,7 +310,6 @@ pub async fn feed(
         .await?;
     let more = rows.len() as i64 > limit;
     let mut cursor = after;
-    let sender = String::new();
     let events: Vec<FeedEvent> = rows
         .into_iter()
         .take(limit as usize)
@@ -318,7 +317,8 @@ pub async fn feed(
             cursor = at;
             FeedEvent {
                 cursor: at.to_string(),
-                event: StatusEvent::new(&sender, message_id, recipient, state, when)
+                // The sender is the caller, and not part of the answer.
+                event: StatusEvent::new("", message_id, recipient, state, when)
                     .with_detail(detail.as_deref()),
             }
         })

@@ -158,7 +158,7 @@ pub struct Parts {
 }
 
 /// The relay's own state beside its parts.
-pub struct Inner {
+struct Inner {
     parts: Parts,
     in_flight: InFlight,
     wake: tokio::sync::Notify,

@@ -22,15 +22,15 @@ use homing_proto::documents::{DepartureDocument, DepartureRequest};
 /// later (and the account is gone after the first use anyway).
 pub const DEPARTURE_SKEW_MS: i64 = 5 * 60 * 1000;
 
-/// The account of `account_key` leaves this server. Returns how many
-/// pending deliveries went with it.
+/// The account of `account_key` leaves this server. Returns the alias it
+/// held and how many pending deliveries went with it.
 pub fn depart(
     conn: &mut DbConnection,
     server: &ServerName,
     account_key: &str,
     request: &DepartureRequest,
     now: i64,
-) -> Result<usize, IdentityError> {
+) -> Result<(String, usize), IdentityError> {
     if request.departed_at.abs_diff(now) > DEPARTURE_SKEW_MS.unsigned_abs() {
         return Err(IdentityError::StaleDeparture);
     }
@@ -53,7 +53,8 @@ pub fn depart(
                 departed_accounts::signature.eq(request.signature.to_string()),
             ))
             .execute(c))?;
-        Ok(account_changes::delete_within(conn, &alias)?.unwrap_or(0))
+        let removed = account_changes::delete_within(conn, &alias)?.unwrap_or(0);
+        Ok((alias, removed))
     })
 }
 

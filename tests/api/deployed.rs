@@ -277,6 +277,28 @@ async fn two_servers_behind_caddy_federate_by_name_on_443() {
         "a relay attempt failed during the key rotation:\n{after}"
     );
 
+    // Alice leaves, through the proxy. Once b's cached copy of her
+    // identity expires, b fetches her departure from a over TLS, checks it
+    // against the key it pinned, and bob's client, checking it again
+    // against its own pin, tells him she left instead of sending.
+    let left = alice.run(&["--json", "account", "delete", "--yes"]).await;
+    assert!(left.contains("alice@a.homing.test"), "{left}");
+    {
+        use diesel::{Connection, RunQueryDsl};
+        let mut pg = diesel::PgConnection::establish(&postgres.url).unwrap();
+        diesel::sql_query("UPDATE remote_identities SET expires_at = 0")
+            .execute(&mut pg)
+            .unwrap();
+    }
+    let refused = bob
+        .command(&["send", &alice.address, "--text", "are you there?"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("left its home server"), "{said}");
+
     listen.kill().await.ok();
     b.stop().await;
     let mut a = a;

@@ -113,6 +113,7 @@ async fn an_account_that_leaves_is_gone_with_its_mail_and_its_alias_stays_taken(
 async fn a_departure_needs_the_account_key_this_server_and_the_current_time() {
     let app = spawn_app().await;
     let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
     let token = alice.device(0).token.clone();
     let now = homing::time::now_ms();
     let stranger = AccountKeys::generate();
@@ -155,8 +156,17 @@ async fn a_departure_needs_the_account_key_this_server_and_the_current_time() {
         .await
         .unwrap();
     assert_eq!(anonymous.status(), 401);
-    // None of that touched the account.
+    // None of that touched the account: mail to alice still flows.
     assert_eq!(app.get_auth("/api/v1/account", &token).await.status(), 200);
+    let message = message_to(&app, &[(&alice, &[0])], b"still here?", "all");
+    let sent = app
+        .post_json("/api/v1/dms/send", &message, Some(&bob.device(0).token))
+        .await;
+    assert_eq!(sent.status(), 202);
+    assert_eq!(
+        app.sync(&token).await["items"].as_array().map(Vec::len),
+        Some(1)
+    );
     assert_eq!(
         app.get("/.well-known/homing/identity/alice").await.status(),
         200
@@ -252,14 +262,7 @@ async fn a_client_does_not_believe_a_departure_its_server_made_up() {
     crate::cli::ok(crate::cli::homing(&bob_home, &["send", &address, "--text", "hello"]).await);
     // The server deletes alice and serves a departure under a key of its
     // own making: it verifies, but not with the key bob pinned.
-    let forger = AccountKeys::generate();
-    let now = homing::time::now_ms();
-    let statement = DepartureStatement::new(forger.public(), "alice", &app.server_name, now);
-    let signature = statement.sign(&forger.signing).unwrap();
-    let mut conn = app.state.db.get().unwrap();
-    homing::admin::users::delete(&mut conn, "alice").unwrap();
-    forge_departure(&mut conn, &forger, now, &signature.to_string());
-    drop(conn);
+    forge_departure_of_alice(&app);
     let send = crate::cli::homing(&bob_home, &["send", &address, "--text", "hi"]).await;
     assert!(!send.status.success());
     let said = String::from_utf8_lossy(&send.stderr);
@@ -275,24 +278,27 @@ fn expire_cached_identities(app: &TestApp) {
     .unwrap();
 }
 
-/// Writes a departure for alice straight into a server's database, as a
-/// hostile server would serve one.
-fn forge_departure(
-    conn: &mut homing::storage::DbConnection,
-    forger: &AccountKeys,
-    at: i64,
-    signature: &str,
-) {
+/// What a hostile server does: deletes alice behind her back and serves a
+/// departure for her address signed by a key of its own making, which it
+/// returns.
+fn forge_departure_of_alice(app: &TestApp) -> AccountKeys {
     use homing::storage::schema::departed_accounts as d;
-    homing::with_backend!(conn, c => diesel::insert_into(d::table)
+    let forger = AccountKeys::generate();
+    let now = homing::time::now_ms();
+    let statement = DepartureStatement::new(forger.public(), "alice", &app.server_name, now);
+    let signature = statement.sign(&forger.signing).unwrap();
+    let mut conn = app.state.db.get().unwrap();
+    homing::admin::users::delete(&mut conn, "alice").unwrap();
+    homing::with_backend!(&mut *conn, c => diesel::insert_into(d::table)
         .values((
             d::alias.eq("alice"),
             d::account_key.eq(forger.public().to_string()),
-            d::departed_at.eq(at),
-            d::signature.eq(signature),
+            d::departed_at.eq(now),
+            d::signature.eq(signature.to_string()),
         ))
         .execute(c))
     .unwrap();
+    forger
 }
 
 #[tokio::test]
@@ -306,14 +312,7 @@ async fn a_server_cannot_make_up_the_departure_of_an_account_a_peer_pinned() {
 
     // Server a deletes alice behind her back and serves a departure signed
     // by a key of its own making, for her address.
-    let forger = AccountKeys::generate();
-    let now = homing::time::now_ms();
-    let statement = DepartureStatement::new(forger.public(), "alice", &a.server_name, now);
-    let signature = statement.sign(&forger.signing).unwrap();
-    let mut conn = a.state.db.get().unwrap();
-    homing::admin::users::delete(&mut conn, "alice").unwrap();
-    forge_departure(&mut conn, &forger, now, &signature.to_string());
-    drop(conn);
+    let forger = forge_departure_of_alice(&a);
     // What a serves verifies on its own...
     served_departure(a.get("/.well-known/homing/identity/alice").await).await;
     // ...but b pinned alice's key, and says the remote answered badly.

@@ -126,7 +126,16 @@ pub fn insert(
             insert_pg::store(pg, batch, &bumps, &deliveries, beside, now)?
         }
         DbConnection::Sqlite(c) => {
-            insert_sqlite::store(c, batch, &bumps, &deliveries, beside, now)?
+            let stored = insert_sqlite::store(c, batch, &bumps, &deliveries, beside, now)?;
+            // The delivery feed starts with each receipt's first state (on
+            // PostgreSQL, in the one statement above).
+            let first: Vec<_> = beside
+                .receipts
+                .iter()
+                .map(|&(sender, id, recipient, state)| (sender, id, recipient, state, None))
+                .collect();
+            super::feed::append(conn, &first, now)?;
+            stored
         }
     };
     let message_rows = batch

@@ -10,7 +10,6 @@ use diesel::SqliteConnection;
 use super::insert::{Beside, Bumps, DeliveryRow, NewMessage, Stored, ROWS_PER_STATEMENT};
 use crate::storage::schema::{
     deliveries, delivery_receipts, destinations, devices, messages, outbox, send_idempotency,
-    status_feed,
 };
 
 pub(super) fn store(
@@ -118,22 +117,6 @@ fn insert_beside(
             .collect();
         diesel::insert_into(delivery_receipts::table)
             .values(values)
-            .execute(c)?;
-        // The delivery feed starts with each receipt's first state.
-        let feed: Vec<_> = chunk
-            .iter()
-            .map(|&(sender, message_id, recipient, state)| {
-                (
-                    status_feed::sender_account.eq(sender),
-                    status_feed::message_id.eq(message_id),
-                    status_feed::recipient.eq(recipient),
-                    status_feed::state.eq(state),
-                    status_feed::created_at.eq(now),
-                )
-            })
-            .collect();
-        diesel::insert_into(status_feed::table)
-            .values(feed)
             .execute(c)?;
     }
     for chunk in beside.records.chunks(ROWS_PER_STATEMENT) {

@@ -41,18 +41,18 @@ pub fn send_reads(
     aliases: &[&str],
     with_rules: bool,
 ) -> Result<SendReads, StorageError> {
-    if let DbConnection::Postgres(pg) = conn {
-        let read = read_pg::look_up(pg, keys, aliases)?;
-        return Ok(SendReads {
-            records: read.records,
-            recipients: by_alias(read.recipients),
-            rules: read.rules,
-        });
-    }
-    let records = match conn {
-        DbConnection::Sqlite(c) => sqlite_records(c, keys)?,
-        DbConnection::Postgres(_) => Vec::new(),
+    let c = match conn {
+        DbConnection::Postgres(pg) => {
+            let read = read_pg::look_up(pg, keys, aliases)?;
+            return Ok(SendReads {
+                records: read.records,
+                recipients: by_alias(read.recipients),
+                rules: read.rules,
+            });
+        }
+        DbConnection::Sqlite(c) => c,
     };
+    let records = sqlite_records(c, keys)?;
     let rules = if with_rules {
         federation_rules(conn)?
     } else {

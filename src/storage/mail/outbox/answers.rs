@@ -131,7 +131,8 @@ pub fn complete(
     Ok(events)
 }
 
-/// A change's device ids as its receipt stores them (`stale_devices`).
+/// A change's device ids as its receipt and the feed store them
+/// (`stale_devices`).
 fn detail_of(event: &StatusEvent) -> Option<String> {
     (!event.missing.is_empty() || !event.extra.is_empty())
         .then(|| serde_json::json!({"missing": event.missing, "extra": event.extra}).to_string())
@@ -285,9 +286,12 @@ fn record_result(
     } else {
         recipient.status.as_str()
     };
-    let (missing, extra) = (device_ids(&recipient.missing), device_ids(&recipient.extra));
-    let detail = (!missing.is_empty() || !extra.is_empty())
-        .then(|| serde_json::json!({"missing": missing, "extra": extra}).to_string());
+    let event = StatusEvent {
+        missing: device_ids(&recipient.missing),
+        extra: device_ids(&recipient.extra),
+        ..StatusEvent::new(sender, message_id, recipient.address.as_str(), state, now)
+    };
+    let detail = detail_of(&event);
     let updated = with_backend!(conn, c => diesel::update(
         delivery_receipts::table
             .find((sender, message_id, &recipient.address))
@@ -299,11 +303,7 @@ fn record_result(
         delivery_receipts::updated_at.eq(now),
     ))
     .execute(c))?;
-    Ok((updated == 1).then(|| StatusEvent {
-        missing,
-        extra,
-        ..StatusEvent::new(sender, message_id, recipient.address.as_str(), state, now)
-    }))
+    Ok((updated == 1).then_some(event))
 }
 
 /// The well-formed device ids of a remote's list, at most `MAX_DEVICES`:
