@@ -15,6 +15,7 @@ pub mod gateway;
 pub mod identity;
 pub mod mailbox;
 pub mod metrics;
+pub mod push;
 pub mod ratelimit;
 pub mod server_key;
 pub mod startup;

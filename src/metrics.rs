@@ -65,6 +65,9 @@ pub struct Metrics {
     pub pending_bytes: Gauge,
     pub relayed_messages: Counter,
     pub relay_failures: Family<CauseLabels, Counter>,
+    /// Web Push wake-ups by what became of them (`cause`: sent, skipped,
+    /// retry, rate_limited, gone, refused).
+    pub push_outcomes: Family<CauseLabels, Counter>,
     pub inbound_messages: Counter,
     pub outbox_queued: Gauge,
     pub outbox_depth: Family<DestinationLabels, Gauge>,
@@ -144,6 +147,12 @@ impl Metrics {
             "relayed_recipients",
             "Remote recipients whose server confirmed custody",
             relayed_messages.clone(),
+        );
+        let push_outcomes = Family::<CauseLabels, Counter>::default();
+        registry.register(
+            "push_outcomes",
+            "Web Push wake-ups by outcome",
+            push_outcomes.clone(),
         );
         let relay_failures = Family::<CauseLabels, Counter>::default();
         registry.register(
@@ -238,6 +247,7 @@ impl Metrics {
             db_pool_max,
             relayed_messages,
             relay_failures,
+            push_outcomes,
             inbound_messages,
             http_requests,
             http_request_seconds,

@@ -20,6 +20,7 @@ use crate::federation::relay::{self, Relay};
 use crate::federation::resolver::FederationClient;
 use crate::gateway::{Hub, Notifier};
 use crate::metrics::Metrics;
+use crate::push::Pusher;
 use crate::server_key;
 use crate::storage::{Backend, Database};
 use crate::tasks::Tasks;
@@ -68,15 +69,26 @@ impl Application {
         let replica_id = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
         let tasks = Tasks::default();
         let hub = Arc::new(Hub::default());
-        let notifier = Notifier::new(
-            hub.clone(),
-            crate::gateway::cluster::Publisher::start(&db, replica_id.clone(), &tasks),
-        );
         let settings = Arc::new(settings);
-        let notifier = Arc::new(notifier);
         let federation = Arc::new(
             FederationClient::new(&settings.federation, db.clone()).context("federation client")?,
         );
+        let pusher = Pusher::new(crate::push::Parts {
+            settings: settings.clone(),
+            db: db.clone(),
+            hub: hub.clone(),
+            federation: federation.clone(),
+            key: crate::push::vapid::load_or_create(&db)
+                .await
+                .context("loading the VAPID key")?,
+            metrics: metrics.clone(),
+            tasks: tasks.clone(),
+        });
+        let notifier = Arc::new(Notifier::new(
+            hub.clone(),
+            crate::gateway::cluster::Publisher::start(&db, replica_id.clone(), &tasks),
+            Arc::new(pusher.clone()),
+        ));
         let write_queue = Arc::new(crate::mailbox::WriteQueue::start(
             db.clone(),
             settings.database.writers,
@@ -100,6 +112,7 @@ impl Application {
             federation,
             peer_keys: Arc::new(PeerKeys::new(db.clone())),
             relay,
+            pusher,
             write_queue,
             replica_id: replica_id.clone(),
             tokens: Arc::default(),
@@ -141,6 +154,7 @@ impl Application {
             state.tokens.clone(),
         ));
         state.relay.start();
+        state.pusher.start();
         Ok(Self {
             port,
             server,

@@ -16,6 +16,7 @@ mod home;
 pub mod keys;
 mod links;
 pub mod openapi;
+mod push;
 pub mod server_info;
 mod signed;
 mod state;

@@ -20,7 +20,7 @@ use actix_web::{web, HttpResponse};
 use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
-use super::{accounts, auth, directory, dms, gateway, health, links, server_info};
+use super::{accounts, auth, directory, dms, gateway, health, links, push, server_info};
 use crate::api::error::ErrorBody;
 
 /// Declares the client API: the document type and the handler table,
@@ -80,6 +80,9 @@ client_api![
     dms::status,
     dms::recall,
     dms::feed,
+    push::set_push,
+    push::get_push,
+    push::clear_push,
     gateway::gateway,
     links::create_link,
     links::get_link,

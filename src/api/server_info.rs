@@ -23,6 +23,8 @@ pub struct ServerInfo {
     pub rate_limits: RateLimitsInfo,
     /// Which servers this one exchanges mail with.
     pub federation: FederationInfo,
+    /// Web Push wake-ups for devices that are not connected.
+    pub push: PushInfo,
     /// The admin's description of the server (`server.description`), up
     /// to 500 characters; line breaks are meant to be kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -34,6 +36,18 @@ pub struct ServerInfo {
     /// Where the server's rules are (`server.rules_url`): an `https://` URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rules_url: Option<String>,
+}
+
+/// What a device needs to subscribe to wake-ups (RFC 8030).
+#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct PushInfo {
+    /// The server's VAPID public key (RFC 8292): an uncompressed P-256
+    /// point, unpadded base64url, the `applicationServerKey` a browser
+    /// subscribes with.
+    pub vapid_public_key: String,
+    /// At most one wake-up per device this often while the last one's
+    /// mail is unread.
+    pub min_interval_secs: u64,
 }
 
 /// The federation policy as visitors may know it. Blocked servers are
@@ -133,6 +147,10 @@ pub async fn describe(state: &AppState) -> Result<ServerInfo, ApiError> {
             new_destinations_per_account: settings.rate_limits.new_destinations_per_account.into(),
         },
         federation: federation_info(&settings.federation, &rules),
+        push: PushInfo {
+            vapid_public_key: state.pusher.public_key_b64().to_string(),
+            min_interval_secs: settings.push.min_interval.as_secs(),
+        },
         description: about.description.clone(),
         contact: about.contact.as_ref().map(|c| c.as_str().to_string()),
         rules_url: about.rules_url.clone(),

@@ -27,6 +27,8 @@ pub struct AppState {
     pub peer_keys: Arc<PeerKeys>,
     /// Sends queued mail to other servers.
     pub relay: Relay,
+    /// Wakes devices that are not connected through their push service.
+    pub pusher: crate::push::Pusher,
     /// Group commit for sends and acks.
     pub write_queue: Arc<crate::mailbox::WriteQueue>,
     /// Identifies this daemon in relay leases.
@@ -51,6 +53,9 @@ pub struct RateLimiters {
     pub send_per_device: RateLimiter<i64>,
     pub federation_per_origin: RateLimiter<String>,
     pub directory_per_account: RateLimiter<String>,
+    /// Push subscriptions set, per device: a device subscribes rarely,
+    /// and each one names a URL this server will post to.
+    pub push_per_device: RateLimiter<i64>,
 }
 
 impl RateLimiters {
@@ -62,6 +67,10 @@ impl RateLimiters {
             send_per_device: RateLimiter::new(limits.send_per_device),
             federation_per_origin: RateLimiter::new(limits.federation_per_origin),
             directory_per_account: RateLimiter::new(limits.directory_per_account),
+            push_per_device: RateLimiter::new(crate::config::Rate {
+                burst: 10,
+                per: std::time::Duration::from_secs(3600),
+            }),
         }
     }
 }

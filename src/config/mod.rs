@@ -9,10 +9,12 @@ use std::time::Duration;
 use crate::address::ServerName;
 
 mod about;
+mod push;
 mod raw;
 mod values;
 
 pub use about::{About, Contact};
+pub use push::{PushSettings, RawPush};
 pub use raw::*;
 
 pub use values::redact_url;
@@ -104,6 +106,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub rate_limits: RateLimits,
     pub gateway: GatewaySettings,
+    pub push: PushSettings,
     pub trust_forwarded_for: bool,
     /// Other `host[:port]` names peers reach this server by (the target of
     /// a `.well-known` delegation); signed requests must name one of these
@@ -497,6 +500,7 @@ impl RawSettings {
                 )?,
             },
             gateway: self.gateway.validate()?,
+            push: self.push.validate()?,
             trust_forwarded_for: self.server.trust_forwarded_for,
             metrics_token_digest: metrics_token_digest(&self.server.metrics_token)?,
             public_hosts: server_names("server.public_hosts", &self.server.public_hosts)?,

@@ -17,6 +17,7 @@ pub struct RawSettings {
     pub auth: RawAuth,
     pub rate_limits: RawRateLimits,
     pub gateway: RawGateway,
+    pub push: super::RawPush,
     pub log: RawLog,
 }
 

@@ -184,13 +184,15 @@ fn listen(
             }
             for event in envelope.events {
                 match event {
-                    ClusterEvent::Notify { device_row, cursor } => hub.notify_device(
-                        device_row,
-                        GatewayEvent::DmNotify {
-                            cursor,
-                            message: None,
-                        },
-                    ),
+                    ClusterEvent::Notify { device_row, cursor } => {
+                        hub.notify_device(
+                            device_row,
+                            GatewayEvent::DmNotify {
+                                cursor,
+                                message: None,
+                            },
+                        );
+                    }
                     ClusterEvent::Status { event, account } => {
                         hub.notify_account(&account, GatewayEvent::DeliveryStatus(event))
                     }

@@ -193,22 +193,34 @@ impl Hub {
     }
 
     /// Queues `event` for every session of `device_row`.
-    pub fn notify_device(&self, device_row: i64, event: GatewayEvent) {
+    /// Queues `event` for every session of `device_row` here; false when it
+    /// has none that took it (the device is not connected to this daemon).
+    pub fn notify_device(&self, device_row: i64, event: GatewayEvent) -> bool {
         // Most deliveries are for devices that are not connected here; the
         // frame (which may carry the whole message) is made only for those
         // that are, and outside the lock.
         if !self.sessions().by_device.contains_key(&device_row) {
-            return;
+            return false;
         }
         let Some(event) = frame(&event) else {
-            return;
+            return false;
         };
         let mut sessions = self.sessions();
-        if let Some(slots) = sessions.by_device.get_mut(&device_row) {
-            // A full queue drops the slot: the session sees its queue close
-            // and disconnects the slow device.
-            slots.retain(|slot| slot.sender.try_send(event.clone()).is_ok());
-        }
+        let Some(slots) = sessions.by_device.get_mut(&device_row) else {
+            return false;
+        };
+        // A full queue drops the slot: the session sees its queue close
+        // and disconnects the slow device.
+        slots.retain(|slot| slot.sender.try_send(event.clone()).is_ok());
+        !slots.is_empty()
+    }
+
+    /// True when `device_row` has a live session on this daemon.
+    pub fn is_connected(&self, device_row: i64) -> bool {
+        self.sessions()
+            .by_device
+            .get(&device_row)
+            .is_some_and(|slots| slots.iter().any(|slot| !slot.sender.is_closed()))
     }
 
     /// Queues `event` for every session of every device of `account`.

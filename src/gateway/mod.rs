@@ -7,5 +7,5 @@ mod notifier;
 mod session;
 
 pub use hub::{GatewayEvent, Hub, SessionTicket};
-pub use notifier::Notifier;
+pub use notifier::{Notifier, OfflineDevices};
 pub use session::{run_session, SessionConfig};

@@ -11,33 +11,51 @@ use crate::mailbox::{NewDelivery, StatusEvent};
 pub struct Notifier {
     hub: Arc<Hub>,
     cluster: Publisher,
+    offline: Arc<dyn OfflineDevices>,
+}
+
+/// Who hears of devices that got mail with no session here (the push
+/// service, which wakes them another way).
+pub trait OfflineDevices: Send + Sync {
+    fn offline(&self, device_rows: Vec<i64>);
 }
 
 impl Notifier {
-    pub fn new(hub: Arc<Hub>, cluster: Publisher) -> Self {
-        Self { hub, cluster }
+    pub fn new(hub: Arc<Hub>, cluster: Publisher, offline: Arc<dyn OfflineDevices>) -> Self {
+        Self {
+            hub,
+            cluster,
+            offline,
+        }
     }
 
     /// Wakes the devices that got new deliveries, here and on other
-    /// replicas.
+    /// replicas, and names those with no session here to `offline`.
     pub fn deliveries(&self, deliveries: Vec<NewDelivery>) {
         let mut cluster = Vec::with_capacity(deliveries.len());
+        let mut offline = Vec::new();
         for delivery in deliveries {
             cluster.push(ClusterEvent::Notify {
                 device_row: delivery.device_row,
                 cursor: delivery.cursor,
             });
-            self.hub.notify_device(
+            let connected = self.hub.notify_device(
                 delivery.device_row,
                 GatewayEvent::DmNotify {
                     cursor: delivery.cursor,
                     message: delivery.inline,
                 },
             );
+            if !connected {
+                offline.push(delivery.device_row);
+            }
         }
         // Without holding up the caller; a lost hint costs latency only
         // (devices resume from their cursor).
         self.cluster.publish(cluster);
+        if !offline.is_empty() {
+            self.offline.offline(offline);
+        }
     }
 
     /// Tells the senders' devices what changed for their messages.

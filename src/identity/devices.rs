@@ -223,6 +223,8 @@ pub fn revoke_device(
         crate::auth::end_device_tokens(conn, device_row)?;
         crate::auth::bump_revocations(conn)?;
         crate::storage::mail::remove_device_mail(conn, device_row)?;
+        // A revoked device is never woken again.
+        crate::storage::push::clear(conn, device_row)?;
         store_list(conn, &key, version, &list)?;
         Ok(list.device_list.version)
     })

@@ -6,10 +6,12 @@
 //! (`with_backend!`) by the module that owns the tables. The mail tables
 //! (messages, deliveries, receipts, the outbox and the relay's state) are
 //! written only by `mail`, for both backends; the mailbox and federation
-//! decide what to write and call it. SQL text appears only where the DSL
-//! cannot say it: `mail`'s one-statement batches on PostgreSQL, prepared
-//! through `reusable`; `LISTEN`/`NOTIFY` in `gateway::cluster`; and the
-//! table copies of `admin::migrate_store`.
+//! decide what to write and call it. `push` writes the Web Push
+//! subscriptions and the wake-ups they are owed, for `identity` (a revoked
+//! device's goes) and `push`. SQL text appears only where the DSL cannot
+//! say it: `mail`'s one-statement batches on PostgreSQL, prepared through
+//! `reusable`; `push`'s one correlated update; `LISTEN`/`NOTIFY` in
+//! `gateway::cluster`; and the table copies of `admin::migrate_store`.
 //!
 //! `write_queue` is the group commit every hot write goes through: it
 //! knows transactions, savepoints and retries, not what is written.
@@ -19,6 +21,7 @@ mod files;
 pub mod mail;
 #[cfg(test)]
 mod migration_tests;
+pub mod push;
 mod reusable;
 pub mod schema;
 mod write_queue;

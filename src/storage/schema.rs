@@ -232,6 +232,7 @@ diesel::joinable!(devices -> accounts (account_key));
 diesel::joinable!(auth_tokens -> devices (device_row));
 diesel::joinable!(deliveries -> messages (message_row));
 diesel::joinable!(deliveries -> devices (device_row));
+diesel::joinable!(push_subscriptions -> devices (device_row));
 diesel::joinable!(outbox -> messages (message_row));
 
 diesel::table! {
@@ -256,8 +257,34 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    push_subscriptions (device_row) {
+        device_row -> BigInt,
+        endpoint -> Text,
+        p256dh -> Binary,
+        auth -> Binary,
+        created_at -> BigInt,
+        due_at -> Nullable<BigInt>,
+        attempts -> Integer,
+        last_push_at -> Nullable<BigInt>,
+        pushed_cursor -> Nullable<BigInt>,
+        lease_until -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    push_keys (id) {
+        id -> Integer,
+        secret_key -> Binary,
+        public_key -> Binary,
+        created_at -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
+    push_subscriptions,
+    push_keys,
     departed_accounts,
     status_feed,
     devices,

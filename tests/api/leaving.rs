@@ -51,6 +51,11 @@ async fn an_account_that_leaves_is_gone_with_its_mail_and_its_alias_stays_taken(
         .post_json("/api/v1/dms/send", &message, Some(&bob.device(0).token))
         .await;
     assert_eq!(sent.status(), 202);
+    let push = crate::push::valid_subscription("https://push.example/alice");
+    assert_eq!(
+        crate::push::set_push(&app, &alice, 0, &push).await.status(),
+        204
+    );
 
     let body = departure(
         &alice,
@@ -67,6 +72,8 @@ async fn an_account_that_leaves_is_gone_with_its_mail_and_its_alias_stays_taken(
     assert_eq!(app.count("deliveries"), 0);
     assert_eq!(app.count("messages"), 0);
     assert_eq!(app.count("accounts"), 1);
+    // Its devices will never be woken again.
+    assert_eq!(app.count("push_subscriptions"), 0);
 
     // Its token ended with it.
     let me = app

@@ -37,6 +37,7 @@ mod openapi;
 mod portless;
 mod private_addresses;
 mod properties;
+mod push;
 mod recall;
 mod relay_answers;
 mod relay_batches;

@@ -97,6 +97,8 @@ async fn schema_rs_matches_the_migrated_database() {
         auth_revocations,
         departed_accounts,
         status_feed,
+        push_subscriptions,
+        push_keys,
     );
     let mut conn = app.state.db.get().expect("connection");
     let tables = names(

@@ -293,6 +293,34 @@ impl ConnectionCounter {
 /// A fresh CA and a TLS acceptor whose certificate it signed for `names`.
 /// Returns the CA certificate as PEM.
 pub fn test_ca(names: &[&str]) -> (String, TlsAcceptor) {
+    let issued = issue(names);
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(issued.leaf_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(vec![issued.leaf.der().clone()], key)
+        .expect("TLS server config");
+    (issued.ca_pem, TlsAcceptor::from(Arc::new(config)))
+}
+
+/// A fresh CA and a certificate it signed for `names`, all as PEM: the
+/// CA's certificate, the leaf's, and the leaf's private key (for servers
+/// written in other languages).
+pub fn test_ca_pem(names: &[&str]) -> (String, String, String) {
+    let issued = issue(names);
+    (
+        issued.ca_pem,
+        issued.leaf.pem(),
+        issued.leaf_key.serialize_pem(),
+    )
+}
+
+struct Issued {
+    ca_pem: String,
+    leaf: rcgen::Certificate,
+    leaf_key: rcgen::KeyPair,
+}
+
+fn issue(names: &[&str]) -> Issued {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
         KeyPair, KeyUsagePurpose,
@@ -314,11 +342,9 @@ pub fn test_ca(names: &[&str]) -> (String, TlsAcceptor) {
     let leaf = leaf_params
         .signed_by(&leaf_key, &issuer)
         .expect("leaf certificate");
-
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
-    let config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(vec![leaf.der().clone()], key)
-        .expect("TLS server config");
-    (ca_cert.pem(), TlsAcceptor::from(Arc::new(config)))
+    Issued {
+        ca_pem: ca_cert.pem(),
+        leaf,
+        leaf_key,
+    }
 }

@@ -254,6 +254,34 @@ impl HomeServer {
         .await
     }
 
+    /// Sets this device's Web Push subscription: while it is not
+    /// connected, new mail makes the server wake it through that service.
+    pub async fn set_push(
+        &self,
+        device_id: &str,
+        subscription: &crate::push::PushSubscription,
+    ) -> Result<Value, ClientError> {
+        let body =
+            serde_json::to_value(subscription).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.put(&format!("/api/v1/devices/{device_id}/push"), &body)
+            .await
+    }
+
+    /// This device's Web Push subscription as the server holds it.
+    pub async fn push_subscription(&self, device_id: &str) -> Result<Value, ClientError> {
+        self.get(&format!("/api/v1/devices/{device_id}/push")).await
+    }
+
+    /// Removes this device's Web Push subscription.
+    pub async fn clear_push(&self, device_id: &str) -> Result<Value, ClientError> {
+        self.call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/devices/{device_id}/push"),
+            None,
+        )
+        .await
+    }
+
     /// Opens the WebSocket gateway, resuming after `cursor` (over TLS
     /// when the server URL is `https`).
     pub async fn gateway(&self, cursor: i64) -> Result<GatewaySocket, ClientError> {

@@ -4,7 +4,7 @@
 //! the server through `homing-proto` and links no server code.
 #![forbid(unsafe_code)]
 
-pub use homing_proto::{address, crypto, time, wire};
+pub use homing_proto::{address, crypto, push, time, wire};
 
 pub mod api;
 pub mod cli;

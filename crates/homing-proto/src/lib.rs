@@ -9,5 +9,6 @@ pub mod crypto;
 pub mod dns;
 pub mod documents;
 pub mod federation;
+pub mod push;
 pub mod time;
 pub mod wire;

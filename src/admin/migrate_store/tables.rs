@@ -231,4 +231,9 @@ tables! {
     send_idempotency(sender_account, message_id, request_digest, response, created_at);
     departed_accounts(alias, account_key, departed_at, signature);
     status_feed(id, xid, sender_account, message_id, recipient, state, detail, created_at);
+    push_subscriptions(
+        device_row, endpoint, p256dh, auth, created_at, due_at, attempts, last_push_at,
+        pushed_cursor, lease_until,
+    );
+    push_keys(id, secret_key, public_key, created_at);
 }

@@ -26,12 +26,14 @@ const WELL_KNOWN_MAX_REDIRECTS: usize = 3;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The two clients: federation requests (following SRV targets, no
-/// redirects) and well-known fetches (a host's own addresses, a few
-/// redirects, a short time-out).
+/// The three clients: federation requests (following SRV targets, no
+/// redirects), well-known fetches (a host's own addresses, a few
+/// redirects, a short time-out) and Web Push requests (a host's own
+/// addresses, no redirects; each request sets its time-out).
 pub(crate) struct Clients {
     pub http: reqwest::Client,
     pub well_known: reqwest::Client,
+    pub push: reqwest::Client,
 }
 
 /// Builds both clients over `dns` and the shared `hosts` overrides.
@@ -75,7 +77,16 @@ pub(crate) fn build(
         .timeout(WELL_KNOWN_TIMEOUT)
         .build()
         .map_err(setup)?;
-    Ok(Clients { http, well_known })
+    let push = builder(false)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .map_err(setup)?;
+    Ok(Clients {
+        http,
+        well_known,
+        push,
+    })
 }
 
 /// At most a few redirects, none to a refused IP literal: reqwest does not

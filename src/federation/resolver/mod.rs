@@ -105,6 +105,7 @@ struct Inner {
     allow_private: bool,
     http: reqwest::Client,
     well_known_http: reqwest::Client,
+    push_http: reqwest::Client,
     dns: TokioResolver,
     hosts: Arc<HostMap>,
     memory: MemoryCache,
@@ -137,6 +138,7 @@ impl FederationClient {
                 allow_private: settings.allow_private_addresses,
                 http: clients.http,
                 well_known_http: clients.well_known,
+                push_http: clients.push,
                 dns,
                 hosts,
                 memory: MemoryCache::new(MEMORY_CACHE_ENTRIES),
@@ -150,6 +152,22 @@ impl FederationClient {
     /// the host name at its SRV targets.
     pub fn http(&self) -> &reqwest::Client {
         &self.inner.http
+    }
+
+    /// The client for Web Push requests: the same TLS roots and address
+    /// rules as federation, a host's own addresses, no redirects. An IP
+    /// literal in a URL never reaches its address check: see
+    /// [`Self::literal_refusal`].
+    pub fn push_http(&self) -> &reqwest::Client {
+        &self.inner.push_http
+    }
+
+    /// The refusal of `host` when it is an IP literal federation may not
+    /// reach (host names are checked when they are looked up).
+    pub fn literal_refusal(&self, host: &str) -> Option<PrivateAddress> {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let ip = bare.parse::<IpAddr>().ok()?;
+        addresses::check(bare, ip, self.inner.allow_private)
     }
 
     /// Connects `host` to `addr` instead of looking it up, like curl's

@@ -19,6 +19,7 @@ mod init;
 mod messaging;
 mod outbox;
 mod people;
+mod push;
 mod receive;
 mod verify;
 
@@ -143,6 +144,9 @@ pub enum Command {
     /// This account on its home server.
     #[command(subcommand)]
     Account(account::AccountCommand),
+    /// Wake-ups through a push service while this device is not connected.
+    #[command(subcommand)]
+    Push(push::PushCommand),
 }
 
 /// Runs the command; errors come back for the binary to print.
@@ -181,6 +185,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Keys(command) => devices::keys(&options, command).await,
         Command::ServerInfo { server } => people::server_info(&options, &server).await,
         Command::Account(command) => account::account(&options, command).await,
+        Command::Push(command) => push::push(&options, command).await,
     }
 }
 

@@ -1,0 +1,2 @@
+DROP TABLE push_keys;
+DROP TABLE push_subscriptions;
