@@ -7,8 +7,9 @@ use serde::Deserialize;
 use super::values::{duration, positive_duration};
 use super::{invalid, ConfigError};
 
-/// Push services keep a message at most this long; the JWT that signs a
-/// push may live at most 24 hours (RFC 8292, section 2).
+/// Longest `TTL` asked of a push service: a wake-up older than a day says
+/// nothing a device's next sync would not, and push services cap what
+/// they keep anyway (some at four weeks, some lower).
 const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone, Deserialize)]

@@ -193,8 +193,8 @@ impl Hub {
     }
 
     /// Queues `event` for every session of `device_row`.
-    /// Queues `event` for every session of `device_row` here; false when it
-    /// has none that took it (the device is not connected to this daemon).
+    /// False when it has none that took it (the device is not connected
+    /// to this daemon).
     pub fn notify_device(&self, device_row: i64, event: GatewayEvent) -> bool {
         // Most deliveries are for devices that are not connected here; the
         // frame (which may carry the whole message) is made only for those

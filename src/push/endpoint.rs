@@ -13,8 +13,9 @@ const P256DH_BYTES: usize = 65;
 /// Length of the authentication secret (RFC 8291, section 3.2).
 const AUTH_BYTES: usize = 16;
 
-/// A subscription that passed every check.
-#[derive(Debug, Clone)]
+/// A subscription that passed every check. No `Debug`: the endpoint is a
+/// capability and `auth` a secret, neither to end up in a log.
+#[derive(Clone)]
 pub struct ValidSubscription {
     pub endpoint: reqwest::Url,
     pub p256dh: [u8; P256DH_BYTES],
@@ -120,7 +121,7 @@ mod tests {
             "https://user:pw@push.example/x",
             "https://push.example/x#frag",
             "not a url",
-            "https:///nohost",
+            "https://",
         ] {
             let refusal = check_endpoint(bad, false).unwrap_err();
             assert_eq!(refusal.code, "invalid_push_endpoint", "{bad}");

@@ -40,9 +40,10 @@ const IDLE: Duration = Duration::from_secs(30);
 /// Back-off after a failure: doubling from this, up to `MAX_BACKOFF`.
 const FIRST_BACKOFF_MS: i64 = 2_000;
 const MAX_BACKOFF_MS: i64 = 3_600_000;
-/// Failed tries after which a wake-up is given up (the mail waits for the
-/// device's next sync all the same).
-const MAX_ATTEMPTS: i32 = 12;
+/// Failed tries after which a wake-up is given up, about three hours
+/// after the first (the mail waits for the device's next sync all the
+/// same).
+const MAX_ATTEMPTS: i32 = 14;
 
 /// What the pusher works with.
 pub struct Parts {
@@ -76,10 +77,16 @@ struct Hints {
 
 impl Pusher {
     pub fn new(parts: Parts) -> Self {
-        let subject = match &parts.settings.about.contact {
-            Some(contact) => contact.href(),
-            None => format!("https://{}", parts.settings.server_name),
-        };
+        // RFC 8292 asks for a `mailto:` or `https:` contact; the admin's
+        // may be a plain-HTTP URL on a test server.
+        let subject = parts
+            .settings
+            .about
+            .contact
+            .as_ref()
+            .map(|contact| contact.href())
+            .filter(|href| href.starts_with("mailto:") || href.starts_with("https:"))
+            .unwrap_or_else(|| format!("https://{}", parts.settings.server_name));
         Self(Arc::new(Inner {
             parts,
             hints: Mutex::default(),
@@ -122,6 +129,19 @@ impl Pusher {
         let mut hints = self.0.hints.lock().unwrap_or_else(|e| e.into_inner());
         std::mem::take(&mut *hints)
     }
+
+    /// Puts back hints that could not be recorded, for the next pass.
+    fn restore_hints(&self, devices: Vec<i64>, overflowed: bool) {
+        let mut hints = self.0.hints.lock().unwrap_or_else(|e| e.into_inner());
+        hints.overflowed |= overflowed;
+        for row in devices {
+            if hints.devices.len() < MAX_HINTS {
+                hints.devices.insert(row);
+            } else {
+                hints.overflowed = true;
+            }
+        }
+    }
 }
 
 impl crate::gateway::OfflineDevices for Pusher {
@@ -137,11 +157,19 @@ async fn push_loop(pusher: Pusher) {
     let mut everything = true;
     loop {
         let hints = pusher.take_hints();
-        if let Err(error) = owe(&pusher, hints.devices, everything || hints.overflowed).await {
-            tracing::warn!(%error, "push: recording owed wake-ups failed");
+        let devices: Vec<i64> = hints.devices.into_iter().collect();
+        let look_everywhere = everything || hints.overflowed;
+        match owe(&pusher, devices.clone(), look_everywhere).await {
+            Ok(()) => everything = false,
+            Err(error) => {
+                tracing::warn!(%error, "push: recording owed wake-ups failed");
+                pusher.restore_hints(devices, look_everywhere);
+            }
         }
-        everything = false;
         let wait = match send_due(&pusher).await {
+            // Every request slot is taken: each one that ends wakes the
+            // loop, so there is nothing to poll for.
+            Ok(()) if pusher.0.in_flight.available_permits() == 0 => IDLE,
             Ok(()) => next_wait(&pusher).await,
             Err(error) => {
                 tracing::warn!(%error, "push: claiming due wake-ups failed");
@@ -155,9 +183,8 @@ async fn push_loop(pusher: Pusher) {
     }
 }
 
-async fn owe(pusher: &Pusher, devices: HashSet<i64>, everything: bool) -> Result<(), StorageError> {
+async fn owe(pusher: &Pusher, devices: Vec<i64>, everything: bool) -> Result<(), StorageError> {
     let min_interval = crate::time::duration_ms(pusher.0.parts.settings.push.min_interval);
-    let devices: Vec<i64> = devices.into_iter().collect();
     pusher
         .0
         .parts
@@ -176,13 +203,19 @@ async fn owe(pusher: &Pusher, devices: HashSet<i64>, everything: bool) -> Result
 }
 
 async fn next_wait(pusher: &Pusher) -> Duration {
-    match pusher.0.parts.db.run(subscriptions::next_due).await {
+    let now = crate::time::now_ms();
+    match pusher
+        .0
+        .parts
+        .db
+        .run(move |conn| subscriptions::next_due(conn, now))
+        .await
+    {
         Ok(Some(at)) => {
             let delta = at.saturating_sub(crate::time::now_ms()).max(0);
-            // A wake-up due now but leased elsewhere, or waiting for a
-            // free request slot, is looked at again soon, not in a spin.
+            // Not in a spin when something is due this very moment.
             Duration::from_millis(u64::try_from(delta).unwrap_or(0))
-                .clamp(Duration::from_millis(100), IDLE)
+                .clamp(Duration::from_millis(50), IDLE)
         }
         _ => IDLE,
     }
@@ -209,15 +242,15 @@ async fn send_due(pusher: &Pusher) -> Result<(), StorageError> {
         };
         let pusher = pusher.clone();
         pusher.0.parts.tasks.clone().spawn(async move {
-            let device_row = wake_up.device_row;
             let attempts = wake_up.attempts;
-            let settled = deliver(&pusher, wake_up).await;
+            let settled = deliver(&pusher, &wake_up).await;
             let now = crate::time::now_ms();
+            let min_interval = crate::time::duration_ms(pusher.0.parts.settings.push.min_interval);
             let recorded = pusher
                 .0
                 .parts
                 .db
-                .run(move |conn| subscriptions::settle(conn, device_row, settled, now))
+                .run(move |conn| subscriptions::settle(conn, &wake_up, settled, now, min_interval))
                 .await;
             if let Err(error) = recorded {
                 // The lease runs out and the wake-up is tried again.
@@ -231,7 +264,7 @@ async fn send_due(pusher: &Pusher) -> Result<(), StorageError> {
 }
 
 /// Sends one claimed wake-up unless there is no longer a reason to.
-async fn deliver(pusher: &Pusher, wake_up: Claimed) -> Settled {
+async fn deliver(pusher: &Pusher, wake_up: &Claimed) -> Settled {
     let parts = &pusher.0.parts;
     let outcome = |cause: &'static str| {
         parts
@@ -288,6 +321,11 @@ async fn deliver(pusher: &Pusher, wake_up: Claimed) -> Settled {
             outcome("refused");
             Settled::Dropped
         }
+        send::Answer::Unencryptable => {
+            tracing::warn!("push: a stored subscription's keys are unusable; removed");
+            outcome("refused");
+            Settled::Unsubscribed
+        }
         send::Answer::SlowDown(wait) => {
             outcome("rate_limited");
             let wait = wait.map(crate::time::duration_ms);
@@ -308,7 +346,7 @@ fn retry(now: i64, attempts: i32, asked_ms: Option<i64>) -> Settled {
         return Settled::Dropped;
     }
     let backoff = FIRST_BACKOFF_MS
-        .saturating_mul(1 << (attempts - 1).min(20))
+        .saturating_mul(1 << (attempts - 1).clamp(0, 20))
         .min(MAX_BACKOFF_MS);
     let wait = asked_ms.map_or(backoff, |asked| asked.clamp(1_000, MAX_BACKOFF_MS));
     Settled::Retry {
@@ -340,10 +378,19 @@ mod tests {
         assert_eq!(
             retry(0, 10, None),
             Settled::Retry {
-                at: MAX_BACKOFF_MS,
+                at: FIRST_BACKOFF_MS * 1024,
                 attempts: 11
             }
         );
+        assert_eq!(
+            retry(0, 11, None),
+            Settled::Retry {
+                at: MAX_BACKOFF_MS,
+                attempts: 12
+            }
+        );
+        // A damaged count does not break the arithmetic.
+        assert!(matches!(retry(0, -5, None), Settled::Retry { .. }));
         assert_eq!(retry(0, MAX_ATTEMPTS - 1, None), Settled::Dropped);
         // Retry-After is honoured within bounds.
         assert_eq!(

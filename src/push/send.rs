@@ -26,6 +26,9 @@ pub enum Answer {
     Refused(u16),
     /// A 5xx, a time-out or no connection: worth trying again.
     Failed(String),
+    /// The stored keys cannot be encrypted to (checked when stored, so
+    /// only a damaged row): never sent.
+    Unencryptable,
 }
 
 /// What one request needs.
@@ -47,8 +50,7 @@ pub async fn post(
     cursor: i64,
 ) -> Answer {
     let Some(body) = encrypt(p256dh, auth, cursor) else {
-        // Checked when stored; a row that fails now is refused for good.
-        return Answer::Refused(0);
+        return Answer::Unencryptable;
     };
     let audience = endpoint.origin().ascii_serialization();
     let now = crate::time::now_ms() / 1000;

@@ -143,8 +143,9 @@ pub fn owe_unannounced(conn: &mut DbConnection, now: i64) -> Result<usize, Stora
     Ok(with_backend!(conn, c => diesel::sql_query(sql).execute(c))?)
 }
 
-/// A wake-up this replica claimed.
-#[derive(Debug, Clone)]
+/// A wake-up this replica claimed. No `Debug`: the endpoint is a
+/// capability and `auth` a secret.
+#[derive(Clone)]
 pub struct Claimed {
     pub device_row: i64,
     pub endpoint: String,
@@ -154,6 +155,10 @@ pub struct Claimed {
     /// The newest pending delivery; `None`: the mail was read already.
     pub cursor: Option<i64>,
     pub revoked: bool,
+    /// The lease taken: what is recorded afterwards applies only while
+    /// the row still holds it (not after the device subscribed anew, or
+    /// after the lease ran out and another replica took the row).
+    pub lease_until: i64,
 }
 
 /// Claims up to `limit` wake-ups due by `now` that no replica holds, for
@@ -178,9 +183,19 @@ pub fn claim(
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        with_backend!(conn, c => diesel::update(subs::table.filter(subs::device_row.eq_any(&ids)))
-            .set(subs::lease_until.eq(now + request_timeout_ms + LEASE_MARGIN_MS))
-            .execute(c))?;
+        // The lease is checked again as it is taken: on PostgreSQL another
+        // replica may have read the same rows and leased them first, and
+        // this update then waits for its commit and must not lease them
+        // again. Only the rows it changed are this replica's.
+        let lease_until = now + request_timeout_ms + LEASE_MARGIN_MS;
+        let free = subs::lease_until.is_null().or(subs::lease_until.le(now));
+        let ids: Vec<i64> = with_backend!(conn, c => diesel::update(subs::table
+            .filter(subs::device_row.eq_any(&ids))
+            .filter(subs::due_at.le(now))
+            .filter(free))
+            .set(subs::lease_until.eq(lease_until))
+            .returning(subs::device_row)
+            .get_results(c))?;
         let cursors: Vec<(i64, Option<i64>)> = with_backend!(conn, c => deliveries::table
             .filter(deliveries::device_row.eq_any(&ids))
             .group_by(deliveries::device_row)
@@ -193,6 +208,7 @@ pub fn claim(
             .load(c))?;
         Ok(rows
             .into_iter()
+            .filter(|row| ids.contains(&row.0))
             .map(|(device_row, endpoint, p256dh, auth, attempts)| Claimed {
                 device_row,
                 endpoint,
@@ -204,6 +220,7 @@ pub fn claim(
                     .find(|(row, _)| *row == device_row)
                     .and_then(|(_, cursor)| *cursor),
                 revoked: revoked.contains(&device_row),
+                lease_until,
             })
             .collect())
     })
@@ -224,39 +241,80 @@ pub enum Settled {
     Unsubscribed,
 }
 
-/// Records what became of `device_row`'s claimed wake-up.
+/// Records what became of `claimed`, if the row still holds its lease.
+/// Mail stored while the request was out found a wake-up already owed
+/// and owed none of its own: when some is pending past what the claim
+/// saw, one is owed again, `min_interval_ms` after one that was sent.
 pub fn settle(
     conn: &mut DbConnection,
-    device_row: i64,
+    claimed: &Claimed,
     settled: Settled,
     now: i64,
+    min_interval_ms: i64,
 ) -> Result<(), StorageError> {
-    let row = subs::table.find(device_row);
-    let none = None::<i64>;
-    with_backend!(conn, c => match settled {
-        Settled::Sent { cursor } => diesel::update(row)
-            .set((
-                subs::due_at.eq(none),
-                subs::attempts.eq(0),
-                subs::lease_until.eq(none),
-                subs::last_push_at.eq(now),
-                subs::pushed_cursor.eq(cursor),
-            ))
-            .execute(c),
-        Settled::Dropped => diesel::update(row)
-            .set((subs::due_at.eq(none), subs::attempts.eq(0), subs::lease_until.eq(none)))
-            .execute(c),
-        Settled::Retry { at, attempts } => diesel::update(row)
-            .set((subs::due_at.eq(at), subs::attempts.eq(attempts), subs::lease_until.eq(none)))
-            .execute(c),
-        Settled::Unsubscribed => diesel::delete(row).execute(c),
-    })?;
-    Ok(())
+    write_transaction(conn, |conn| {
+        let row = subs::table
+            .find(claimed.device_row)
+            .filter(subs::lease_until.eq(claimed.lease_until))
+            .filter(subs::endpoint.eq(&claimed.endpoint));
+        let none = None::<i64>;
+        let newer = |conn: &mut DbConnection| -> Result<bool, StorageError> {
+            let seen = claimed.cursor.unwrap_or(0);
+            Ok(
+                with_backend!(conn, c => diesel::select(exists(deliveries::table
+                .filter(deliveries::device_row.eq(claimed.device_row))
+                .filter(deliveries::id.gt(seen))))
+                .get_result(c))?,
+            )
+        };
+        match settled {
+            Settled::Sent { cursor } => {
+                let due = newer(conn)?.then_some(now + min_interval_ms);
+                with_backend!(conn, c => diesel::update(row)
+                    .set((
+                        subs::due_at.eq(due),
+                        subs::attempts.eq(0),
+                        subs::lease_until.eq(none),
+                        subs::last_push_at.eq(now),
+                        subs::pushed_cursor.eq(cursor),
+                    ))
+                    .execute(c))?;
+            }
+            Settled::Dropped => {
+                let due = newer(conn)?.then_some(now);
+                with_backend!(conn, c => diesel::update(row)
+                    .set((subs::due_at.eq(due), subs::attempts.eq(0), subs::lease_until.eq(none)))
+                    .execute(c))?;
+            }
+            Settled::Retry { at, attempts } => {
+                with_backend!(conn, c => diesel::update(row)
+                    .set((subs::due_at.eq(at), subs::attempts.eq(attempts), subs::lease_until.eq(none)))
+                    .execute(c))?;
+            }
+            Settled::Unsubscribed => {
+                with_backend!(conn, c => diesel::delete(row).execute(c))?;
+            }
+        }
+        Ok(())
+    })
 }
 
-/// When the next wake-up falls due, if any is owed.
-pub fn next_due(conn: &mut DbConnection) -> Result<Option<i64>, StorageError> {
-    Ok(with_backend!(conn, c => subs::table
+/// When the loop should look again: the earliest wake-up due that no
+/// replica holds, or the earliest lease to run out. Wake-ups in flight
+/// here are not counted: their tasks wake the loop when they end.
+pub fn next_due(conn: &mut DbConnection, now: i64) -> Result<Option<i64>, StorageError> {
+    let free = subs::lease_until.is_null().or(subs::lease_until.le(now));
+    let due: Option<i64> = with_backend!(conn, c => subs::table
+        .filter(free)
         .select(diesel::dsl::min(subs::due_at))
-        .first::<Option<i64>>(c))?)
+        .first(c))?;
+    let lease_ends: Option<i64> = with_backend!(conn, c => subs::table
+        .filter(subs::due_at.is_not_null())
+        .filter(subs::lease_until.gt(now))
+        .select(diesel::dsl::min(subs::lease_until))
+        .first(c))?;
+    Ok(match (due, lease_ends) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
 }

@@ -309,6 +309,37 @@ async fn wake_ups_coalesce_while_unread_and_come_at_once_after_reading() {
 }
 
 #[tokio::test]
+async fn mail_stored_while_a_wake_up_is_out_gets_one_of_its_own() {
+    if !available() {
+        return;
+    }
+    let (mut service, app) = PushService::start(vec![("HOMING__PUSH__MIN_INTERVAL", "1s")]).await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    set_push(&app, &bob, 0, &service.subscription("/delay/bob")).await;
+    send(&app, &alice, &bob).await;
+    let first = service
+        .next(Duration::from_secs(10))
+        .await
+        .expect("a wake-up");
+    let first_cursor = assert_wake_up(&first, "/delay/bob");
+    // The push service holds that request for a second; mail arriving
+    // now finds a wake-up already owed.
+    send(&app, &alice, &bob).await;
+    let second = service
+        .next(Duration::from_secs(10))
+        .await
+        .expect("a second wake-up");
+    let second_cursor = assert_wake_up(&second, "/delay/bob");
+    assert!(second_cursor > first_cursor, "{first} then {second}");
+    let gap = second["at"].as_f64().unwrap() - first["at"].as_f64().unwrap();
+    assert!(
+        gap >= 1.9,
+        "{gap} s: the interval starts when the first is taken"
+    );
+}
+
+#[tokio::test]
 async fn gone_subscriptions_are_removed_and_slow_downs_are_honoured() {
     if !available() {
         return;

@@ -7,7 +7,8 @@ Usage: push_service.py HOST PORT CERT_PEM KEY_PEM VAPID_PUBLIC_KEY
 Prints one JSON line with the port and the subscription keys, then one
 JSON line per request received. How it answers depends on the first path
 segment: /ok/ 201; /gone/ 410; /slow/ 429 (Retry-After: 1) the first time,
-then 201; /fail/ 500 the first time, then 201; /hang/ never answers. A
+then 201; /fail/ 500 the first time, then 201; /delay/ reports at once
+and answers 201 a second later; /hang/ never answers. A
 request that does not verify or decrypt is answered 400 and reported with
 "ok": false.
 """
@@ -114,6 +115,14 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "hang":
             report(record)
             time.sleep(3600)
+            return
+        if mode == "delay":
+            record["status"] = 201
+            report(record)
+            time.sleep(1)
+            self.send_response(201)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         first = self.path not in SEEN
         SEEN.add(self.path)
