@@ -207,22 +207,28 @@ async fn a_wake_up_verifies_and_decrypts_with_independent_implementations() {
     // The body is one padded record, not the message.
     assert!(request["length"].as_u64().unwrap() < 200, "{request}");
 
-    // What the server holds, without the keys.
+    // What the server holds, without the keys; the push service's answer
+    // is recorded once the request has ended, a moment after it was seen.
     let device_id = bob.device(0).keys.device_id.to_string();
-    let held: Value = app
-        .get_auth(
-            &format!("/api/v1/devices/{device_id}/push"),
-            &bob.device(0).token,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let path = format!("/api/v1/devices/{device_id}/push");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let held = loop {
+        let held: Value = app
+            .get_auth(&path, &bob.device(0).token)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if held["last_push_at"].as_i64().is_some() {
+            break held;
+        }
+        assert!(Instant::now() < deadline, "{held}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(
         held["endpoint"],
         service.subscription("/ok/bob")["endpoint"]
     );
-    assert!(held["last_push_at"].as_i64().is_some(), "{held}");
     assert!(held.get("keys").is_none());
 }
 
