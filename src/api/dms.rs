@@ -330,10 +330,12 @@ pub async fn feed(
     }))
 }
 
-/// Takes back the caller's message from every mailbox that has not
-/// acknowledged it and from relay work still on this server; answers each
-/// recipient's state after it (`recalled` where it was taken back). Mail
-/// already relayed stays. Recalling again answers the same.
+/// Takes back the caller's message from every mailbox here that has not
+/// acknowledged it and from relay work still on this server (`recalled`),
+/// and asks the servers it was relayed to to do the same (`recalling`,
+/// then `recalled` or `not_recalled` when they answer, as the delivery
+/// status and feed tell). Answers each recipient's state. Recalling again
+/// answers the same.
 #[utoipa::path(
     delete,
     path = "/api/v1/dms/{message_id}",
@@ -367,6 +369,7 @@ pub async fn recall(
         })
         .await?;
     state.notifier.statuses(outcome.changes);
+    state.relay.queued(&outcome.destinations);
     Ok(HttpResponse::Ok().json(DeliveryStatus {
         message_id,
         recipients: outcome.recipients,

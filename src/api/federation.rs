@@ -8,7 +8,7 @@ use super::signed::SignedRequest;
 use crate::api::error::ApiError;
 use crate::api::AppState;
 use crate::federation::inbound::{self, InboundError};
-use crate::federation::wire::Transaction;
+use crate::federation::wire::{Recall, Transaction};
 use crate::mailbox::InboundRules;
 use crate::storage::mail::outbox;
 
@@ -80,6 +80,33 @@ pub async fn put_txn(
     }
     state.notifier.deliveries(outcome.new_deliveries);
     Ok(HttpResponse::Ok().json(outcome.response))
+}
+
+/// `PUT /federation/v1/recall/{message_id}`: the origin took its message
+/// back; what the named recipients have not acknowledged goes.
+pub async fn put_recall(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    signed: SignedRequest,
+) -> Result<HttpResponse, ApiError> {
+    let recall: Recall = serde_json::from_slice(&signed.body)
+        .map_err(|e| ApiError::bad_request("bad_json", format!("invalid recall: {e}")))?;
+    let message_id = path.into_inner();
+    let origin = signed.origin.to_string();
+    inbound::check_recall(&origin, &message_id, &recall)?;
+    let rules = rules(&state);
+    let digest = inbound::body_digest(&signed.body);
+    let answer = state
+        .write_queue
+        .run(move |conn, _| {
+            match inbound::receive_recall(conn, &rules, &origin, &message_id, &digest, &recall) {
+                Ok(answer) => Ok(Ok(answer)),
+                Err(InboundError::Mailbox(error)) => Err(error),
+                Err(refused) => Ok(Err(refused)),
+            }
+        })
+        .await??;
+    Ok(HttpResponse::Ok().json(answer))
 }
 
 /// `POST /federation/v1/hello`: the origin is back; retry its queue now.

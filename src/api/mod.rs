@@ -85,6 +85,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, settings: &Settings) {
                     "/txn/{txn_id}",
                     vec![web::put().to(federation::put_txn)],
                 ))
+                .service(resource(
+                    "/recall/{message_id}",
+                    vec![web::put().to(federation::put_recall)],
+                ))
                 .service(resource("/hello", vec![web::post().to(federation::hello)])),
         )
         .default_service(web::to(extract::not_found));

@@ -6,7 +6,7 @@ use rand::RngCore;
 
 use super::resolver::{Destination, FederationClient};
 use super::signing::{self, RequestParts, SignatureParams};
-use super::wire::{Hello, Transaction, TxnResponse};
+use super::wire::{Hello, Recall, RecallResponse, Transaction, TxnResponse};
 use crate::crypto::b64;
 use crate::server_key::ServerKey;
 
@@ -159,6 +159,26 @@ pub async fn put_transaction(
     let path = format!("/federation/v1/txn/{txn_id}");
     let answer = send_signed(signer, destination, reqwest::Method::PUT, &path, body).await?;
     serde_json::from_slice(&answer).map_err(|e| RequestError::Body(e.to_string()))
+}
+
+/// `PUT /federation/v1/recall/{message_id}`.
+pub async fn put_recall(
+    signer: &Signer<'_>,
+    destination: &Destination,
+    message_id: &str,
+    recall: &Recall,
+) -> Result<RecallResponse, RequestError> {
+    let body = serde_json::to_vec(recall).map_err(|e| RequestError::Sign(e.to_string()))?;
+    let path = format!("/federation/v1/recall/{message_id}");
+    let answer = send_signed(signer, destination, reqwest::Method::PUT, &path, body).await?;
+    let answer: RecallResponse =
+        serde_json::from_slice(&answer).map_err(|e| RequestError::Body(e.to_string()))?;
+    if answer.message_id != message_id {
+        return Err(RequestError::Body(
+            "the answer is about another message".into(),
+        ));
+    }
+    Ok(answer)
 }
 
 /// `POST /federation/v1/hello`.

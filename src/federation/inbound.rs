@@ -6,8 +6,8 @@ use diesel::Connection;
 use sha2::{Digest, Sha256};
 
 use super::wire::{
-    Transaction, TxnResponse, MAX_KEY_WRAP_CHARS, MAX_TXN_MESSAGES, MAX_TXN_MESSAGE_RECIPIENTS,
-    MAX_TXN_RECIPIENTS,
+    Recall, RecallResponse, Transaction, TxnResponse, MAX_KEY_WRAP_CHARS, MAX_TXN_MESSAGES,
+    MAX_TXN_MESSAGE_RECIPIENTS, MAX_TXN_RECIPIENTS,
 };
 use crate::crypto::identity::{DeviceId, MAX_DEVICES};
 use crate::mailbox::{self, InboundRules, MailboxError, NewDelivery};
@@ -182,5 +182,83 @@ fn process(
         response,
         new_deliveries,
         replayed: false,
+    })
+}
+
+/// Checks a recall without the database: the signer's own, a valid
+/// message id, 1 to `MAX_TXN_MESSAGE_RECIPIENTS` recipients of sane length.
+pub fn check_recall(origin: &str, message_id: &str, recall: &Recall) -> Result<(), InboundError> {
+    if !crate::mailbox::valid_message_id(message_id) {
+        return Err(InboundError::Invalid("invalid message id".into()));
+    }
+    if recall.origin != origin {
+        return Err(InboundError::Invalid(
+            "the origin in the body is not the signer".into(),
+        ));
+    }
+    if recall.recipients.is_empty() {
+        return Err(InboundError::Invalid(
+            "a recall names its recipients".into(),
+        ));
+    }
+    if recall.recipients.len() > MAX_TXN_MESSAGE_RECIPIENTS {
+        return Err(InboundError::TooLarge {
+            what: format!("at most {MAX_TXN_MESSAGE_RECIPIENTS} recipients per recall"),
+            limit: MAX_TXN_MESSAGE_RECIPIENTS as u64,
+        });
+    }
+    if recall
+        .recipients
+        .iter()
+        .any(|r| r.len() > MAX_ADDRESS_CHARS)
+    {
+        return Err(InboundError::Invalid("an address is too long".into()));
+    }
+    Ok(())
+}
+
+/// Longest address a recall may name (an alias and a server name).
+const MAX_ADDRESS_CHARS: usize = 320;
+
+/// Takes back what `origin`'s recall (checked by [`check_recall`], raw body
+/// digest `digest`) names, in the caller's write transaction, in a
+/// savepoint. The answer is recorded like a transaction's, under
+/// `recall:MESSAGE_ID`, so a retried recall gets the same answer rather
+/// than `gone` for what the first one removed.
+pub fn receive_recall(
+    conn: &mut DbConnection,
+    rules: &InboundRules,
+    origin: &str,
+    message_id: &str,
+    digest: &[u8],
+    recall: &Recall,
+) -> Result<RecallResponse, InboundError> {
+    let record_id = format!("recall:{message_id}");
+    conn.transaction(|conn| {
+        if let Some((recorded_digest, response)) = mail::recorded_txn(conn, origin, &record_id)? {
+            if recorded_digest != digest {
+                return Err(InboundError::TxnReused(record_id.clone()));
+            }
+            return serde_json::from_str(&response).map_err(|e| {
+                StorageError::Corrupt(format!("recorded recall unreadable: {e}")).into()
+            });
+        }
+        let recipients = mailbox::recall_relayed(
+            conn,
+            &rules.local_names,
+            origin,
+            message_id,
+            &recall.recipients,
+        )?;
+        let response = RecallResponse {
+            message_id: message_id.to_string(),
+            recipients,
+        };
+        let recorded =
+            serde_json::to_string(&response).map_err(|e| InboundError::Invalid(e.to_string()))?;
+        let keep = rules.limits.max_txn_records_per_origin;
+        let now = crate::time::now_ms();
+        mail::record_txn(conn, (origin, &record_id), digest, &recorded, now, keep)?;
+        Ok(response)
     })
 }

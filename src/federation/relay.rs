@@ -9,15 +9,16 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use super::client::{put_transaction, RequestError, Signer};
+use super::client::{put_recall, put_transaction, RequestError, Signer};
 use super::resolver::FederationClient;
 use super::resolver::{Destination, ResolveError};
+use super::wire::Recall;
 use crate::address::ServerName;
 use crate::config::Settings;
 use crate::gateway::Notifier;
 use crate::mailbox::WriteQueue;
 use crate::metrics::{CauseLabels, Metrics};
-use crate::storage::mail::outbox::{self, Batch, Due};
+use crate::storage::mail::outbox::{self, recalls, Batch, Due};
 use crate::storage::{Database, StorageError};
 use crate::tasks::Tasks;
 
@@ -394,7 +395,49 @@ async fn drain(state: &Relay, destination: &str, owner: &str) -> anyhow::Result<
             }
         }
     }
-    failure.map_or(Ok(()), Err)
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    send_recalls(state, &target, destination).await
+}
+
+/// Sends the destination's recalls, one at a time, once its mail is out:
+/// a recall goes only after every transaction carrying its message was
+/// answered (`recalls::next`), so it cannot reach the peer before the
+/// message does. The first failure ends the attempt like a failed
+/// transaction, and the destination backs off.
+async fn send_recalls(
+    state: &Relay,
+    target: &Destination,
+    destination: &str,
+) -> anyhow::Result<()> {
+    let origin = state.settings.server_name.to_string();
+    loop {
+        let next = {
+            let (origin, name) = (origin.clone(), destination.to_string());
+            write(state, move |conn| recalls::next(conn, &origin, &name)).await?
+        };
+        let Some(recall) = next else {
+            return Ok(());
+        };
+        let key = crate::server_key::load_current(&state.db).await?;
+        let signer = Signer {
+            client: &state.federation,
+            key: &key,
+            origin: &origin,
+            timeout: state.settings.federation.request_timeout,
+        };
+        let body = Recall {
+            origin: origin.clone(),
+            recipients: recall.recipients.clone(),
+        };
+        let answer = put_recall(&signer, target, &recall.message_id, &body).await?;
+        let events = write(state, move |conn| {
+            recalls::complete(conn, &recall, &answer, crate::time::now_ms())
+        })
+        .await?;
+        state.notifier.statuses(events);
+    }
 }
 
 /// Signs and sends one batch and, on a `200`, records the results (and

@@ -32,7 +32,7 @@ pub use homing_proto::wire::{
     SendResponse, SyncItem, SyncPage,
 };
 pub use purge::{purge_once, PurgeReport, PurgeSettings};
-pub use recall::{recall, RecallOutcome};
+pub use recall::{recall, recall_relayed, RecallOutcome};
 pub use relayed::{deliver_relayed, InboundRules};
 pub use send::{PreparedSend, SendContext, SendOutcome, Sender, MAX_RECIPIENTS};
 pub use status::{delivery_status, set_retention, Retention, StatusEvent};

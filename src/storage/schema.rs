@@ -258,6 +258,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    outbound_recalls (destination, message_id) {
+        destination -> Text,
+        message_id -> Text,
+        sender_account -> Text,
+        recipients -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
     push_subscriptions (device_row) {
         device_row -> BigInt,
         endpoint -> Text,
@@ -285,6 +295,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     accounts,
     push_subscriptions,
     push_keys,
+    outbound_recalls,
     departed_accounts,
     status_feed,
     devices,

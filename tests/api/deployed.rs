@@ -277,6 +277,36 @@ async fn two_servers_behind_caddy_federate_by_name_on_443() {
         "a relay attempt failed during the key rotation:\n{after}"
     );
 
+    // Alice takes back a message Bob has not read: a asks b for it, signed,
+    // through the proxy, and Bob never sees it.
+    let sent = alice
+        .run(&["send", &bob.address, "--text", "take this back"])
+        .await;
+    let id = sent.trim().to_string();
+    let state_of = |out: String| -> String {
+        let status: Value = serde_json::from_str(out.trim()).expect("status JSON");
+        status["recipients"][0]["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    for wanted in ["relayed", "recalled"] {
+        if wanted == "recalled" {
+            alice.run(&["recall", &id]).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let state = state_of(alice.run(&["--json", "status", &id]).await);
+            if state == wanted {
+                break;
+            }
+            assert!(Instant::now() < deadline, "still {state}, never {wanted}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let listed = bob.run(&["--json", "inbox"]).await;
+    assert!(!listed.contains("take this back"), "{listed}");
+
     // Alice leaves, through the proxy. Once b's cached copy of her
     // identity expires, b fetches her departure from a over TLS, checks it
     // against the key it pinned, and bob's client, checking it again

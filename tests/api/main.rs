@@ -39,6 +39,7 @@ mod private_addresses;
 mod properties;
 mod push;
 mod recall;
+mod recall_relayed;
 mod relay_answers;
 mod relay_batches;
 mod replicas;

@@ -77,7 +77,7 @@ async fn a_recalled_message_leaves_the_mailboxes_that_have_not_read_it() {
     // failed before and is backing off for an hour: his mail waits here,
     // in no transaction. Erin's is tried at once: her mail goes into a
     // transaction, which may have reached her server for all this one
-    // knows, so it cannot be taken back here.
+    // knows, so it is recalled from there: after the transaction.
     let closed = || {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap().to_string()
@@ -113,9 +113,10 @@ async fn a_recalled_message_leaves_the_mailboxes_that_have_not_read_it() {
             (b.clone(), "recalled".to_string()),
             (c.clone(), "delivered".to_string()),
             (dave.clone(), "recalled".to_string()),
-            (erin.clone(), "queued".to_string()),
+            (erin.clone(), "recalling".to_string()),
         ]
     );
+    assert_eq!(app.count("outbound_recalls"), 1);
     // Gone from Bob's mailbox and from the relay's queue; counters agree.
     let page = app.sync(&bob.device(0).token).await;
     assert_eq!(page["items"], json!([]));
@@ -149,6 +150,24 @@ async fn a_recalled_message_leaves_the_mailboxes_that_have_not_read_it() {
         .await
         .unwrap();
     assert_eq!(states(&status), states(&answer));
+
+    // An admin who gives up on Erin's server drops the recall with the
+    // mail it waits behind.
+    {
+        let mut conn = app.state.db.get().unwrap();
+        homing::storage::mail::outbox::drop_queue(&mut conn, &erin_server).unwrap();
+    }
+    assert_eq!(app.count("outbound_recalls"), 0);
+    let status: Value = app
+        .get_auth(&format!("/api/v1/dms/status/{id}"), &alice.device(0).token)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        states(&status).contains(&(erin.clone(), "dropped".to_string())),
+        "{status}"
+    );
 }
 
 #[tokio::test]

@@ -99,6 +99,7 @@ async fn schema_rs_matches_the_migrated_database() {
         status_feed,
         push_subscriptions,
         push_keys,
+        outbound_recalls,
     );
     let mut conn = app.state.db.get().expect("connection");
     let tables = names(

@@ -76,6 +76,25 @@ impl RecipientResult {
     }
 }
 
+/// `PUT /federation/v1/recall/{message_id}`: the sender took the message
+/// back; remove what these recipients have not acknowledged.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recall {
+    pub origin: String,
+    /// At most `MAX_TXN_MESSAGE_RECIPIENTS` addresses on the receiver.
+    pub recipients: Vec<String>,
+}
+
+/// The answer to a recall: per recipient `recalled` (unacknowledged
+/// deliveries were removed), `gone` (nothing of it was left unread
+/// there: read, expired, or never stored) or `not_local`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecallResponse {
+    pub message_id: String,
+    pub recipients: Vec<RecipientResult>,
+}
+
 /// `POST /federation/v1/hello`: the sender is back; retry it now.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

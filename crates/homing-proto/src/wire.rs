@@ -134,8 +134,10 @@ pub struct StatusEvent {
     pub message_id: String,
     pub recipient: String,
     /// `stored`, `queued`, `relayed`, `delivered`, `expired`, `bounced`,
-    /// `dropped`, `recalled`, `mailbox_full`, `no_active_devices`, or a remote server's
-    /// refusal: `unknown_recipient`, `stale_devices`, `not_local`, `invalid`.
+    /// `dropped`, `recalled`, `recalling` (the recipient's server was asked
+    /// to take it back), `not_recalled` (it had nothing of it left unread),
+    /// `mailbox_full`, `no_active_devices`, or a remote server's refusal:
+    /// `unknown_recipient`, `stale_devices`, `not_local`, `invalid`.
     pub state: String,
     pub updated_at: i64,
     /// For `stale_devices`: the recipient's current devices the key wraps

@@ -236,4 +236,5 @@ tables! {
         pushed_cursor, lease_until,
     );
     push_keys(id, secret_key, public_key, created_at);
+    outbound_recalls(destination, message_id, sender_account, recipients, created_at);
 }

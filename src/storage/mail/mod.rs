@@ -33,7 +33,9 @@ pub use read::{
     federation_rules, held_already, load_recipients, send_reads, DeviceState, Recipients,
     SendReads, StoredRecord,
 };
-pub use recall::{message_deliveries, sent_message, unsent_relay_work};
+pub use recall::{
+    deliveries_by_alias, message_deliveries, relayed_message, sent_message, unsent_relay_work,
+};
 pub use receipts::{advance_receipt, settle_queued};
 pub use remove::{
     mark_seen, remove_account_mail, remove_deliveries, remove_device_mail,

@@ -5,13 +5,15 @@
 
 mod answers;
 mod batches;
+pub mod recalls;
 
 use std::time::Duration;
 
+use diesel::dsl::{exists, Eq, Filter};
 use diesel::prelude::*;
 use rand::Rng;
 
-use crate::storage::schema::{destinations, messages, outbox};
+use crate::storage::schema::{destinations, messages, outbound_recalls, outbox};
 use crate::storage::{DbConnection, StorageError};
 use crate::with_backend;
 
@@ -59,7 +61,7 @@ pub fn due_destinations(
     let rows: Vec<(String, i32, Option<i64>)> = with_backend!(conn, c => destinations::table
         .filter(destinations::next_attempt_at.le(now))
         .filter(destinations::lease_expires_at.is_null().or(destinations::lease_expires_at.lt(now)))
-        .filter(diesel::dsl::exists(outbox::table.filter(outbox::destination.eq(destinations::server_name))))
+        .filter(has_work())
         .order((destinations::failures.asc(), destinations::next_attempt_at.asc()))
         .limit(limit)
         .select((destinations::server_name, destinations::failures, destinations::last_success_at))
@@ -101,10 +103,27 @@ pub fn queue_summary(
     Ok((total, queues))
 }
 
+/// A destination has work: mail in its queue, or recalls to send.
+#[diesel::dsl::auto_type]
+fn has_work() -> _ {
+    let mail_queued: exists<
+        Filter<outbox::table, Eq<outbox::destination, destinations::server_name>>,
+    > = exists(outbox::table.filter(outbox::destination.eq(destinations::server_name)));
+    let recalls_queued: exists<
+        Filter<
+            outbound_recalls::table,
+            Eq<outbound_recalls::destination, destinations::server_name>,
+        >,
+    > = exists(
+        outbound_recalls::table.filter(outbound_recalls::destination.eq(destinations::server_name)),
+    );
+    mail_queued.or(recalls_queued)
+}
+
 /// The earliest time any destination with mail becomes due, if any.
 pub fn next_due_at(conn: &mut DbConnection) -> Result<Option<i64>, StorageError> {
     Ok(with_backend!(conn, c => destinations::table
-        .filter(diesel::dsl::exists(outbox::table.filter(outbox::destination.eq(destinations::server_name))))
+        .filter(has_work())
         .select(diesel::dsl::min(destinations::next_attempt_at))
         .first::<Option<i64>>(c))?)
 }
@@ -214,7 +233,8 @@ pub fn known_peers(conn: &mut DbConnection) -> Result<Vec<String>, StorageError>
     Ok(peers)
 }
 
-/// Drops a destination's queue: the senders' receipts become `dropped`.
+/// Drops a destination's queue, its recalls too: the senders' receipts
+/// become `dropped`.
 /// Returns how many queued messages were dropped. Runs in the caller's
 /// transaction.
 pub fn drop_queue(conn: &mut DbConnection, destination: &str) -> Result<usize, StorageError> {
@@ -241,6 +261,7 @@ pub fn drop_queue(conn: &mut DbConnection, destination: &str) -> Result<usize, S
     // remove one the relay opened over mail queued after the read.
     let message_rows: Vec<i64> = rows.iter().map(|row| row.1).collect();
     super::remove_finished_messages(conn, &message_rows)?;
+    recalls::drop_for(conn, destination, now)?;
     with_backend!(conn, c => diesel::update(destinations::table.find(destination))
         .set((destinations::failures.eq(0), destinations::next_attempt_at.eq(0), destinations::last_error.eq(None::<String>)))
         .execute(c))?;

@@ -6,7 +6,7 @@
 
 use diesel::prelude::*;
 
-use crate::storage::schema::{deliveries, destinations, messages, outbox, outbox_txns};
+use crate::storage::schema::{accounts, deliveries, destinations, messages, outbox, outbox_txns};
 use crate::storage::{DbConnection, StorageError};
 use crate::with_backend;
 
@@ -82,4 +82,44 @@ pub fn unsent_relay_work(
         }
     }
     Ok(unsent)
+}
+
+/// The row of the message `origin` relayed here as `message_id`.
+pub fn relayed_message(
+    conn: &mut DbConnection,
+    origin: &str,
+    message_id: &str,
+) -> Result<Option<i64>, StorageError> {
+    Ok(with_backend!(conn, c => messages::table
+        .filter(messages::origin.eq(origin))
+        .filter(messages::message_id.eq(message_id))
+        .select(messages::id)
+        .first(c)
+        .optional())?)
+}
+
+/// The pending deliveries of `message_row` to the accounts of `aliases`,
+/// as (alias, delivery row).
+pub fn deliveries_by_alias(
+    conn: &mut DbConnection,
+    message_row: i64,
+    aliases: &[String],
+) -> Result<Vec<(String, i64)>, StorageError> {
+    let accounts: Vec<(String, String)> = with_backend!(conn, c => accounts::table
+        .filter(accounts::alias.eq_any(aliases))
+        .select((accounts::alias, accounts::account_key))
+        .load(c))?;
+    let keys: Vec<&String> = accounts.iter().map(|(_, key)| key).collect();
+    let rows: Vec<(String, i64)> = with_backend!(conn, c => deliveries::table
+        .filter(deliveries::message_row.eq(message_row))
+        .filter(deliveries::recipient_account.eq_any(&keys))
+        .select((deliveries::recipient_account, deliveries::id))
+        .load(c))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(key, id)| {
+            let alias = accounts.iter().find(|(_, k)| *k == key)?.0.clone();
+            Some((alias, id))
+        })
+        .collect())
 }

@@ -203,12 +203,12 @@ pub async fn recall(options: &Options, message_id: &str) -> Result<(), CliError>
             let note = match state {
                 "recalled" => "taken back",
                 "delivered" => "already read: it stays with them",
-                "relayed" => "already with their server: it stays there",
-                "queued" => "on its way to their server: cannot be taken back now",
+                "recalling" => "their server is asked to take it back (homing status tells)",
+                "not_recalled" => "their server had nothing of it left unread",
                 _ => "",
             };
             out!(
-                "{:<40} {state:<10} {note}",
+                "{:<40} {state:<12} {note}",
                 recipient["recipient"].as_str().unwrap_or("?"),
             );
         }

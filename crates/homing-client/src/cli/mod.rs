@@ -110,8 +110,8 @@ pub enum Command {
         #[arg(allow_hyphen_values = true)]
         message_id: Option<String>,
     },
-    /// Take back a sent message from every mailbox that has not read it
-    /// (mail already with another server stays there).
+    /// Take back a sent message from every mailbox that has not read it,
+    /// here and on the servers it was relayed to.
     Recall {
         #[arg(allow_hyphen_values = true)]
         message_id: String,
