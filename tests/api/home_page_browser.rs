@@ -61,7 +61,9 @@ async fn the_page_works_in_a_real_browser() {
         .args(["--url", &app.address])
         .args(["--server-name", &app.server_name])
         .args(["--alias", &alice.alias])
-        .args(["--account-key", &alice.account.public().to_string()])
+        // One argument: a base64url key may begin with '-', which argparse
+        // would take for an option.
+        .arg(format!("--account-key={}", alice.account.public()))
         .args(["--description", HOSTILE])
         .args(["--screenshots", screenshots])
         .args(["--chromium", CHROMIUM, "--chromedriver", CHROMEDRIVER])
