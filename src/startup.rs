@@ -18,7 +18,7 @@ use crate::config::Settings;
 use crate::federation::keys::PeerKeys;
 use crate::federation::relay::{self, Relay};
 use crate::federation::resolver::FederationClient;
-use crate::gateway::{Hub, Notifier};
+use crate::gateway::{FeedTail, Hub, Notifier};
 use crate::metrics::Metrics;
 use crate::push::Pusher;
 use crate::server_key;
@@ -84,9 +84,12 @@ impl Application {
             metrics: metrics.clone(),
             tasks: tasks.clone(),
         });
+        let feed_tail = FeedTail::new(db.clone(), hub.clone());
+        feed_tail.start(&tasks);
         let notifier = Arc::new(Notifier::new(
             hub.clone(),
             crate::gateway::cluster::Publisher::start(&db, replica_id.clone(), &tasks),
+            feed_tail.clone(),
             Arc::new(pusher.clone()),
         ));
         let write_queue = Arc::new(crate::mailbox::WriteQueue::start(
@@ -138,6 +141,7 @@ impl Application {
         crate::gateway::cluster::spawn_listener(
             &state.db,
             &state.hub,
+            feed_tail.waker(),
             state.replica_id.clone(),
             &state.tasks,
         );

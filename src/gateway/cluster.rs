@@ -13,7 +13,6 @@ use diesel::sql_types::Text;
 use serde::{Deserialize, Serialize};
 
 use super::hub::{GatewayEvent, Hub};
-use crate::mailbox::StatusEvent;
 use crate::storage::{Database, DbConnection, StorageError};
 
 const CHANNEL: &str = "homing_events";
@@ -28,8 +27,12 @@ const POLL: Duration = Duration::from_millis(5);
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ClusterEvent {
-    Notify { device_row: i64, cursor: i64 },
-    Status { event: StatusEvent, account: String },
+    Notify {
+        device_row: i64,
+        cursor: i64,
+    },
+    /// Receipts changed: wake the feed tail.
+    FeedChanged,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -139,7 +142,13 @@ impl Publisher {
 /// Listens for other replicas' events and hands them to this replica's hub,
 /// on a thread of its own (libpq's notification polling is blocking). Runs
 /// until the daemon stops; reconnects after errors.
-pub fn spawn_listener(db: &Database, hub: &Arc<Hub>, replica: String, tasks: &crate::tasks::Tasks) {
+pub fn spawn_listener(
+    db: &Database,
+    hub: &Arc<Hub>,
+    feed: Arc<tokio::sync::Notify>,
+    replica: String,
+    tasks: &crate::tasks::Tasks,
+) {
     if db.backend() != crate::storage::Backend::Postgres {
         return;
     }
@@ -148,7 +157,7 @@ pub fn spawn_listener(db: &Database, hub: &Arc<Hub>, replica: String, tasks: &cr
     let hub = Arc::downgrade(hub);
     let spawned = tasks.spawn_thread("homing-cluster", move |stop| {
         while !stop.is_cancelled() && hub.strong_count() > 0 {
-            if let Err(error) = listen(&db, &hub, &replica, &stop) {
+            if let Err(error) = listen(&db, &hub, &feed, &replica, &stop) {
                 tracing::warn!(%error, "cluster listener failed; reconnecting");
                 std::thread::sleep(Duration::from_secs(1));
             }
@@ -162,6 +171,7 @@ pub fn spawn_listener(db: &Database, hub: &Arc<Hub>, replica: String, tasks: &cr
 fn listen(
     db: &Database,
     hub: &std::sync::Weak<Hub>,
+    feed: &tokio::sync::Notify,
     replica: &str,
     stop: &tokio_util::sync::CancellationToken,
 ) -> Result<(), StorageError> {
@@ -193,9 +203,7 @@ fn listen(
                             },
                         );
                     }
-                    ClusterEvent::Status { event, account } => {
-                        hub.notify_account(&account, GatewayEvent::DeliveryStatus(event))
-                    }
+                    ClusterEvent::FeedChanged => feed.notify_one(),
                 }
             }
         }

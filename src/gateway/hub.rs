@@ -21,8 +21,14 @@ pub enum GatewayEvent {
         #[serde(skip_serializing_if = "Option::is_none")]
         message: Option<SyncItem>,
     },
-    /// What happened to a message this account sent.
-    DeliveryStatus(StatusEvent),
+    /// What happened to a message this account sent, with its position
+    /// in the delivery feed (`GET /api/v1/dms/status?since=` resumes
+    /// after it).
+    DeliveryStatus {
+        cursor: String,
+        #[serde(flatten)]
+        event: StatusEvent,
+    },
 }
 
 /// Frames queued per session before it counts as too slow.

@@ -2,10 +2,12 @@
 //! tells them something changed.
 
 pub mod cluster;
+mod feed_tail;
 mod hub;
 mod notifier;
 mod session;
 
+pub use feed_tail::FeedTail;
 pub use hub::{GatewayEvent, Hub, SessionTicket};
 pub use notifier::{Notifier, OfflineDevices};
 pub use session::{run_session, SessionConfig};

@@ -5,12 +5,13 @@
 use std::sync::Arc;
 
 use super::cluster::{ClusterEvent, Publisher};
-use super::{GatewayEvent, Hub};
+use super::{FeedTail, GatewayEvent, Hub};
 use crate::mailbox::{NewDelivery, StatusEvent};
 
 pub struct Notifier {
     hub: Arc<Hub>,
     cluster: Publisher,
+    feed: FeedTail,
     offline: Arc<dyn OfflineDevices>,
 }
 
@@ -21,10 +22,16 @@ pub trait OfflineDevices: Send + Sync {
 }
 
 impl Notifier {
-    pub fn new(hub: Arc<Hub>, cluster: Publisher, offline: Arc<dyn OfflineDevices>) -> Self {
+    pub fn new(
+        hub: Arc<Hub>,
+        cluster: Publisher,
+        feed: FeedTail,
+        offline: Arc<dyn OfflineDevices>,
+    ) -> Self {
         Self {
             hub,
             cluster,
+            feed,
             offline,
         }
     }
@@ -58,18 +65,14 @@ impl Notifier {
         }
     }
 
-    /// Tells the senders' devices what changed for their messages.
+    /// Receipts changed (`events`, committed, each in the delivery feed):
+    /// the feed tails here and on other replicas send them to the senders'
+    /// devices, in the feed's order and with its cursors.
     pub fn statuses(&self, events: Vec<StatusEvent>) {
-        let mut cluster = Vec::with_capacity(events.len());
-        for event in events {
-            let account = event.sender_account.clone();
-            cluster.push(ClusterEvent::Status {
-                event: event.clone(),
-                account: account.clone(),
-            });
-            self.hub
-                .notify_account(&account, GatewayEvent::DeliveryStatus(event));
+        if events.is_empty() {
+            return;
         }
-        self.cluster.publish(cluster);
+        self.feed.wake();
+        self.cluster.publish(vec![ClusterEvent::FeedChanged]);
     }
 }

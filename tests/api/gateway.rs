@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -299,4 +299,110 @@ async fn a_session_ends_when_its_token_expires() {
         close_reason(&mut socket, Duration::from_secs(5)).await,
         "the token expired"
     );
+}
+
+/// A feed cursor as (transaction, id), to compare.
+fn position(cursor: &Value) -> (i64, i64) {
+    let text = cursor.as_str().expect("a cursor");
+    let (xid, id) = text.split_once('-').expect("XID-ID");
+    (xid.parse().unwrap(), id.parse().unwrap())
+}
+
+#[tokio::test]
+async fn delivery_status_cursors_resume_the_feed_without_a_gap() {
+    let app = spawn_app_with(vec![("HOMING__RATE_LIMITS__REGISTRATION_PER_IP", "100/m")]).await;
+    let alice = app.register("alice").await;
+    let mut readers = Vec::new();
+    for index in 0..20 {
+        readers.push(app.register(&format!("reader{index}")).await);
+    }
+    let targets: Vec<(&crate::helpers::TestUser, &[usize])> =
+        readers.iter().map(|r| (r, &[0usize][..])).collect();
+    let message = message_to(&app, &targets, b"to twenty", "all");
+    let sent = app
+        .post_json("/api/v1/dms/send", &message, Some(&alice.device(0).token))
+        .await;
+    assert_eq!(sent.status(), 202);
+    let id = message["message_id"].as_str().unwrap().to_string();
+
+    let mut socket = connect(&app, &alice.device(0).token, "").await.unwrap();
+    assert_eq!(
+        next_json(&mut socket, Duration::from_secs(5)).await["type"],
+        "HELLO"
+    );
+    // Everyone reads at once, so receipts change in concurrent commits.
+    let acks: Vec<_> = readers
+        .iter()
+        .map(|reader| {
+            let (app_url, token, id) = (
+                app.url("/api/v1/dms/ack"),
+                reader.device(0).token.clone(),
+                id.clone(),
+            );
+            let http = app.http.clone();
+            tokio::spawn(async move {
+                let response = http
+                    .post(app_url)
+                    .bearer_auth(token)
+                    .json(&json!({"message_ids": [id]}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+            })
+        })
+        .collect();
+    // Alice's device hears some of it live, in feed order, then drops off.
+    let mut heard = std::collections::BTreeSet::new();
+    let mut last = None;
+    while heard.len() < 8 {
+        let frame = next_json(&mut socket, Duration::from_secs(10)).await;
+        assert_eq!(frame["type"], "DELIVERY_STATUS", "{frame}");
+        assert_eq!(frame["state"], "delivered");
+        let at = position(&frame["cursor"]);
+        assert!(
+            last.is_none_or(|before| before < at),
+            "{last:?} then {at:?}"
+        );
+        last = Some(at);
+        heard.insert(frame["recipient"].as_str().unwrap().to_string());
+        if heard.len() == 8 {
+            // Resumes after this frame.
+            last = Some(at);
+            let resume = frame["cursor"].as_str().unwrap().to_string();
+            drop(socket);
+            for ack in acks {
+                ack.await.unwrap();
+            }
+            // What it missed, from the feed, after the last cursor it got.
+            let mut since = resume;
+            loop {
+                let page: Value = app
+                    .get_auth(
+                        &format!("/api/v1/dms/status?since={since}"),
+                        &alice.device(0).token,
+                    )
+                    .await
+                    .json()
+                    .await
+                    .unwrap();
+                for event in page["events"].as_array().unwrap() {
+                    assert_eq!(event["state"], "delivered", "{event}");
+                    let new = heard.insert(event["recipient"].as_str().unwrap().to_string());
+                    assert!(new, "{event} was heard live already");
+                }
+                since = page["cursor"].as_str().unwrap().to_string();
+                if page["more"] != true {
+                    break;
+                }
+            }
+            break;
+        }
+    }
+    assert!(last.is_some());
+    let everyone: std::collections::BTreeSet<String> = readers
+        .iter()
+        .map(|r| format!("{}@{}", r.alias.to_lowercase(), app.server_name))
+        .collect();
+    assert_eq!(heard, everyone, "live and resumed, every change once");
 }

@@ -69,6 +69,81 @@ impl std::fmt::Display for FeedCursor {
 /// when).
 pub type FeedRow = (FeedCursor, String, String, String, Option<String>, i64);
 
+/// The transaction horizon: on PostgreSQL the oldest transaction still
+/// running, below which every change has committed; on SQLite (one
+/// writer, ids in commit order) no limit.
+fn horizon(conn: &mut DbConnection) -> Result<i64, StorageError> {
+    Ok(match conn {
+        DbConnection::Postgres(c) => diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
+            "pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+        ))
+        .get_result::<i64>(c)?,
+        DbConnection::Sqlite(_) => i64::MAX,
+    })
+}
+
+type Row = (
+    String,
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    i64,
+);
+
+/// Rows past `after` below the horizon, oldest first, for `sender` or for
+/// everyone: (sender, row).
+fn rows_past(
+    conn: &mut DbConnection,
+    sender: Option<&str>,
+    after: FeedCursor,
+    limit: i64,
+) -> Result<Vec<(String, FeedRow)>, StorageError> {
+    let horizon = horizon(conn)?;
+    // One query for both readers; `$whose` narrows it to one sender, or
+    // repeats the horizon for everyone's.
+    macro_rules! past {
+        ($whose:expr) => {
+            with_backend!(conn, c => status_feed::table
+                .filter($whose)
+                .filter(status_feed::xid.lt(horizon))
+                .filter(
+                    status_feed::xid
+                        .gt(after.xid)
+                        .or(status_feed::xid.eq(after.xid).and(status_feed::id.gt(after.id))),
+                )
+                .order((status_feed::xid.asc(), status_feed::id.asc()))
+                .limit(limit)
+                .select((
+                    status_feed::sender_account,
+                    status_feed::xid,
+                    status_feed::id,
+                    status_feed::message_id,
+                    status_feed::recipient,
+                    status_feed::state,
+                    status_feed::detail,
+                    status_feed::created_at,
+                ))
+                .load::<Row>(c))?
+        };
+    }
+    let rows: Vec<Row> = match sender {
+        Some(sender) => past!(status_feed::sender_account.eq(sender)),
+        None => past!(status_feed::xid.lt(horizon)),
+    };
+    Ok(rows
+        .into_iter()
+        .map(
+            |(sender, xid, id, message_id, recipient, state, detail, at)| {
+                let position = FeedCursor { xid, id };
+                (sender, (position, message_id, recipient, state, detail, at))
+            },
+        )
+        .collect())
+}
+
 /// Up to `limit` of `sender`'s changes past `after`, oldest first. On
 /// PostgreSQL only changes of transactions older than every one still
 /// running are read, so a change that commits later is always past the
@@ -79,47 +154,35 @@ pub fn read(
     after: FeedCursor,
     limit: i64,
 ) -> Result<Vec<FeedRow>, StorageError> {
-    type Row = (i64, i64, String, String, String, Option<String>, i64);
-    let horizon = match conn {
-        DbConnection::Postgres(c) => diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>(
-            "pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
-        ))
-        .get_result::<i64>(c)?,
-        DbConnection::Sqlite(_) => i64::MAX,
-    };
-    let rows: Vec<Row> = with_backend!(conn, c => status_feed::table
-        .filter(status_feed::sender_account.eq(sender))
-        .filter(status_feed::xid.lt(horizon))
-        .filter(
-            status_feed::xid
-                .gt(after.xid)
-                .or(status_feed::xid.eq(after.xid).and(status_feed::id.gt(after.id))),
-        )
-        .order((status_feed::xid.asc(), status_feed::id.asc()))
-        .limit(limit)
-        .select((
-            status_feed::xid,
-            status_feed::id,
-            status_feed::message_id,
-            status_feed::recipient,
-            status_feed::state,
-            status_feed::detail,
-            status_feed::created_at,
-        ))
-        .load(c))?;
-    Ok(rows
+    Ok(rows_past(conn, Some(sender), after, limit)?
         .into_iter()
-        .map(|(xid, id, message_id, recipient, state, detail, at)| {
-            (
-                FeedCursor { xid, id },
-                message_id,
-                recipient,
-                state,
-                detail,
-                at,
-            )
-        })
+        .map(|(_, row)| row)
         .collect())
+}
+
+/// Up to `limit` of everyone's changes past `after`, in the same order
+/// and under the same horizon as [`read`], with their senders: what the
+/// gateway tails to tell connected devices, so that the cursor of each
+/// change it sends is one `read` resumes from.
+pub fn tail(
+    conn: &mut DbConnection,
+    after: FeedCursor,
+    limit: i64,
+) -> Result<Vec<(String, FeedRow)>, StorageError> {
+    rows_past(conn, None, after, limit)
+}
+
+/// The position of the newest change every reader can see now (where a
+/// tail that starts now begins).
+pub fn head(conn: &mut DbConnection) -> Result<FeedCursor, StorageError> {
+    let horizon = horizon(conn)?;
+    let newest: Option<(i64, i64)> = with_backend!(conn, c => status_feed::table
+        .filter(status_feed::xid.lt(horizon))
+        .order((status_feed::xid.desc(), status_feed::id.desc()))
+        .select((status_feed::xid, status_feed::id))
+        .first(c)
+        .optional())?;
+    Ok(newest.map_or_else(FeedCursor::default, |(xid, id)| FeedCursor { xid, id }))
 }
 
 /// Forgets changes made before `before`; returns how many.
