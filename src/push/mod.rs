@@ -37,6 +37,10 @@ const MAX_IN_FLIGHT: usize = 32;
 const MAX_HINTS: usize = 100_000;
 /// Longest the loop sleeps without a wake-up.
 const IDLE: Duration = Duration::from_secs(30);
+/// Shortest time between two passes: under a flood of mail to offline
+/// devices, hints gather for this long and cost one pass (a few reads)
+/// instead of one per send. A wake-up waits at most this much longer.
+const MIN_PASS_GAP: Duration = Duration::from_millis(10);
 /// Back-off after a failure: doubling from this, up to `MAX_BACKOFF`.
 const FIRST_BACKOFF_MS: i64 = 2_000;
 const MAX_BACKOFF_MS: i64 = 3_600_000;
@@ -180,6 +184,7 @@ async fn push_loop(pusher: Pusher) {
             _ = pusher.0.wake.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
+        tokio::time::sleep(MIN_PASS_GAP).await;
     }
 }
 

@@ -95,12 +95,18 @@ pub fn owe(
     now: i64,
     min_interval_ms: i64,
 ) -> Result<usize, StorageError> {
+    // Read first, outside a write transaction: on most servers most
+    // devices have no subscription, and on SQLite a write transaction
+    // would queue behind (and hold up) the mail writer for nothing.
+    let waiting: Vec<(i64, Option<i64>, Option<i64>)> = with_backend!(conn, c => subs::table
+        .filter(subs::device_row.eq_any(device_rows))
+        .filter(subs::due_at.is_null())
+        .select((subs::device_row, subs::last_push_at, subs::pushed_cursor))
+        .load(c))?;
+    if waiting.is_empty() {
+        return Ok(0);
+    }
     write_transaction(conn, |conn| {
-        let waiting: Vec<(i64, Option<i64>, Option<i64>)> = with_backend!(conn, c => subs::table
-            .filter(subs::device_row.eq_any(device_rows))
-            .filter(subs::due_at.is_null())
-            .select((subs::device_row, subs::last_push_at, subs::pushed_cursor))
-            .load(c))?;
         let mut owed = 0;
         for (device_row, last_push_at, pushed_cursor) in waiting {
             let due = match (last_push_at, pushed_cursor) {
@@ -169,20 +175,22 @@ pub fn claim(
     limit: i64,
     request_timeout_ms: i64,
 ) -> Result<Vec<Claimed>, StorageError> {
+    type Row = (i64, String, Vec<u8>, Vec<u8>, i32);
+    // Read outside a write transaction (nothing is due most of the time);
+    // the lease below is checked again as it is taken.
+    let free = subs::lease_until.is_null().or(subs::lease_until.le(now));
+    let rows: Vec<Row> = with_backend!(conn, c => subs::table
+        .filter(subs::due_at.le(now))
+        .filter(free)
+        .order(subs::due_at.asc())
+        .limit(limit)
+        .select((subs::device_row, subs::endpoint, subs::p256dh, subs::auth, subs::attempts))
+        .load(c))?;
+    let ids: Vec<i64> = rows.iter().map(|row| row.0).collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
     write_transaction(conn, |conn| {
-        type Row = (i64, String, Vec<u8>, Vec<u8>, i32);
-        let free = subs::lease_until.is_null().or(subs::lease_until.le(now));
-        let rows: Vec<Row> = with_backend!(conn, c => subs::table
-            .filter(subs::due_at.le(now))
-            .filter(free)
-            .order(subs::due_at.asc())
-            .limit(limit)
-            .select((subs::device_row, subs::endpoint, subs::p256dh, subs::auth, subs::attempts))
-            .load(c))?;
-        let ids: Vec<i64> = rows.iter().map(|row| row.0).collect();
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
         // The lease is checked again as it is taken: on PostgreSQL another
         // replica may have read the same rows and leased them first, and
         // this update then waits for its commit and must not lease them
