@@ -349,6 +349,7 @@ pub async fn feed(
         (status = 200, description = "Each recipient's state after the recall.", body = DeliveryStatus),
         (status = 400, description = "Not a valid message id."),
         (status = 404, description = "The caller sent no message with this id."),
+        (status = 429, description = "Recalling (and sending) too fast: recalls count against the device's send rate."),
         (status = 503, description = "The database is unavailable."),
     )
 )]
@@ -357,6 +358,13 @@ pub async fn recall(
     device: Authenticated,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    // A recall is a write like a send, and may ask other servers: it
+    // counts against the device's send rate.
+    state
+        .rate_limits
+        .send_per_device
+        .check(&device.0.device_row)
+        .map_err(too_many)?;
     let account = device.0.account_key;
     let message_id = message_id_in(path)?;
     let origin = state.settings.server_name.to_string();
