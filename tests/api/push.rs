@@ -158,6 +158,24 @@ async fn send(app: &TestApp, from: &TestUser, to: &TestUser) -> Value {
     message
 }
 
+/// Sends a message from `from` to `to` and waits for the wake-up at
+/// `path`, which must come within `within` of the send.
+async fn woken_within(
+    service: &mut PushService,
+    (app, from, to): (&TestApp, &TestUser, &TestUser),
+    path: &str,
+    within: Duration,
+) {
+    let sent = Instant::now();
+    send(app, from, to).await;
+    let request = service
+        .next(Duration::from_secs(10))
+        .await
+        .expect("a wake-up");
+    assert_wake_up(&request, path);
+    assert!(sent.elapsed() < within, "woken after {:?}", sent.elapsed());
+}
+
 /// A subscription with valid keys for `endpoint` (nobody can read what
 /// is sent to it).
 pub fn valid_subscription(endpoint: &str) -> Value {
@@ -300,18 +318,13 @@ async fn wake_ups_coalesce_while_unread_and_come_at_once_after_reading() {
     // Bob reads everything; the next message wakes him at once.
     let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
     app.ack(&bob.device(0).token, &ids).await;
-    let sent = Instant::now();
-    send(&app, &alice, &bob).await;
-    let third = service
-        .next(Duration::from_secs(10))
-        .await
-        .expect("a wake-up");
-    assert_wake_up(&third, "/ok/bob");
-    assert!(
-        sent.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        sent.elapsed()
-    );
+    woken_within(
+        &mut service,
+        (&app, &alice, &bob),
+        "/ok/bob",
+        Duration::from_secs(2),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -459,18 +472,13 @@ async fn a_push_service_that_never_answers_delays_nobody_else() {
         assert!(request["path"].as_str().unwrap().starts_with("/hang/"));
         hanging += 1;
     }
-    let sent = Instant::now();
-    send(&app, &alice, &bob).await;
-    let request = service
-        .next(Duration::from_secs(10))
-        .await
-        .expect("bob's wake-up");
-    assert_wake_up(&request, "/ok/bob");
-    assert!(
-        sent.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        sent.elapsed()
-    );
+    woken_within(
+        &mut service,
+        (&app, &alice, &bob),
+        "/ok/bob",
+        Duration::from_secs(3),
+    )
+    .await;
 }
 
 #[tokio::test]

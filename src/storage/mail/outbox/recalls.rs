@@ -89,6 +89,48 @@ pub fn queue(
     Ok((by_destination.into_keys().collect(), changes))
 }
 
+/// (message id, sender, recipients as JSON) of `destination`'s recalls,
+/// oldest first.
+fn recall_rows(
+    conn: &mut DbConnection,
+    destination: &str,
+    limit: i64,
+) -> Result<Vec<(String, String, String)>, StorageError> {
+    Ok(with_backend!(conn, c => outbound_recalls::table
+        .filter(outbound_recalls::destination.eq(destination))
+        .order(outbound_recalls::created_at.asc())
+        .limit(limit)
+        .select((
+            outbound_recalls::message_id,
+            outbound_recalls::sender_account,
+            outbound_recalls::recipients,
+        ))
+        .load(c))?)
+}
+
+/// Moves a `recalling` receipt to `to`, with its feed entry; true when it
+/// changed.
+fn settle_recalling(
+    conn: &mut DbConnection,
+    (sender, message_id, recipient): (&str, &str, &str),
+    to: &str,
+    now: i64,
+) -> Result<bool, StorageError> {
+    let updated = with_backend!(conn, c => diesel::update(delivery_receipts::table
+        .find((sender, message_id, recipient))
+        .filter(delivery_receipts::state.eq("recalling")))
+        .set((delivery_receipts::state.eq(to), delivery_receipts::updated_at.eq(now)))
+        .execute(c))?;
+    if updated == 1 {
+        crate::storage::mail::feed::append(
+            conn,
+            &[(sender, message_id, recipient, to, None)],
+            now,
+        )?;
+    }
+    Ok(updated == 1)
+}
+
 /// The oldest recall for `destination` that no outbox row of its message
 /// (from `origin`, this server) still waits before.
 pub fn next(
@@ -96,16 +138,7 @@ pub fn next(
     origin: &str,
     destination: &str,
 ) -> Result<Option<OutboundRecall>, StorageError> {
-    let rows: Vec<(String, String, String)> = with_backend!(conn, c => outbound_recalls::table
-        .filter(outbound_recalls::destination.eq(destination))
-        .order(outbound_recalls::created_at.asc())
-        .limit(100)
-        .select((
-            outbound_recalls::message_id,
-            outbound_recalls::sender_account,
-            outbound_recalls::recipients,
-        ))
-        .load(c))?;
+    let rows = recall_rows(conn, destination, 100)?;
     for (message_id, sender_account, recipients) in rows {
         let waiting: bool = with_backend!(conn, c => diesel::select(diesel::dsl::exists(
             outbox::table
@@ -153,12 +186,7 @@ pub fn complete(
             .iter()
             .any(|r| r.address.eq_ignore_ascii_case(recipient) && r.status == "recalled");
         let state = if recalled { "recalled" } else { "not_recalled" };
-        let updated = with_backend!(conn, c => diesel::update(delivery_receipts::table
-            .find((sender, message_id, recipient))
-            .filter(delivery_receipts::state.eq("recalling")))
-            .set((delivery_receipts::state.eq(state), delivery_receipts::updated_at.eq(now)))
-            .execute(c))?;
-        if updated == 1 {
+        if settle_recalling(conn, (sender, message_id, recipient), state, now)? {
             changes.push(StatusEvent::new(
                 sender,
                 message_id,
@@ -168,19 +196,6 @@ pub fn complete(
             ));
         }
     }
-    let feed: Vec<_> = changes
-        .iter()
-        .map(|e| {
-            (
-                sender,
-                message_id,
-                e.recipient.as_str(),
-                e.state.as_str(),
-                None,
-            )
-        })
-        .collect();
-    crate::storage::mail::feed::append(conn, &feed, now)?;
     Ok(changes)
 }
 
@@ -188,29 +203,10 @@ pub fn complete(
 /// recipients' receipts become `dropped`, the relay's word for work it
 /// will not do.
 pub fn drop_for(conn: &mut DbConnection, destination: &str, now: i64) -> Result<(), StorageError> {
-    let rows: Vec<(String, String, String)> = with_backend!(conn, c => outbound_recalls::table
-        .filter(outbound_recalls::destination.eq(destination))
-        .select((
-            outbound_recalls::message_id,
-            outbound_recalls::sender_account,
-            outbound_recalls::recipients,
-        ))
-        .load(c))?;
-    for (message_id, sender, recipients) in rows {
+    for (message_id, sender, recipients) in recall_rows(conn, destination, i64::MAX)? {
         let recipients: Vec<String> = serde_json::from_str(&recipients).unwrap_or_default();
         for recipient in recipients {
-            let updated = with_backend!(conn, c => diesel::update(delivery_receipts::table
-                .find((&sender, &message_id, &recipient))
-                .filter(delivery_receipts::state.eq("recalling")))
-                .set((delivery_receipts::state.eq("dropped"), delivery_receipts::updated_at.eq(now)))
-                .execute(c))?;
-            if updated == 1 {
-                crate::storage::mail::feed::append(
-                    conn,
-                    &[(&sender, &message_id, &recipient, "dropped", None)],
-                    now,
-                )?;
-            }
+            settle_recalling(conn, (&sender, &message_id, &recipient), "dropped", now)?;
         }
     }
     with_backend!(conn, c => diesel::delete(
