@@ -5,6 +5,7 @@ pub mod cluster;
 mod feed_tail;
 mod hub;
 mod notifier;
+mod queue;
 mod session;
 
 pub use feed_tail::FeedTail;
