@@ -63,11 +63,15 @@ where
             Ok(fn_service(
                 move |(request, framed): (Request, Framed<TcpStream, h1::Codec>)| {
                     let app = app.clone();
+                    // The future below lives as long as the connection, so
+                    // the answer's large, short-lived state (the request,
+                    // the framed socket, the App's call) is boxed outside
+                    // it: captured by it, they would keep their room in it
+                    // after being moved on.
+                    let upgrading =
+                        Box::pin(async move { upgrade(&*app, request, framed, write_stall).await });
                     async move {
-                        // This future lives as long as the connection, so
-                        // the answer's large, short-lived state is boxed
-                        // and gone once the session's frames flow.
-                        let upgraded = Box::pin(upgrade(&*app, request, framed, write_stall)).await;
+                        let upgraded = upgrading.await;
                         let ended = match upgraded {
                             Ok(Some((body, writer))) => relay(body, writer, write_stall).await,
                             Ok(None) => Ok(()),

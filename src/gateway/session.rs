@@ -52,18 +52,10 @@ pub async fn run_session(
         .max_frame_size(MAX_CLIENT_FRAME)
         .aggregate_continuations()
         .max_continuation_size(MAX_CLIENT_FRAME);
-    // Only the text is kept across the await: this future lives as long
-    // as the session, and a JSON map would stay allocated with it.
-    let hello = json!({
-        "type": "HELLO",
-        "session_id": ticket.id,
-        "heartbeat_interval_ms": config.heartbeat_interval.as_millis() as u64,
-    })
-    .to_string();
-    let mut alive = session.text(hello).await.is_ok();
-    for event in initial {
-        alive = alive && send_event(&mut session, &event).await;
-    }
+    // The greeting and the closing run once each, in futures of their own
+    // on the heap: inline, their state would stay in this future, which
+    // lives as long as the session (a JSON map did, once).
+    let mut alive = Box::pin(greet(&mut session, ticket.id, &config, initial)).await;
     let mut ticker = tokio::time::interval(config.heartbeat_interval);
     ticker.tick().await;
     let token_expiry = tokio::time::sleep(config.token_expires_in);
@@ -87,13 +79,13 @@ pub async fn run_session(
                 match frame {
                     Some(Ok(AggregatedMessage::Ping(bytes))) => {
                         last_heard = now;
-                        alive = session.pong(&bytes).await.is_ok();
+                        alive = Box::pin(session.pong(&bytes)).await.is_ok();
                     }
                     Some(Ok(AggregatedMessage::Pong(_))) => last_heard = now,
                     Some(Ok(AggregatedMessage::Text(text))) => {
                         last_heard = now;
                         if text.contains("\"HEARTBEAT\"") {
-                            alive = session.text(r#"{"type":"HEARTBEAT_ACK"}"#).await.is_ok();
+                            alive = Box::pin(session.text(r#"{"type":"HEARTBEAT_ACK"}"#)).await.is_ok();
                         }
                     }
                     Some(Ok(AggregatedMessage::Binary(_))) => {
@@ -104,7 +96,7 @@ pub async fn run_session(
                 }
             }
             event = ticket.events.recv() => match event {
-                Some(frame) => alive = session.text(frame).await.is_ok(),
+                Some(frame) => alive = Box::pin(session.text(frame)).await.is_ok(),
                 None if ticket.revoked.load(std::sync::atomic::Ordering::Acquire) => {
                     break close(CloseCode::Policy, "the token was revoked");
                 }
@@ -115,10 +107,31 @@ pub async fn run_session(
                 if last_heard.elapsed() > config.heartbeat_timeout {
                     break close(CloseCode::Away, "heartbeat timeout");
                 }
-                alive = session.ping(b"").await.is_ok();
+                alive = Box::pin(session.ping(b"")).await.is_ok();
             }
         }
     };
     hub.unregister(ticket.device_row, ticket.id);
-    let _ = session.close(reason).await;
+    let _ = Box::pin(session.close(reason)).await;
+}
+
+/// `HELLO`, then the events the device missed; false when the device is
+/// gone.
+async fn greet(
+    session: &mut Session,
+    session_id: u64,
+    config: &SessionConfig,
+    initial: Vec<GatewayEvent>,
+) -> bool {
+    let hello = json!({
+        "type": "HELLO",
+        "session_id": session_id,
+        "heartbeat_interval_ms": config.heartbeat_interval.as_millis() as u64,
+    })
+    .to_string();
+    let mut alive = session.text(hello).await.is_ok();
+    for event in initial {
+        alive = alive && send_event(session, &event).await;
+    }
+    alive
 }
