@@ -12,7 +12,7 @@ use tracing::Instrument;
 use super::client::{put_recall, put_transaction, RequestError, Signer};
 use super::resolver::FederationClient;
 use super::resolver::{Destination, ResolveError};
-use super::wire::Recall;
+use super::wire::{Recall, RecallResponse};
 use crate::address::ServerName;
 use crate::config::Settings;
 use crate::gateway::Notifier;
@@ -431,7 +431,27 @@ async fn send_recalls(
             origin: origin.clone(),
             recipients: recall.recipients.clone(),
         };
-        let answer = put_recall(&signer, target, &recall.message_id, &body).await?;
+        let answer = match put_recall(&signer, target, &recall.message_id, &body).await {
+            Ok(answer) => answer,
+            // A refusal that a retry would meet again (a peer without
+            // recalls, a record reused): the recipients are not recalled,
+            // and the destination's mail is not held up by it.
+            Err(RequestError::Status { status, code, .. })
+                if (400..500).contains(&status) && status != 408 && status != 429 =>
+            {
+                tracing::info!(
+                    destination,
+                    status,
+                    code = code.as_deref().unwrap_or("-"),
+                    "a peer refused a recall"
+                );
+                RecallResponse {
+                    message_id: recall.message_id.clone(),
+                    recipients: Vec::new(),
+                }
+            }
+            Err(error) => return Err(error.into()),
+        };
         let events = write(state, move |conn| {
             recalls::complete(conn, &recall, &answer, crate::time::now_ms())
         })

@@ -79,32 +79,33 @@ async fn tail_loop(tail: FeedTail) {
             _ = inner.wake.notified() => {}
             _ = tokio::time::sleep(TICK) => {}
         }
-        match catch_up(inner, last).await {
-            Ok(position) => last = position,
-            Err(error) => tracing::warn!(%error, "feed tail: reading the feed failed"),
+        if let Err(error) = catch_up(inner, &mut last).await {
+            tracing::warn!(%error, "feed tail: reading the feed failed");
         }
     }
 }
 
-/// Sends every visible change past `last`; returns the new position.
-/// With no session here, only moves to the head: a device that connects
-/// later resumes from its own cursor.
+/// Sends every visible change past `last`, moving it past each one sent
+/// (so a read that fails half-way sends nothing twice). With no session
+/// here, only moves to the head: a device that connects later resumes
+/// from its own cursor.
 async fn catch_up(
     inner: &Inner,
-    mut last: FeedCursor,
-) -> Result<FeedCursor, crate::storage::StorageError> {
+    last: &mut FeedCursor,
+) -> Result<(), crate::storage::StorageError> {
     loop {
         if inner.hub.session_count() == 0 {
-            return inner.db.run(feed::head).await;
+            *last = inner.db.run(feed::head).await?;
+            return Ok(());
         }
-        let after = last;
+        let after = *last;
         let rows = inner
             .db
             .run(move |conn| feed::tail(conn, after, PAGE))
             .await?;
         let full = rows.len() as i64 == PAGE;
         for (sender, (position, message_id, recipient, state, detail, at)) in rows {
-            last = position;
+            *last = position;
             // A send's first states are in its own answer; devices hear of
             // what changes after (the feed has both).
             if state == "stored" || state == "queued" {
@@ -121,7 +122,7 @@ async fn catch_up(
             );
         }
         if !full {
-            return Ok(last);
+            return Ok(());
         }
     }
 }

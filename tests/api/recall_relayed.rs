@@ -189,3 +189,48 @@ async fn relayed_again(a: &TestApp, b: &TestApp, alice: &TestUser, bob: &TestUse
     assert_eq!(sent.status(), 202);
     wait_for_items(b, &bob.device(0).token, 2, Duration::from_secs(10)).await;
 }
+
+#[tokio::test]
+async fn an_id_another_sender_reused_is_not_recalled_from_the_peer() {
+    let a = spawn_app().await;
+    let b = spawn_app().await;
+    let alice = a.register("alice").await;
+    let mallory = a.register("mallory").await;
+    let bob = b.register("bob").await;
+    // Alice writes to Bob on B and to Mallory here: Mallory learns the id.
+    let mut message = remote_message(&a, &b, &bob, b"for bob and mallory");
+    let to_mallory = crate::helpers::message_to(&a, &[(&mallory, &[0])], b"x", "all");
+    message["recipients"]
+        .as_array_mut()
+        .unwrap()
+        .push(to_mallory["recipients"][0].clone());
+    let sent = a
+        .post_json("/api/v1/dms/send", &message, Some(&alice.device(0).token))
+        .await;
+    assert_eq!(sent.status(), 202);
+    let id = message["message_id"].as_str().unwrap().to_string();
+    wait_for_items(&b, &bob.device(0).token, 1, Duration::from_secs(10)).await;
+    a.ack(&mallory.device(0).token, &[&id]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.count("messages") > 0 {
+        assert!(Instant::now() < deadline, "A kept Alice's message");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+
+    // Mallory sends under the same id to Bob, then recalls it: B would
+    // know only A's name and the id, and take back Alice's message.
+    let mut copy = remote_message(&a, &b, &bob, b"decoy");
+    copy["message_id"] = json!(id);
+    let sent = a
+        .post_json("/api/v1/dms/send", &copy, Some(&mallory.device(0).token))
+        .await;
+    assert_eq!(sent.status(), 202);
+    wait_for_state(&a, &mallory, &id, "relayed").await;
+    let answer = recall(&a, &mallory, &id).await;
+    assert_eq!(answer["recipients"][0]["state"], "not_recalled", "{answer}");
+    assert_eq!(a.count("outbound_recalls"), 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let page = b.sync(&bob.device(0).token).await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(page["items"][0]["body"], message["body"]);
+}

@@ -93,6 +93,16 @@ type Row = (
     i64,
 );
 
+/// `(xid, id) > (X, I)`: a row comparison, which both databases read as
+/// a range of the (xid, id) indexes; spelled with `OR`, the tail of the
+/// whole feed would scan it from the start. The values are integers.
+fn past_cursor(after: FeedCursor) -> diesel::expression::SqlLiteral<diesel::sql_types::Bool> {
+    diesel::dsl::sql::<diesel::sql_types::Bool>(&format!(
+        "(status_feed.xid, status_feed.id) > ({}, {})",
+        after.xid, after.id
+    ))
+}
+
 /// Rows past `after` below the horizon, oldest first, for `sender` or for
 /// everyone: (sender, row).
 fn rows_past(
@@ -109,11 +119,7 @@ fn rows_past(
             with_backend!(conn, c => status_feed::table
                 .filter($whose)
                 .filter(status_feed::xid.lt(horizon))
-                .filter(
-                    status_feed::xid
-                        .gt(after.xid)
-                        .or(status_feed::xid.eq(after.xid).and(status_feed::id.gt(after.id))),
-                )
+                .filter(past_cursor(after))
                 .order((status_feed::xid.asc(), status_feed::id.asc()))
                 .limit(limit)
                 .select((

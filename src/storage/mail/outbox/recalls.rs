@@ -30,8 +30,9 @@ fn server_of(address: &str) -> Option<&str> {
 /// Queues a recall to every server holding, or maybe holding, `sender`'s
 /// `message_id` for a recipient: those whose receipt is `relayed`, or
 /// still `queued` once the unsent relay work was taken back (it is in a
-/// transaction). Their receipts become `recalling`. Returns the
-/// destinations, for the relay to wake, and the changes.
+/// transaction). Their receipts become `recalling` (`not_recalled` when
+/// another sender here used the same id). Returns the destinations, for
+/// the relay to wake, and the changes.
 pub fn queue(
     conn: &mut DbConnection,
     sender: &str,
@@ -44,6 +45,22 @@ pub fn queue(
         .filter(delivery_receipts::state.eq_any(["queued", "relayed"]))
         .select((delivery_receipts::recipient, delivery_receipts::state))
         .load(c))?;
+    // A peer knows a relayed message by this server's name and its id
+    // only, and ids are the clients' own: when another sender here used
+    // the same id (after this message left, say), the peer could not tell
+    // the two apart, and a recall could take back someone else's mail.
+    // Such a recall is not relayed.
+    let shared_id: bool = with_backend!(conn, c => diesel::select(diesel::dsl::exists(
+        delivery_receipts::table
+            .filter(delivery_receipts::message_id.eq(message_id))
+            .filter(delivery_receipts::sender_account.ne(sender)),
+    ))
+    .get_result(c))?;
+    let next = if shared_id {
+        "not_recalled"
+    } else {
+        "recalling"
+    };
     let mut by_destination: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     let mut changes = Vec::new();
     for (recipient, state) in receipts {
@@ -53,22 +70,24 @@ pub fn queue(
         let updated = with_backend!(conn, c => diesel::update(delivery_receipts::table
             .find((sender, message_id, &recipient))
             .filter(delivery_receipts::state.eq(&state)))
-            .set((delivery_receipts::state.eq("recalling"), delivery_receipts::updated_at.eq(now)))
+            .set((delivery_receipts::state.eq(next), delivery_receipts::updated_at.eq(now)))
             .execute(c))?;
         if updated == 1 {
             changes.push(StatusEvent::new(
                 sender,
                 message_id,
                 recipient.clone(),
-                "recalling",
+                next,
                 now,
             ));
-            by_destination.entry(server).or_default().push(recipient);
+            if !shared_id {
+                by_destination.entry(server).or_default().push(recipient);
+            }
         }
     }
     let feed: Vec<_> = changes
         .iter()
-        .map(|e| (sender, message_id, e.recipient.as_str(), "recalling", None))
+        .map(|e| (sender, message_id, e.recipient.as_str(), next, None))
         .collect();
     crate::storage::mail::feed::append(conn, &feed, now)?;
     for (destination, recipients) in &by_destination {
