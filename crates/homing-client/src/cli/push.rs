@@ -14,9 +14,10 @@ pub enum PushCommand {
     /// distributor: RFC 8291's `p256dh` and `auth`, base64url).
     Set {
         endpoint: String,
-        #[arg(long)]
+        // base64url values may begin with '-'.
+        #[arg(long, allow_hyphen_values = true)]
         p256dh: String,
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         auth: String,
     },
     /// Show the subscription the server holds for this device.
