@@ -237,8 +237,11 @@ async fn listen_leaves_mail_it_cannot_check_and_prints_it_once_it_can() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    // Connected to the gateway: the first pass is over.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Connected to the gateway: the first pass is over. That pass asks b
+    // for alice's identity while a is down, and under the whole suite's
+    // load (a's old port may even be taken by another test's server by
+    // then) the look-up can take a request time-out.
+    let deadline = Instant::now() + Duration::from_secs(40);
     while b.state.hub.session_count() == 0 {
         assert!(Instant::now() < deadline, "listen never connected");
         tokio::time::sleep(Duration::from_millis(20)).await;
