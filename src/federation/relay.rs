@@ -398,18 +398,20 @@ async fn drain(state: &Relay, destination: &str, owner: &str) -> anyhow::Result<
     if let Some(error) = failure {
         return Err(error);
     }
-    send_recalls(state, &target, destination).await
+    send_recalls(state, &target, destination, owner).await
 }
 
 /// Sends the destination's recalls, one at a time, once its mail is out:
 /// a recall goes only after every transaction carrying its message was
 /// answered (`recalls::next`), so it cannot reach the peer before the
 /// message does. The first failure ends the attempt like a failed
-/// transaction, and the destination backs off.
+/// transaction, and the destination backs off. Each answer renews the
+/// lease, as a transaction's does.
 async fn send_recalls(
     state: &Relay,
     target: &Destination,
     destination: &str,
+    owner: &str,
 ) -> anyhow::Result<()> {
     let origin = state.settings.server_name.to_string();
     loop {
@@ -452,8 +454,12 @@ async fn send_recalls(
             }
             Err(error) => return Err(error.into()),
         };
+        let (name, owner) = (destination.to_string(), owner.to_string());
+        let lease = state.settings.federation.relay_lease;
         let events = write(state, move |conn| {
-            recalls::complete(conn, &recall, &answer, crate::time::now_ms())
+            let now = crate::time::now_ms();
+            outbox::claim(conn, &name, &owner, now, lease)?;
+            recalls::complete(conn, &recall, &answer, now)
         })
         .await?;
         state.notifier.statuses(events);

@@ -63,19 +63,28 @@ async fn a_relayed_message_leaves_the_remote_mailbox_that_has_not_read_it() {
     assert_eq!(page["items"], json!([]));
     assert_eq!((b.count("deliveries"), b.count("messages")), (0, 0));
     assert_eq!(a.count("outbound_recalls"), 0);
-    // The sender's feed has both steps, in order.
-    let feed: Value = a
-        .get_auth("/api/v1/dms/status", &alice.device(0).token)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let states: Vec<&str> = feed["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["state"].as_str().unwrap())
-        .collect();
+    // The sender's feed has both steps, in order. On PostgreSQL a read
+    // sees changes once every older transaction on the database server
+    // has ended (other tests' included), so it may take a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let states = loop {
+        let feed: Value = a
+            .get_auth("/api/v1/dms/status", &alice.device(0).token)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let states: Vec<String> = feed["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["state"].as_str().unwrap().to_string())
+            .collect();
+        if states.len() >= 4 || Instant::now() > deadline {
+            break states;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
     assert_eq!(states, ["queued", "relayed", "recalling", "recalled"]);
     assert_eq!((a.orphans(), b.orphans()), (0, 0));
 }
