@@ -40,7 +40,7 @@ pub fn remote_message(from_app: &TestApp, to_app: &TestApp, to: &TestUser, body:
 }
 
 /// The sender's view of message `id`: `GET /api/v1/dms/status/{id}`.
-async fn delivery_status(app: &TestApp, token: &str, id: &str) -> Value {
+pub async fn delivery_status(app: &TestApp, token: &str, id: &str) -> Value {
     app.get_auth(&format!("/api/v1/dms/status/{id}"), token)
         .await
         .json()

@@ -16,28 +16,39 @@ use tokio::process::{Child, Command};
 
 use crate::helpers::{spawn_app, TestApp};
 
-fn python() -> String {
+/// The Python that runs the independent implementations.
+pub fn python() -> String {
     std::env::var("HOMING_INTEROP_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-/// True when the independent implementation can run; otherwise says why.
-fn available() -> bool {
+/// True when that Python can import `modules` (comma-separated);
+/// otherwise says which PyPI `packages` to install and the test skips,
+/// unless `HOMING_REQUIRE_INTEROP` is set, as CI sets it.
+pub fn can_import(modules: &str, packages: &str) -> bool {
     let found = std::process::Command::new(python())
-        .args(["-c", "import http_message_signatures, requests"])
+        .args(["-c", &format!("import {modules}")])
         .output()
         .is_ok_and(|output| output.status.success());
     if !found {
         assert!(
             std::env::var_os("HOMING_REQUIRE_INTEROP").is_none(),
-            "HOMING_REQUIRE_INTEROP is set but {} cannot import http_message_signatures",
+            "HOMING_REQUIRE_INTEROP is set but {} cannot import {modules}",
             python()
         );
         eprintln!(
-            "skipped: {} has no http-message-signatures (pip install http-message-signatures requests)",
+            "skipped: {} cannot import {modules} (pip install {packages})",
             python()
         );
     }
     found
+}
+
+/// True when the RFC 9421 verifier can run.
+fn available() -> bool {
+    can_import(
+        "http_message_signatures, requests",
+        "http-message-signatures requests",
+    )
 }
 
 /// The Python peer on `host:port` (0 for any), trusting `key_of`'s key;

@@ -16,30 +16,12 @@ use tokio::process::{Child, ChildStdout, Command};
 
 use crate::gateway::{connect, next_json};
 use crate::helpers::{message_to, spawn_app_with, TestApp, TestUser};
+use crate::interop::{can_import, python};
 use crate::test_servers::{a_record, test_ca_pem, DnsServer};
 use homing::metrics::CauseLabels;
 
-fn python() -> String {
-    std::env::var("HOMING_INTEROP_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
 fn available() -> bool {
-    let found = std::process::Command::new(python())
-        .args(["-c", "import http_ece, py_vapid"])
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !found {
-        assert!(
-            std::env::var_os("HOMING_REQUIRE_INTEROP").is_none(),
-            "HOMING_REQUIRE_INTEROP is set but {} cannot import http_ece and py_vapid",
-            python()
-        );
-        eprintln!(
-            "skipped: {} has no http-ece or py-vapid (pip install http-ece py-vapid)",
-            python()
-        );
-    }
-    found
+    can_import("http_ece, py_vapid", "http-ece py-vapid")
 }
 
 /// The Python push service, its subscription keys, and what it reports.

@@ -4,6 +4,7 @@
 
 use serde_json::{json, Value};
 
+use crate::federation::delivery_status;
 use crate::helpers::{message_to, spawn_app, TestApp};
 
 async fn recall(app: &TestApp, token: &str, message_id: &str) -> reqwest::Response {
@@ -143,12 +144,7 @@ async fn a_recalled_message_leaves_the_mailboxes_that_have_not_read_it() {
         .unwrap();
     assert_eq!(states(&again), states(&answer));
     // The status endpoint says the same too.
-    let status: Value = app
-        .get_auth(&format!("/api/v1/dms/status/{id}"), &alice.device(0).token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let status = delivery_status(&app, &alice.device(0).token, id).await;
     assert_eq!(states(&status), states(&answer));
 
     // An admin who gives up on Erin's server drops the recall with the
@@ -158,12 +154,7 @@ async fn a_recalled_message_leaves_the_mailboxes_that_have_not_read_it() {
         homing::storage::mail::outbox::drop_queue(&mut conn, &erin_server).unwrap();
     }
     assert_eq!(app.count("outbound_recalls"), 0);
-    let status: Value = app
-        .get_auth(&format!("/api/v1/dms/status/{id}"), &alice.device(0).token)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let status = delivery_status(&app, &alice.device(0).token, id).await;
     assert!(
         states(&status).contains(&(erin.clone(), "dropped".to_string())),
         "{status}"

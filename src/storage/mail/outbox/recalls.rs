@@ -22,11 +22,6 @@ pub struct OutboundRecall {
     pub recipients: Vec<String>,
 }
 
-/// The server part of an address (`alias@server`).
-fn server_of(address: &str) -> Option<&str> {
-    address.rsplit_once('@').map(|(_, server)| server)
-}
-
 /// Queues a recall to every server holding, or maybe holding, `sender`'s
 /// `message_id` for a recipient: those whose receipt is `relayed`, or
 /// still `queued` once the unsent relay work was taken back (it is in a
@@ -64,9 +59,11 @@ pub fn queue(
     let mut by_destination: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     let mut changes = Vec::new();
     for (recipient, state) in receipts {
-        let Some(server) = server_of(&recipient).map(str::to_string) else {
+        // Named as the send named the destination of its relay work.
+        let Ok(address) = crate::address::Address::parse(&recipient) else {
             continue;
         };
+        let server = address.server().to_string();
         let updated = with_backend!(conn, c => diesel::update(delivery_receipts::table
             .find((sender, message_id, &recipient))
             .filter(delivery_receipts::state.eq(&state)))
