@@ -43,6 +43,15 @@ impl PushService {
 
     /// The same, its certificate naming `names`.
     async fn start_named(extra: Vec<(&str, &str)>, names: &[&str]) -> (Self, TestApp) {
+        Self::start_bound(extra, names, ("127.0.0.1", 0)).await
+    }
+
+    /// The same, listening on `bind` (host, port; 0 for any).
+    async fn start_bound(
+        extra: Vec<(&str, &str)>,
+        names: &[&str],
+        (host, port): (&str, u16),
+    ) -> (Self, TestApp) {
         let files = tempfile::tempdir().unwrap();
         let (ca, cert, key) = test_ca_pem(names);
         let path = |name: &str| files.path().join(name).display().to_string();
@@ -67,8 +76,8 @@ impl PushService {
         let mut child = Command::new(python())
             .args([
                 script,
-                "127.0.0.1",
-                "0",
+                host,
+                &port.to_string(),
                 &path("cert.pem"),
                 &path("key.pem"),
             ])
@@ -96,9 +105,14 @@ impl PushService {
         self.subscription_at("127.0.0.1", path)
     }
 
+    /// On port 443 the endpoint names no port, as push services' do.
     fn subscription_at(&self, host: &str, path: &str) -> Value {
+        let authority = match self.port {
+            443 => host.to_string(),
+            port => format!("{host}:{port}"),
+        };
         json!({
-            "endpoint": format!("https://{host}:{}{path}", self.port),
+            "endpoint": format!("https://{authority}{path}"),
             "keys": {"p256dh": self.p256dh, "auth": self.auth},
         })
     }
@@ -513,6 +527,45 @@ async fn a_push_host_name_gets_the_federation_address_rules() {
         .expect("a wake-up");
     assert_wake_up(&request, "/ok/bob");
     assert_eq!(retried(&app), 0);
+}
+
+#[tokio::test]
+async fn a_push_service_on_the_default_port_is_reached_by_its_name_alone() {
+    if !available() {
+        return;
+    }
+    // As push services are deployed: a name without a port, TLS on 443,
+    // found through DNS, plain HTTP refused.
+    let bind = "127.0.0.9:443";
+    if let Err(error) = std::net::TcpListener::bind(bind) {
+        eprintln!("skipped: cannot bind {bind} ({error}); this test needs root");
+        return;
+    }
+    let name = hickory_proto::rr::Name::from_ascii("push.homing.test.").unwrap();
+    let record = hickory_proto::rr::Record::from_rdata(
+        name,
+        300,
+        hickory_proto::rr::RData::A(hickory_proto::rr::rdata::A::new(127, 0, 0, 9)),
+    );
+    let dns = DnsServer::start(vec![record]).await;
+    let nameserver = dns.addr.to_string();
+    let env = vec![("HOMING__FEDERATION__NAMESERVERS", nameserver.as_str())];
+    let (mut service, app) =
+        PushService::start_bound(env, &["push.homing.test"], ("127.0.0.9", 443)).await;
+    assert_eq!(service.port, 443);
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let subscription = service.subscription_at("push.homing.test", "/ok/bob");
+    assert_eq!(subscription["endpoint"], "https://push.homing.test/ok/bob");
+    assert_eq!(set_push(&app, &bob, 0, &subscription).await.status(), 204);
+    send(&app, &alice, &bob).await;
+    // The push service checks the JWT's audience against the origin it
+    // was reached at: `https://push.homing.test`, no port.
+    let request = service
+        .next(Duration::from_secs(10))
+        .await
+        .expect("a wake-up");
+    assert_wake_up(&request, "/ok/bob");
 }
 
 #[tokio::test]
