@@ -13,6 +13,7 @@
 //! `HOMING_TEST_DATABASE_URL`; each run uses a fresh database there.
 
 mod daemon;
+mod fanout;
 mod http1;
 mod proxied;
 mod scale;
@@ -91,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Federation => {
             scenarios::federation(postgres.as_deref(), duration, args.concurrency).await?
         }
-        Scenario::Fanout => scenarios::fanout(postgres.as_deref(), args.connections).await?,
+        Scenario::Fanout => fanout::fanout(postgres.as_deref(), args.connections).await?,
         Scenario::Backlog => scenarios::backlog(postgres.as_deref(), &args.backlog).await?,
         Scenario::Scale => {
             let sizes = scale::Sizes {

@@ -9,7 +9,7 @@ use homing::crypto::b64;
 use homing_client::api::HomeServer;
 use serde_json::{json, Value};
 
-use crate::daemon::{cpu_ms, rss_kib, start, user, User};
+use crate::daemon::{start, user, User};
 use crate::http1::Connection;
 
 const SEND_PATH: &str = "/api/v1/dms/send";
@@ -363,82 +363,6 @@ pub async fn federation(
         "seconds_to_custody": elapsed,
         "send_p50_ms": percentile(&mut latencies, 0.50),
         "send_p99_ms": percentile(&mut latencies, 0.99),
-    }))
-}
-
-pub async fn fanout(postgres: Option<&str>, connections: usize) -> anyhow::Result<Value> {
-    let daemon = start(postgres, &[]).await?;
-    let alice = user(&daemon, "alice", 1).await?;
-    let bob = user(&daemon, "bob", 1).await?;
-    let pid = daemon.child.id();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = rss_kib(pid).unwrap_or(0);
-    let server = HomeServer::new(&daemon.url).with_token(&bob.tokens[0]);
-    let mut sockets = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        match server.gateway(0).await {
-            Ok(mut socket) => {
-                let _ = socket.next().await; // HELLO
-                sockets.push(socket);
-            }
-            Err(error) => anyhow::bail!(
-                "connection {} failed: {error} (raise `ulimit -n`)",
-                sockets.len()
-            ),
-        }
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = rss_kib(pid).unwrap_or(0);
-    // One message: every idle session is notified. Each session reads on a
-    // task of its own, parked before the send, so its time is when its
-    // frame arrived. Read one after another, 10,000 frames that had all
-    // arrived took the load generator half a second: that measured the
-    // load generator, not the daemon.
-    let sent_at: Arc<std::sync::OnceLock<Instant>> = Arc::default();
-    let readers: Vec<_> = sockets
-        .into_iter()
-        .map(|mut socket| {
-            let sent_at = sent_at.clone();
-            tokio::spawn(async move {
-                let frame = tokio::time::timeout(Duration::from_secs(30), socket.next()).await;
-                let arrived = Instant::now();
-                let sent = *sent_at.get()?;
-                frame
-                    .ok()
-                    .flatten()
-                    .map(|_| arrived.saturating_duration_since(sent).as_secs_f64() * 1000.0)
-            })
-        })
-        .collect();
-    let (_, request) = Outgoing::to(&bob).message();
-    let http = reqwest::Client::new();
-    let send_url = format!("{}/api/v1/dms/send", daemon.url);
-    let (daemon_cpu, own_cpu) = (cpu_ms(pid), cpu_ms(0));
-    let _ = sent_at.set(Instant::now());
-    post_send(&http, &send_url, &alice.tokens[0], request)
-        .send()
-        .await?;
-    let mut latencies = Vec::with_capacity(readers.len());
-    for reader in readers {
-        if let Ok(Some(ms)) = reader.await {
-            latencies.push(ms);
-        }
-    }
-    let spent = |now: Option<f64>, then: Option<f64>| now.zip(then).map(|(now, then)| now - then);
-    let daemon_cpu_ms = spent(cpu_ms(pid), daemon_cpu);
-    let loadgen_cpu_ms = spent(cpu_ms(0), own_cpu);
-    let per_connection = after.saturating_sub(before) as f64 / connections.max(1) as f64;
-    Ok(json!({
-        "connections": connections,
-        "rss_before_kib": before,
-        "rss_after_kib": after,
-        "rss_per_connection_kib": (per_connection * 100.0).round() / 100.0,
-        "notified": latencies.len(),
-        "notify_p50_ms": percentile(&mut latencies, 0.50),
-        "notify_p99_ms": percentile(&mut latencies, 0.99),
-        // Where the cycles of the notification went (10 ms ticks).
-        "daemon_cpu_ms": daemon_cpu_ms,
-        "loadgen_cpu_ms": loadgen_cpu_ms,
     }))
 }
 

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::auth::Authenticated;
 use crate::api::error::ApiError;
 use crate::api::AppState;
-use crate::gateway::{run_session, GatewayEvent, SessionConfig};
+use crate::gateway::{GatewayEvent, SessionBody, SessionConfig};
 use crate::mailbox;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -54,7 +54,11 @@ pub async fn gateway(
             message: e.to_string(),
             retry_after_secs: 5,
         })?;
-    let (response, session, stream) = match actix_ws::handle(&request, payload) {
+    // actix-ws answers the handshake and decodes what the device sends.
+    // Its `Session` and the body it made (a channel to the socket) are
+    // dropped: the session itself is the answer's body, polled by the
+    // connection's task (see `gateway::session`).
+    let (response, _, stream) = match actix_ws::handle(&request, payload) {
         Ok(parts) => parts,
         Err(error) => {
             state.hub.unregister(ticket.device_row, ticket.id);
@@ -89,13 +93,6 @@ pub async fn gateway(
         heartbeat_interval: settings.heartbeat_interval,
         heartbeat_timeout: settings.heartbeat_timeout,
     };
-    actix_web::rt::spawn(run_session(
-        state.hub.clone(),
-        ticket,
-        session,
-        stream,
-        config,
-        initial,
-    ));
-    Ok(response)
+    let session = SessionBody::new(state.hub.clone(), ticket, stream, config, initial);
+    Ok(response.set_body(session).map_into_boxed_body())
 }

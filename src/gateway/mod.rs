@@ -11,4 +11,4 @@ mod session;
 pub use feed_tail::FeedTail;
 pub use hub::{GatewayEvent, Hub, SessionTicket};
 pub use notifier::{Notifier, OfflineDevices};
-pub use session::{run_session, SessionConfig};
+pub use session::{SessionBody, SessionConfig};

@@ -1,9 +1,9 @@
 //! A session's queue of frames: bounded, filled by the hub, drained by
-//! the session's task. Lighter than a tokio channel, which allocates its
-//! first block of 32 slots and its state up front (about 1.5 KiB a
-//! session, measured with heaptrack under `loadgen --scenario fanout`);
-//! this holds a frame only while one waits, so an idle session pays for
-//! an empty queue and a `Notify`.
+//! the session. Lighter than a tokio channel, which allocates its first
+//! block of 32 slots and its state up front (about 1.5 KiB a session,
+//! measured with heaptrack under `loadgen --scenario fanout`); this holds
+//! a frame only while one waits, so an idle session pays for an empty
+//! queue and the waker of the task that polls it.
 //!
 //! Closing works as with a channel: when the hub drops its sender (the
 //! session was too slow, or its token stopped working) the session reads
@@ -12,20 +12,20 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
-
-use tokio::sync::Notify;
+use std::task::{Context, Poll, Waker};
 
 use super::hub::Frame;
 
 struct Shared {
     state: Mutex<State>,
-    ready: Notify,
 }
 
 #[derive(Default)]
 struct State {
     frames: VecDeque<Frame>,
     closed: bool,
+    /// The session's task, when it waits for a frame.
+    waiting: Option<Waker>,
 }
 
 impl Shared {
@@ -35,8 +35,15 @@ impl Shared {
     }
 
     fn close(&self) {
-        self.state().closed = true;
-        self.ready.notify_one();
+        let waiting = {
+            let mut state = self.state();
+            state.closed = true;
+            state.waiting.take()
+        };
+        // Woken outside the lock: the woken task may run at once.
+        if let Some(waker) = waiting {
+            waker.wake();
+        }
     }
 }
 
@@ -44,7 +51,6 @@ impl Shared {
 pub fn queue(capacity: usize) -> (FrameSender, FrameReceiver) {
     let shared = Arc::new(Shared {
         state: Mutex::default(),
-        ready: Notify::new(),
     });
     (
         FrameSender {
@@ -70,7 +76,7 @@ pub enum NotQueued {
 
 impl FrameSender {
     pub fn try_send(&self, frame: Frame) -> Result<(), NotQueued> {
-        {
+        let waiting = {
             let mut state = self.shared.state();
             if state.closed {
                 return Err(NotQueued::Closed);
@@ -79,8 +85,11 @@ impl FrameSender {
                 return Err(NotQueued::Full);
             }
             state.frames.push_back(frame);
+            state.waiting.take()
+        };
+        if let Some(waker) = waiting {
+            waker.wake();
         }
-        self.shared.ready.notify_one();
         Ok(())
     }
 
@@ -102,23 +111,29 @@ pub struct FrameReceiver {
 }
 
 impl FrameReceiver {
-    /// The next frame; `None` once the queue is closed and empty. Safe to
-    /// cancel (in `select!`): a frame is taken only when it is returned.
-    pub async fn recv(&mut self) -> Option<Frame> {
-        loop {
-            {
-                let mut state = self.shared.state();
-                if let Some(frame) = state.frames.pop_front() {
-                    return Some(frame);
-                }
-                if state.closed {
-                    return None;
-                }
-            }
-            // A notification sent since the check is kept as a permit, so
-            // this cannot sleep through a frame queued in between.
-            self.shared.ready.notified().await;
+    /// The next frame; `None` once the queue is closed and empty. When
+    /// none waits, the task is woken by the next frame or the closing: the
+    /// waker is stored under the same lock the sender queues under, so no
+    /// frame can slip in between.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
+        let mut state = self.shared.state();
+        if let Some(frame) = state.frames.pop_front() {
+            return Poll::Ready(Some(frame));
         }
+        if state.closed {
+            return Poll::Ready(None);
+        }
+        match &mut state.waiting {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            waiting => *waiting = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// [`Self::poll_recv`] as a future.
+    #[cfg(test)]
+    pub async fn recv(&mut self) -> Option<Frame> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
 
     /// The next frame if one waits.

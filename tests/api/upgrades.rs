@@ -77,7 +77,9 @@ fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Server frames (unmasked) read until one has `opcode`; its payload.
-async fn frame_with_opcode(socket: &mut TcpStream, mut buffered: Vec<u8>, opcode: u8) -> Vec<u8> {
+/// Frames before it are skipped; bytes after it stay in `buffered` for
+/// the next call (the server may write several frames at once).
+async fn frame_with_opcode(socket: &mut TcpStream, buffered: &mut Vec<u8>, opcode: u8) -> Vec<u8> {
     loop {
         while buffered.len() >= 2 {
             let (code, short) = (buffered[0] & 0x0f, (buffered[1] & 0x7f) as usize);
@@ -120,9 +122,10 @@ async fn frames_sent_right_behind_the_upgrade_request_are_not_lost() {
     socket.write_all(&bytes).await.unwrap();
     let (head, rest) = read_head(&mut socket).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    let hello = frame_with_opcode(&mut socket, rest.clone(), 0x1).await;
+    let mut buffered = rest;
+    let hello = frame_with_opcode(&mut socket, &mut buffered, 0x1).await;
     assert!(String::from_utf8_lossy(&hello).contains("HELLO"));
-    let pong = frame_with_opcode(&mut socket, rest, 0xA).await;
+    let pong = frame_with_opcode(&mut socket, &mut buffered, 0xA).await;
     assert_eq!(pong, b"are you there");
 }
 
