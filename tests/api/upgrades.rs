@@ -5,9 +5,10 @@
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::gateway::{connect, next_json};
+use crate::helpers::{message_to, spawn_app, spawn_app_with, TestApp};
 
 const WITHIN: Duration = Duration::from_secs(5);
 
@@ -158,4 +159,101 @@ async fn an_upgrade_request_for_another_path_is_answered_as_http() {
         .unwrap();
     let body = read_to_close(&mut socket, rest).await;
     assert_eq!(body.len(), length);
+}
+
+async fn next_frame(
+    frames: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+) -> serde_json::Value {
+    tokio::time::timeout(WITHIN, frames.recv())
+        .await
+        .expect("a frame in time")
+        .expect("the session is open")
+}
+
+#[tokio::test]
+async fn a_session_whose_device_stops_reading_is_cut_off_while_its_other_session_hears_all() {
+    // Large messages ride inline, so a few fill any socket buffer. A write
+    // that makes no progress for the heartbeat timeout ends the session.
+    let app = spawn_app_with(vec![
+        ("HOMING__GATEWAY__HEARTBEAT_INTERVAL", "1s"),
+        ("HOMING__GATEWAY__HEARTBEAT_TIMEOUT", "2s"),
+        ("HOMING__GATEWAY__INLINE_MAX_BYTES", "200000"),
+        ("HOMING__RATE_LIMITS__SEND_PER_DEVICE", "100000/m"),
+        ("HOMING__GATEWAY__MAX_SESSIONS_PER_DEVICE", "2"),
+    ])
+    .await;
+    let alice = app.register("alice").await;
+    let bob = app.register("bob").await;
+    let token = &bob.device(0).token;
+
+    // The stalled session: a small receive buffer, and nothing read past
+    // the answer's head.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let address = app.address.trim_start_matches("http://").parse().unwrap();
+    let mut stalled = socket.connect(address).await.expect("connect");
+    stalled
+        .write_all(&upgrade_request(&app, "/api/v1/gateway", Some(token)))
+        .await
+        .unwrap();
+    let (head, _) = read_head(&mut stalled).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // The honest session reads all the time (and so answers pings).
+    let mut socket = connect(&app, token, "").await.unwrap();
+    let (frames, mut honest) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let frame = next_json(&mut socket, Duration::from_secs(60)).await;
+            if frames.send(frame).is_err() {
+                break;
+            }
+        }
+    });
+    assert_eq!(next_frame(&mut honest).await["type"], "HELLO");
+    // Both of the device's sessions are taken.
+    match connect(&app, token, "").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 429)
+        }
+        other => panic!("expected 429, got {other:?}"),
+    }
+
+    // 60 messages of 150 KiB: about 12 MB of frames for each session.
+    let body = vec![7u8; 150 * 1024];
+    let mut sent = Vec::new();
+    for _ in 0..60 {
+        let message = message_to(&app, &[(&bob, &[0])], &body, "all");
+        let response = app
+            .post_json("/api/v1/dms/send", &message, Some(&alice.device(0).token))
+            .await;
+        assert_eq!(response.status(), 202);
+        sent.push(message["message_id"].as_str().unwrap().to_string());
+        let notify = next_frame(&mut honest).await;
+        assert_eq!(notify["type"], "DM_NOTIFY");
+        assert_eq!(notify["message"]["message_id"], sent[sent.len() - 1]);
+    }
+
+    // The server gives up on the stalled session (a write has made no
+    // progress for the heartbeat timeout) and frees its place, while its
+    // device still reads nothing.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let third = loop {
+        match connect(&app, token, "").await {
+            Ok(socket) => break socket,
+            Err(_) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(error) => panic!("the stalled session still holds its place: {error}"),
+        }
+    };
+    drop((third, stalled));
+
+    // And the honest session still hears new mail.
+    let message = message_to(&app, &[(&bob, &[0])], b"after", "all");
+    let response = app
+        .post_json("/api/v1/dms/send", &message, Some(&alice.device(0).token))
+        .await;
+    assert_eq!(response.status(), 202);
+    let notify = next_frame(&mut honest).await;
+    assert_eq!(notify["message"]["message_id"], message["message_id"]);
 }
