@@ -55,11 +55,14 @@ pub async fn fanout(postgres: Option<&str>, connections: usize) -> anyhow::Resul
     let sent_at: Arc<OnceLock<SystemTime>> = Arc::default();
     let readers: Vec<_> = sockets
         .into_iter()
-        .map(|socket| {
+        .map(|(socket, after_hello)| {
             let sent_at = sent_at.clone();
             tokio::spawn(async move {
-                let arrival =
-                    tokio::time::timeout(Duration::from_secs(30), read_notification(&socket)).await;
+                let arrival = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    read_notification(&socket, after_hello),
+                )
+                .await;
                 let since_send = |at: SystemTime| {
                     let sent = *sent_at.get()?;
                     Some(at.duration_since(sent).unwrap_or_default().as_secs_f64() * 1000.0)
@@ -118,7 +121,7 @@ pub async fn fanout(postgres: Option<&str>, connections: usize) -> anyhow::Resul
 
 /// A gateway session: the upgrade written by hand, its `101` and the
 /// `HELLO` frame read, and the socket set to timestamp what it receives.
-async fn open_session(address: &str, token: &str) -> anyhow::Result<TcpStream> {
+async fn open_session(address: &str, token: &str) -> anyhow::Result<(TcpStream, Vec<u8>)> {
     let mut socket = TcpStream::connect(address).await?;
     let request = format!(
         "GET /api/v1/gateway HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n\
@@ -142,17 +145,21 @@ async fn open_session(address: &str, token: &str) -> anyhow::Result<TcpStream> {
         String::from_utf8_lossy(&received[..head_end.min(80)])
     );
     let mut frames = received.split_off(head_end);
-    while text_frames(&frames).is_empty() {
+    let hello_end = loop {
+        if let Some((_, hello, end)) = first_frame(&frames) {
+            anyhow::ensure!(
+                contains(hello, br#""type":"HELLO""#),
+                "the first frame is not HELLO"
+            );
+            break end;
+        }
         if socket.read_buf(&mut frames).await? == 0 {
             anyhow::bail!("the daemon closed the connection before HELLO");
         }
-    }
-    anyhow::ensure!(
-        contains(text_frames(&frames)[0], br#""type":"HELLO""#),
-        "the first frame is not HELLO"
-    );
+    };
     timestamp_receipts(&socket)?;
-    Ok(socket)
+    // Whatever came behind HELLO is the start of the next frame.
+    Ok((socket, frames.split_off(hello_end)))
 }
 
 fn timestamp_receipts(socket: &TcpStream) -> io::Result<()> {
@@ -178,8 +185,10 @@ fn timestamp_receipts(socket: &TcpStream) -> io::Result<()> {
 /// Waits for the `DM_NOTIFY` frame; returns when the kernel received it
 /// and when it was read here. Other frames (a heartbeat's ping) are
 /// skipped.
-async fn read_notification(socket: &TcpStream) -> io::Result<(SystemTime, SystemTime)> {
-    let mut frames = Vec::new();
+async fn read_notification(
+    socket: &TcpStream,
+    mut frames: Vec<u8>,
+) -> io::Result<(SystemTime, SystemTime)> {
     loop {
         socket.readable().await?;
         let received = socket.try_io(Interest::READABLE, || receive(socket, &mut frames));
@@ -250,29 +259,33 @@ fn contains(text: &[u8], needle: &[u8]) -> bool {
     text.windows(needle.len()).any(|window| window == needle)
 }
 
-/// The payloads of the whole unmasked text frames at the start of
-/// `bytes` (what a server sends).
+/// The first whole unmasked frame at the start of `bytes`: its opcode,
+/// its payload, and the length of the frame.
+fn first_frame(bytes: &[u8]) -> Option<(u8, &[u8], usize)> {
+    let (length, header): (usize, usize) = match *bytes.get(1)? & 0x7f {
+        126 => (
+            u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?]) as usize,
+            4,
+        ),
+        127 => {
+            let length: [u8; 8] = bytes.get(2..10)?.try_into().ok()?;
+            (usize::try_from(u64::from_be_bytes(length)).ok()?, 10)
+        }
+        short => (short as usize, 2),
+    };
+    let end = header.checked_add(length)?;
+    Some((bytes[0] & 0x0f, bytes.get(header..end)?, end))
+}
+
+/// The payloads of the whole text frames at the start of `bytes`.
 fn text_frames(bytes: &[u8]) -> Vec<&[u8]> {
     let mut frames = Vec::new();
     let mut rest = bytes;
-    while rest.len() >= 2 {
-        let (length, header) = match rest[1] & 0x7f {
-            126 if rest.len() >= 4 => (u16::from_be_bytes([rest[2], rest[3]]) as usize, 4),
-            127 if rest.len() >= 10 => {
-                let mut length = [0u8; 8];
-                length.copy_from_slice(&rest[2..10]);
-                (u64::from_be_bytes(length) as usize, 10)
-            }
-            126 | 127 => break,
-            short => (short as usize, 2),
-        };
-        if rest.len() < header + length {
-            break;
+    while let Some((opcode, payload, end)) = first_frame(rest) {
+        if opcode == 0x1 {
+            frames.push(payload);
         }
-        if rest[0] == 0x81 {
-            frames.push(&rest[header..header + length]);
-        }
-        rest = &rest[header + length..];
+        rest = &rest[end..];
     }
     frames
 }
@@ -283,6 +296,11 @@ mod tests {
 
     #[test]
     fn whole_text_frames_are_found_and_others_skipped() {
+        // A length that would overflow is not a frame.
+        let mut huge = vec![0x81, 127];
+        huge.extend_from_slice(&u64::MAX.to_be_bytes());
+        assert!(text_frames(&huge).is_empty());
+
         let mut bytes = vec![0x89, 0x00]; // a ping
         bytes.extend_from_slice(&[0x81, 0x02, b'h', b'i']);
         let long = vec![b'x'; 300];

@@ -159,14 +159,26 @@ async fn answer(
     writer.shutdown().await
 }
 
-async fn write(writer: &mut OwnedWriteHalf, bytes: &[u8], stall: Duration) -> io::Result<()> {
-    match tokio::time::timeout(stall, writer.write_all(bytes)).await {
-        Ok(written) => written,
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "the peer stopped reading",
-        )),
+/// Writes all of `bytes`, failing once a write makes no progress for
+/// `stall`: a slow reader may take long over a large chunk, one that
+/// stopped reading may not.
+async fn write(writer: &mut OwnedWriteHalf, mut bytes: &[u8], stall: Duration) -> io::Result<()> {
+    while !bytes.is_empty() {
+        let written = match tokio::time::timeout(stall, writer.write(bytes)).await {
+            Ok(written) => written?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the peer stopped reading",
+                ))
+            }
+        };
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        bytes = &bytes[written..];
     }
+    Ok(())
 }
 
 /// The request's payload: what arrived with the request, then the socket,

@@ -20,7 +20,7 @@ use actix_codec::Encoder;
 use actix_http::ws::{Codec, Message};
 use actix_web::body::{BodySize, MessageBody};
 use actix_web::web::{Bytes, BytesMut};
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason};
+use actix_ws::{CloseCode, CloseReason, MessageStream};
 use futures_util::Stream;
 use serde_json::json;
 use tokio::time::{Instant, Sleep};
@@ -61,7 +61,7 @@ fn close(code: CloseCode, description: &str) -> Ending {
 pub struct SessionBody {
     hub: Arc<Hub>,
     ticket: SessionTicket,
-    incoming: AggregatedMessageStream,
+    incoming: MessageStream,
     codec: Codec,
     /// Encoded frames not yet handed to the socket.
     out: BytesMut,
@@ -88,10 +88,10 @@ impl SessionBody {
         config: SessionConfig,
         initial: Vec<GatewayEvent>,
     ) -> Self {
-        let incoming = stream
-            .max_frame_size(MAX_CLIENT_FRAME)
-            .aggregate_continuations()
-            .max_continuation_size(MAX_CLIENT_FRAME);
+        // Frames are taken one by one, not aggregated: a device sends
+        // small whole frames, and an aggregator would gather an endless
+        // run of empty continuation frames without counting them.
+        let incoming = stream.max_frame_size(MAX_CLIENT_FRAME);
         let now = Instant::now();
         let next_tick = now + config.heartbeat_interval;
         let token_expiry = now + config.token_expires_in;
@@ -154,21 +154,28 @@ impl SessionBody {
                 return Err(close(CloseCode::Policy, "too many frames"));
             }
             match frame {
-                Some(Ok(AggregatedMessage::Ping(bytes))) => {
+                Some(Ok(Message::Ping(bytes))) => {
                     self.last_heard = now;
                     self.send(Message::Pong(bytes));
                 }
-                Some(Ok(AggregatedMessage::Pong(_))) => self.last_heard = now,
-                Some(Ok(AggregatedMessage::Text(text))) => {
+                Some(Ok(Message::Pong(_))) => self.last_heard = now,
+                Some(Ok(Message::Text(text))) => {
                     self.last_heard = now;
                     if text.contains("\"HEARTBEAT\"") {
                         self.send(Message::Text(r#"{"type":"HEARTBEAT_ACK"}"#.into()));
                     }
                 }
-                Some(Ok(AggregatedMessage::Binary(_))) => {
+                Some(Ok(Message::Binary(_))) => {
                     return Err(close(CloseCode::Unsupported, "binary frames are not used"));
                 }
-                Some(Ok(AggregatedMessage::Close(_))) | None => return Err(None),
+                Some(Ok(Message::Continuation(_))) => {
+                    return Err(close(
+                        CloseCode::Unsupported,
+                        "fragmented frames are not used",
+                    ));
+                }
+                Some(Ok(Message::Nop)) => {}
+                Some(Ok(Message::Close(_))) | None => return Err(None),
                 Some(Err(_)) => return Err(close(CloseCode::Size, "invalid or oversized frame")),
             }
         }

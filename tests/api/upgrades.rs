@@ -198,6 +198,18 @@ async fn a_session_whose_device_stops_reading_is_cut_off_while_its_other_session
         .unwrap();
     let (head, _) = read_head(&mut stalled).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // It still sends a pong every 300 ms, so the heartbeat alone would
+    // never end it: only a write that makes no progress can.
+    let (mut stalled_reader, mut stalled_writer) = stalled.into_split();
+    let pongs = tokio::spawn(async move {
+        while stalled_writer
+            .write_all(&client_frame(0xA, b""))
+            .await
+            .is_ok()
+        {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
     // The honest session reads all the time (and so answers pings).
     let mut socket = connect(&app, token, "").await.unwrap();
     let (frames, mut honest) = tokio::sync::mpsc::unbounded_channel();
@@ -218,10 +230,11 @@ async fn a_session_whose_device_stops_reading_is_cut_off_while_its_other_session
         other => panic!("expected 429, got {other:?}"),
     }
 
-    // 60 messages of 150 KiB: about 12 MB of frames for each session.
+    // 80 messages of 150 KiB: about 16 MB of frames for each session,
+    // more than the kernel's socket buffers take.
     let body = vec![7u8; 150 * 1024];
     let mut sent = Vec::new();
-    for _ in 0..60 {
+    for _ in 0..80 {
         let message = message_to(&app, &[(&bob, &[0])], &body, "all");
         let response = app
             .post_json("/api/v1/dms/send", &message, Some(&alice.device(0).token))
@@ -246,7 +259,21 @@ async fn a_session_whose_device_stops_reading_is_cut_off_while_its_other_session
             Err(error) => panic!("the stalled session still holds its place: {error}"),
         }
     };
-    drop((third, stalled));
+    drop(third);
+    pongs.abort();
+    // Its connection is gone too: what the server had written, then the
+    // end (or a reset, for the pongs it never read).
+    let mut drained = Vec::new();
+    let ended = tokio::time::timeout(
+        Duration::from_secs(10),
+        stalled_reader.read_to_end(&mut drained),
+    )
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stalled connection was still open after {} bytes",
+        drained.len()
+    );
 
     // And the honest session still hears new mail.
     let message = message_to(&app, &[(&bob, &[0])], b"after", "all");
@@ -256,4 +283,40 @@ async fn a_session_whose_device_stops_reading_is_cut_off_while_its_other_session
     assert_eq!(response.status(), 202);
     let notify = next_frame(&mut honest).await;
     assert_eq!(notify["message"]["message_id"], message["message_id"]);
+}
+
+#[tokio::test]
+async fn fragmented_frames_close_the_session_instead_of_piling_up() {
+    let app = spawn_app().await;
+    let bob = app.register("bob").await;
+    let mut socket = open(&app).await;
+    socket
+        .write_all(&upgrade_request(
+            &app,
+            "/api/v1/gateway",
+            Some(&bob.device(0).token),
+        ))
+        .await
+        .unwrap();
+    let (head, rest) = read_head(&mut socket).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // A text frame without FIN, then empty continuations: a device that
+    // kept sending them would have them gathered for ever.
+    let mut first = client_frame(0x1, b"{");
+    first[0] &= 0x7f;
+    let mut continuation = client_frame(0x0, b"");
+    continuation[0] &= 0x7f;
+    let mut bytes = first;
+    for _ in 0..5 {
+        bytes.extend_from_slice(&continuation);
+    }
+    socket.write_all(&bytes).await.unwrap();
+    let mut buffered = rest;
+    let close = frame_with_opcode(&mut socket, &mut buffered, 0x8).await;
+    assert_eq!(
+        u16::from_be_bytes([close[0], close[1]]),
+        1003,
+        "unsupported data"
+    );
+    assert!(String::from_utf8_lossy(&close[2..]).contains("fragmented"));
 }
