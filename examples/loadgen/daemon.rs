@@ -14,6 +14,7 @@ pub struct Daemon {
     pub child: Child,
     pub name: String,
     pub url: String,
+    database_url: String,
     _dir: tempfile::TempDir,
     postgres: Option<(String, String)>,
 }
@@ -78,10 +79,30 @@ pub async fn start(postgres: Option<&str>, extra: &[(&str, &str)]) -> anyhow::Re
             None,
         ),
     };
+    spawn(name.clone(), name, database_url, dir, postgres, extra).await
+}
+
+/// Another daemon of `primary`'s server: the same name and database, its
+/// own port and data directory, as replicas are deployed.
+pub async fn replica(primary: &Daemon, extra: &[(&str, &str)]) -> anyhow::Result<Daemon> {
+    let bind = format!("127.0.0.1:{}", free_port()?);
+    let dir = tempfile::tempdir()?;
+    let database_url = primary.database_url.clone();
+    spawn(primary.name.clone(), bind, database_url, dir, None, extra).await
+}
+
+async fn spawn(
+    name: String,
+    bind: String,
+    database_url: String,
+    dir: tempfile::TempDir,
+    postgres: Option<(String, String)>,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<Daemon> {
     let mut command = Command::new(homingd_path()?);
     command
         .env("HOMING__SERVER__NAME", &name)
-        .env("HOMING__SERVER__BIND", &name)
+        .env("HOMING__SERVER__BIND", &bind)
         .env("HOMING__SERVER__DATA_DIR", dir.path())
         .env("HOMING__DATABASE__URL", &database_url)
         .env("HOMING__DATABASE__POOL_SIZE", "16")
@@ -115,7 +136,7 @@ pub async fn start(postgres: Option<&str>, extra: &[(&str, &str)]) -> anyhow::Re
     match std::env::var_os("LOADGEN_LOG_DIR") {
         Some(dir) => {
             let log = std::fs::File::create(
-                std::path::Path::new(&dir).join(format!("homingd-{}.log", name.replace(':', "-"))),
+                std::path::Path::new(&dir).join(format!("homingd-{}.log", bind.replace(':', "-"))),
             )?;
             command.env("HOMING__LOG__FILTER", "info").stderr(log);
         }
@@ -131,8 +152,9 @@ pub async fn start(postgres: Option<&str>, extra: &[(&str, &str)]) -> anyhow::Re
     let child = command.spawn()?;
     let daemon = Daemon {
         child,
-        url: format!("http://{name}"),
+        url: format!("http://{bind}"),
         name,
+        database_url,
         _dir: dir,
         postgres,
     };

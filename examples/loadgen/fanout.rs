@@ -121,7 +121,7 @@ pub async fn fanout(postgres: Option<&str>, connections: usize) -> anyhow::Resul
 
 /// A gateway session: the upgrade written by hand, its `101` and the
 /// `HELLO` frame read, and the socket set to timestamp what it receives.
-async fn open_session(address: &str, token: &str) -> anyhow::Result<(TcpStream, Vec<u8>)> {
+pub async fn open_session(address: &str, token: &str) -> anyhow::Result<(TcpStream, Vec<u8>)> {
     let mut socket = TcpStream::connect(address).await?;
     let request = format!(
         "GET /api/v1/gateway HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n\
@@ -185,7 +185,7 @@ fn timestamp_receipts(socket: &TcpStream) -> io::Result<()> {
 /// Waits for the `DM_NOTIFY` frame; returns when the kernel received it
 /// and when it was read here. Other frames (a heartbeat's ping) are
 /// skipped.
-async fn read_notification(
+pub async fn read_notification(
     socket: &TcpStream,
     mut frames: Vec<u8>,
 ) -> io::Result<(SystemTime, SystemTime)> {

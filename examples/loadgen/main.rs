@@ -14,6 +14,7 @@
 
 mod daemon;
 mod fanout;
+mod fanout_cluster;
 mod http1;
 mod proxied;
 mod scale;
@@ -32,6 +33,8 @@ enum Scenario {
     Backlog,
     Scale,
     Proxied,
+    /// Holds sessions for `fanout --replicas` (run by it, not by hand).
+    Hold,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, ValueEnum)]
@@ -62,6 +65,13 @@ struct Args {
     /// Idle gateway connections (`fanout`).
     #[arg(long, default_value_t = 10_000)]
     connections: usize,
+    /// Replicas of the server on one PostgreSQL database (`fanout`), each
+    /// with its share of the sessions held by a process of its own.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// The daemon a `hold` process connects to.
+    #[arg(long, default_value = "")]
+    url: String,
     /// Pending deliveries for other devices (`backlog`), e.g. 1000,1000000.
     #[arg(long, value_delimiter = ',', default_value = "1000,100000")]
     backlog: Vec<u64>,
@@ -92,7 +102,12 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Federation => {
             scenarios::federation(postgres.as_deref(), duration, args.concurrency).await?
         }
+        Scenario::Fanout if args.replicas > 1 => {
+            fanout_cluster::fanout_cluster(postgres.as_deref(), args.connections, args.replicas)
+                .await?
+        }
         Scenario::Fanout => fanout::fanout(postgres.as_deref(), args.connections).await?,
+        Scenario::Hold => fanout_cluster::hold(&args.url, args.connections).await?,
         Scenario::Backlog => scenarios::backlog(postgres.as_deref(), &args.backlog).await?,
         Scenario::Scale => {
             let sizes = scale::Sizes {
