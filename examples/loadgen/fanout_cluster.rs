@@ -99,6 +99,12 @@ pub async fn fanout_cluster(
         let _ = holder.child.kill().await;
     }
     drop(daemons);
+    // A session that heard nothing is a lost notification, not a figure.
+    anyhow::ensure!(
+        arrived.len() == connections,
+        "{} of {connections} sessions were notified",
+        arrived.len()
+    );
     let per_connection = after.saturating_sub(before) as f64 / connections.max(1) as f64;
     Ok(json!({
         "connections": connections,
