@@ -15,12 +15,12 @@
 
 use std::io;
 use std::os::fd::AsRawFd;
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 
 use crate::daemon::{cpu_ms, rss_kib, start, user};
 use crate::scenarios::{percentile, post_send, Outgoing};
@@ -35,70 +35,105 @@ pub async fn fanout(postgres: Option<&str>, connections: usize) -> anyhow::Resul
     let pid = daemon.child.id();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = rss_kib(pid).unwrap_or(0);
-    let address = daemon.url.trim_start_matches("http://").to_string();
-    let mut sockets = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        match open_session(&address, &bob.tokens[0]).await {
-            Ok(socket) => sockets.push(socket),
-            Err(error) => anyhow::bail!(
-                "connection {} failed: {error} (raise `ulimit -n`)",
-                sockets.len()
-            ),
-        }
-    }
+    let address = daemon.url.trim_start_matches("http://");
+    let sessions = open_sessions(address, &bob.tokens[0], connections).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_kib(pid).unwrap_or(0);
-    // Each session waits on a task of its own, parked before the send.
-    // Each task hands its socket back rather than closing it: sessions
-    // hanging up while the rest are still being notified would measure
-    // the daemon's teardown too.
-    let sent_at: Arc<OnceLock<SystemTime>> = Arc::default();
-    let readers: Vec<_> = sockets
-        .into_iter()
-        .map(|(socket, after_hello)| {
-            let sent_at = sent_at.clone();
-            tokio::spawn(async move {
-                let arrival = tokio::time::timeout(
-                    Duration::from_secs(30),
-                    read_notification(&socket, after_hello),
-                )
-                .await;
-                let since_send = |at: SystemTime| {
-                    let sent = *sent_at.get()?;
-                    Some(at.duration_since(sent).unwrap_or_default().as_secs_f64() * 1000.0)
-                };
-                let times = match arrival {
-                    Ok(Ok((in_kernel, read))) => since_send(in_kernel).zip(since_send(read)),
-                    _ => None,
-                };
-                (times, socket)
-            })
-        })
-        .collect();
+    let readers = spawn_readers(sessions, Duration::from_secs(30));
     let (_, request) = Outgoing::to(&bob).message();
     let http = reqwest::Client::new();
     let send_url = format!("{}/api/v1/dms/send", daemon.url);
     let (daemon_cpu, own_cpu) = (cpu_ms(pid), cpu_ms(0));
-    let _ = sent_at.set(SystemTime::now());
+    let sent_at = SystemTime::now();
     post_send(&http, &send_url, &alice.tokens[0], request)
         .send()
         .await?;
+    let (arrived, read, open) = gather(readers, sent_at).await;
+    let spent = |now: Option<f64>, then: Option<f64>| now.zip(then).map(|(now, then)| now - then);
+    let daemon_cpu_ms = spent(cpu_ms(pid), daemon_cpu);
+    let loadgen_cpu_ms = spent(cpu_ms(0), own_cpu);
+    drop(open);
+    let mut result = figures(connections, (before, after), arrived, read)?;
+    // Where the cycles of the notification went (10 ms ticks).
+    result["daemon_cpu_ms"] = json!(daemon_cpu_ms);
+    result["loadgen_cpu_ms"] = json!(loadgen_cpu_ms);
+    Ok(result)
+}
+
+/// `count` sessions on `address`, opened one after another.
+pub async fn open_sessions(
+    address: &str,
+    token: &str,
+    count: usize,
+) -> anyhow::Result<Vec<(TcpStream, Vec<u8>)>> {
+    let mut sessions = Vec::with_capacity(count);
+    for _ in 0..count {
+        match open_session(address, token).await {
+            Ok(session) => sessions.push(session),
+            Err(error) => anyhow::bail!(
+                "connection {} failed: {error} (raise `ulimit -n`)",
+                sessions.len()
+            ),
+        }
+    }
+    Ok(sessions)
+}
+
+/// What a session's reader hands back: when its notification reached the
+/// socket and when it was read here, and the socket itself.
+type Heard = (Option<(SystemTime, SystemTime)>, TcpStream);
+
+/// One task per session, parked before the send, waiting up to `within`
+/// for its notification. Each hands its socket back rather than closing
+/// it: sessions hanging up while the rest are still being notified would
+/// measure the daemon's teardown too.
+pub fn spawn_readers(
+    sessions: Vec<(TcpStream, Vec<u8>)>,
+    within: Duration,
+) -> Vec<JoinHandle<Heard>> {
+    sessions
+        .into_iter()
+        .map(|(socket, after_hello)| {
+            tokio::spawn(async move {
+                let times =
+                    tokio::time::timeout(within, read_notification(&socket, after_hello)).await;
+                (times.ok().and_then(Result::ok), socket)
+            })
+        })
+        .collect()
+}
+
+/// The readers' times in milliseconds since `sent_at` (at the socket, and
+/// read here), and their sockets, still open.
+pub async fn gather(
+    readers: Vec<JoinHandle<Heard>>,
+    sent_at: SystemTime,
+) -> (Vec<f64>, Vec<f64>, Vec<TcpStream>) {
+    let since_send =
+        |at: SystemTime| at.duration_since(sent_at).unwrap_or_default().as_secs_f64() * 1000.0;
     let mut arrived = Vec::with_capacity(readers.len());
     let mut read = Vec::with_capacity(readers.len());
     let mut open = Vec::with_capacity(readers.len());
     for reader in readers {
         if let Ok((times, socket)) = reader.await {
             if let Some((in_kernel, by_reader)) = times {
-                arrived.push(in_kernel);
-                read.push(by_reader);
+                arrived.push(since_send(in_kernel));
+                read.push(since_send(by_reader));
             }
             open.push(socket);
         }
     }
-    let spent = |now: Option<f64>, then: Option<f64>| now.zip(then).map(|(now, then)| now - then);
-    let daemon_cpu_ms = spent(cpu_ms(pid), daemon_cpu);
-    let loadgen_cpu_ms = spent(cpu_ms(0), own_cpu);
-    drop(open);
+    (arrived, read, open)
+}
+
+/// The figures every `fanout` prints, from the daemons' RSS before and
+/// after the sessions opened and the notification times.
+pub fn figures(
+    connections: usize,
+    (before, after): (u64, u64),
+    mut arrived: Vec<f64>,
+    mut read: Vec<f64>,
+) -> anyhow::Result<Value> {
     // A session that heard nothing is a lost notification, not a figure.
     anyhow::ensure!(
         arrived.len() == connections,
@@ -119,15 +154,12 @@ pub async fn fanout(postgres: Option<&str>, connections: usize) -> anyhow::Resul
         // When the load generator got round to reading it.
         "read_p50_ms": percentile(&mut read, 0.50),
         "read_p99_ms": percentile(&mut read, 0.99),
-        // Where the cycles of the notification went (10 ms ticks).
-        "daemon_cpu_ms": daemon_cpu_ms,
-        "loadgen_cpu_ms": loadgen_cpu_ms,
     }))
 }
 
 /// A gateway session: the upgrade written by hand, its `101` and the
 /// `HELLO` frame read, and the socket set to timestamp what it receives.
-pub async fn open_session(address: &str, token: &str) -> anyhow::Result<(TcpStream, Vec<u8>)> {
+async fn open_session(address: &str, token: &str) -> anyhow::Result<(TcpStream, Vec<u8>)> {
     let mut socket = TcpStream::connect(address).await?;
     let request = format!(
         "GET /api/v1/gateway HTTP/1.1\r\nHost: {address}\r\nUpgrade: websocket\r\n\
@@ -191,7 +223,7 @@ fn timestamp_receipts(socket: &TcpStream) -> io::Result<()> {
 /// Waits for the `DM_NOTIFY` frame; returns when the kernel received it
 /// and when it was read here. Other frames (a heartbeat's ping) are
 /// skipped.
-pub async fn read_notification(
+async fn read_notification(
     socket: &TcpStream,
     mut frames: Vec<u8>,
 ) -> io::Result<(SystemTime, SystemTime)> {

@@ -17,8 +17,8 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
 use crate::daemon::{cpu_ms, replica, rss_kib, start, user, Daemon};
-use crate::fanout::{open_session, read_notification};
-use crate::scenarios::{percentile, post_send, Outgoing};
+use crate::fanout::{figures, gather, open_sessions, spawn_readers};
+use crate::scenarios::{post_send, Outgoing};
 
 /// Sessions one holder may open: its own files are capped at 20,000.
 const MAX_PER_HOLDER: usize = 19_000;
@@ -99,27 +99,10 @@ pub async fn fanout_cluster(
         let _ = holder.child.kill().await;
     }
     drop(daemons);
-    // A session that heard nothing is a lost notification, not a figure.
-    anyhow::ensure!(
-        arrived.len() == connections,
-        "{} of {connections} sessions were notified",
-        arrived.len()
-    );
-    let per_connection = after.saturating_sub(before) as f64 / connections.max(1) as f64;
-    Ok(json!({
-        "connections": connections,
-        "replicas": replicas,
-        "rss_before_kib": before,
-        "rss_after_kib": after,
-        "rss_per_connection_kib": (per_connection * 100.0).round() / 100.0,
-        "notified": arrived.len(),
-        "notify_p50_ms": percentile(&mut arrived, 0.50),
-        "notify_p99_ms": percentile(&mut arrived, 0.99),
-        "notify_max_ms": percentile(&mut arrived, 1.0),
-        "read_p50_ms": percentile(&mut read, 0.50),
-        "read_p99_ms": percentile(&mut read, 0.99),
-        "daemon_cpu_ms": daemon_cpu_ms,
-    }))
+    let mut result = figures(connections, (before, after), arrived, read)?;
+    result["replicas"] = json!(replicas);
+    result["daemon_cpu_ms"] = json!(daemon_cpu_ms);
+    Ok(result)
 }
 
 /// A child load generator holding one replica's sessions.
@@ -175,23 +158,8 @@ impl Holder {
 pub async fn hold(url: &str, connections: usize) -> anyhow::Result<Value> {
     let token = std::env::var("LOADGEN_TOKEN")?;
     let address = url.trim_start_matches("http://");
-    let mut sockets = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        sockets.push(open_session(address, &token).await?);
-    }
-    let readers: Vec<_> = sockets
-        .into_iter()
-        .map(|(socket, after_hello)| {
-            tokio::spawn(async move {
-                let times = tokio::time::timeout(
-                    Duration::from_secs(60),
-                    read_notification(&socket, after_hello),
-                )
-                .await;
-                (times.ok().and_then(Result::ok), socket)
-            })
-        })
-        .collect();
+    let sessions = open_sessions(address, &token, connections).await?;
+    let readers = spawn_readers(sessions, Duration::from_secs(60));
     println!("{}", json!({ "ready": connections }));
     // The send's time: read on a blocking thread (tokio's standard input
     // is not built in).
@@ -202,18 +170,7 @@ pub async fn hold(url: &str, connections: usize) -> anyhow::Result<Value> {
     .await??;
     let nanos: u64 = line.trim().parse()?;
     let sent_at = SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos);
-    let since_send =
-        |at: SystemTime| at.duration_since(sent_at).unwrap_or_default().as_secs_f64() * 1000.0;
-    let (mut arrived, mut read, mut open) = (Vec::new(), Vec::new(), Vec::new());
-    for reader in readers {
-        if let Ok((times, socket)) = reader.await {
-            if let Some((in_kernel, by_reader)) = times {
-                arrived.push(since_send(in_kernel));
-                read.push(since_send(by_reader));
-            }
-            open.push(socket);
-        }
-    }
+    let (arrived, read, open) = gather(readers, sent_at).await;
     // The sessions stay open until the parent ends this process: closed
     // now, their teardown would load the daemons while other holders'
     // sessions are still being measured.
