@@ -37,39 +37,17 @@ pub async fn proxied(
         caddy: caddy.id().unwrap_or(0),
     };
     let token = &alice.tokens[0];
-    let straight = measure(
-        Phase::flat_out(&direct, &daemon.url),
-        token,
-        &bob,
-        duration,
-        concurrency,
-        pids,
-    )
-    .await?;
-    let proxied = measure(
-        Phase::flat_out(&through, "https://a.homing.test"),
-        token,
-        &bob,
-        duration,
-        concurrency,
-        pids,
-    )
-    .await?;
+    let run = |phase| measure(phase, token, &bob, duration, concurrency, pids);
+    let straight = run(Phase::flat_out(&direct, &daemon.url)).await?;
+    let proxied = run(Phase::flat_out(&through, "https://a.homing.test")).await?;
     // Straight again, paced to what went through Caddy: the daemon's cost
     // per message depends on the rate (a group commit of fewer sends costs
     // more per send), so this is the fair comparison for its CPU.
-    let paced = measure(
-        Phase {
-            client: &direct,
-            base: &daemon.url,
-            rate: proxied["send_per_s"].as_f64(),
-        },
-        token,
-        &bob,
-        duration,
-        concurrency,
-        pids,
-    )
+    let paced = run(Phase {
+        client: &direct,
+        base: &daemon.url,
+        rate: proxied["send_per_s"].as_f64(),
+    })
     .await?;
     let _ = caddy.kill().await;
     let ratio = |key: &str| match (straight[key].as_f64(), proxied[key].as_f64()) {
