@@ -38,7 +38,7 @@ const SESSION_QUEUE: usize = 256;
 /// sessions get it (a shared, reference-counted buffer).
 pub type Frame = bytestring::ByteString;
 
-fn frame(event: &GatewayEvent) -> Option<Frame> {
+pub(super) fn frame(event: &GatewayEvent) -> Option<Frame> {
     match serde_json::to_string(event) {
         Ok(text) => Some(Frame::from(text)),
         Err(error) => {

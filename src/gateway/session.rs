@@ -25,7 +25,7 @@ use futures_util::Stream;
 use serde_json::json;
 use tokio::time::{Instant, Sleep};
 
-use super::hub::{GatewayEvent, Hub, SessionTicket};
+use super::hub::{frame, GatewayEvent, Hub, SessionTicket};
 
 /// Largest frame a device may send: it only ever sends small control frames.
 const MAX_CLIENT_FRAME: usize = 4 * 1024;
@@ -117,11 +117,8 @@ impl SessionBody {
         })
         .to_string();
         session.send(Message::Text(hello.into()));
-        for event in initial {
-            match serde_json::to_string(&event) {
-                Ok(text) => session.send(Message::Text(text.into())),
-                Err(error) => tracing::error!(%error, "a gateway event could not be serialised"),
-            }
+        for frame in initial.iter().filter_map(frame) {
+            session.send(Message::Text(frame));
         }
         session
     }
