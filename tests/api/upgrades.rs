@@ -288,7 +288,10 @@ async fn a_session_whose_device_stops_reading_is_cut_off_while_its_other_session
 #[tokio::test]
 async fn fragmented_frames_close_the_session_instead_of_piling_up() {
     let app = spawn_app().await;
+    let alice = app.register("alice").await;
     let bob = app.register("bob").await;
+    let mut honest = connect(&app, &bob.device(0).token, "").await.unwrap();
+    assert_eq!(next_json(&mut honest, WITHIN).await["type"], "HELLO");
     let mut socket = open(&app).await;
     socket
         .write_all(&upgrade_request(
@@ -319,4 +322,13 @@ async fn fragmented_frames_close_the_session_instead_of_piling_up() {
         "unsupported data"
     );
     assert!(String::from_utf8_lossy(&close[2..]).contains("fragmented"));
+
+    // The device's other session still hears new mail.
+    let message = message_to(&app, &[(&bob, &[0])], b"after", "all");
+    let response = app
+        .post_json("/api/v1/dms/send", &message, Some(&alice.device(0).token))
+        .await;
+    assert_eq!(response.status(), 202);
+    let notify = next_json(&mut honest, WITHIN).await;
+    assert_eq!(notify["message"]["message_id"], message["message_id"]);
 }
